@@ -1,0 +1,754 @@
+# pragma version 0.4.3
+# pragma evm-version cancun
+"""
+@title TaskNetwork
+@notice The chain's part of gridtask: the node registry and its stakes, task
+        creation and escrow, node selection and the queue, validation,
+        settlement and the events that tell everyone what happened.
+        Money is pulled, never pushed: every payment or refund is credited to
+        `balanceOf` and taken out with `withdraw`. At every moment the
+        contract holds exactly the fees of unfinished tasks, plus the stakes,
+        plus what is owed and not yet withdrawn.
+@dev    Gas stays flat as the network grows: nodes sit in one array per model
+        they serve, selection probes a bounded number of random entries of the
+        smallest array among the task's models, and the queue is a bucketed
+        FIFO (see task_queue.vy). What a task requires (models, VRAM, GPU) is
+        kept in the `TaskCreated` event, and in storage only while it waits.
+"""
+
+import task_queue
+
+initializes: task_queue
+
+
+# ---------------------------------------------------------------- events
+
+# @notice A node joined with its stake and capabilities.
+event NodeJoined:
+    node: indexed(address)
+    stake: uint256
+    gpu: bytes32
+    vram: uint256
+    models: DynArray[bytes32, MAX_NODE_MODELS]
+    public_key: bytes32
+    version: uint256
+
+# @notice A node stopped taking new tasks.
+event NodePaused:
+    node: indexed(address)
+
+# @notice A paused node takes tasks again.
+event NodeResumed:
+    node: indexed(address)
+
+# @notice A node left; its stake is credited to its balance.
+event NodeQuit:
+    node: indexed(address)
+    stake: uint256
+
+# @notice A task was created; its requirements and sampling seed live here.
+event TaskCreated:
+    commitment: indexed(bytes32)
+    creator: indexed(address)
+    task_type: uint256
+    nonce: bytes32
+    seed: bytes32
+    fee: uint256
+    task_size: uint256
+    timeout: uint256
+    model_ids: DynArray[bytes32, MAX_TASK_MODELS]
+    min_vram: uint256
+    required_gpu: bytes32
+    params_hash: bytes32
+
+# @notice No node could take the task now; it waits for one.
+event TaskQueued:
+    commitment: indexed(bytes32)
+    creator: indexed(address)
+    key_model: indexed(bytes32)
+    fee_per_unit: uint256
+
+# @notice A node was selected for the task.
+event TaskStarted:
+    commitment: indexed(bytes32)
+    node: indexed(address)
+    creator: indexed(address)
+
+# @notice The node committed its score and the hash of its encrypted result.
+event TaskScoreReady:
+    commitment: indexed(bytes32)
+    node: indexed(address)
+    creator: indexed(address)
+    score: bytes32
+    result_hash: bytes32
+
+# @notice The node found the task's parameters unrunnable; the fee is refunded.
+event TaskErrorReported:
+    commitment: indexed(bytes32)
+    node: indexed(address)
+    creator: indexed(address)
+    error_code: uint256
+
+# @notice The creator accepted the score; the node may deliver the result.
+event TaskValidated:
+    commitment: indexed(bytes32)
+    node: indexed(address)
+    creator: indexed(address)
+
+# @notice The result was delivered; the fee is credited to the node.
+event TaskSuccess:
+    commitment: indexed(bytes32)
+    node: indexed(address)
+    creator: indexed(address)
+    fee: uint256
+
+# @notice The task ended without a result; the fee is refunded to the creator.
+event TaskAborted:
+    commitment: indexed(bytes32)
+    by: indexed(address)
+    creator: indexed(address)
+    reason: String[64]
+
+# @notice Someone took out what the contract owed them.
+event Withdrawal:
+    account: indexed(address)
+    amount: uint256
+
+
+# ---------------------------------------------------------------- constants
+
+# @notice At most this many models per task and per node.
+MAX_TASK_MODELS: constant(uint256) = 4
+MAX_NODE_MODELS: constant(uint256) = 8
+# @dev Inputs are decoded with room to spare, so an over-long list gets a readable revert.
+MAX_MODELS_INPUT: constant(uint256) = 16
+
+# @notice Random entries selection looks at before it gives up and queues the task.
+MAX_PROBES: constant(uint256) = 8
+# @notice Queued tasks a freed node looks at per model it serves, best-paying first.
+QUEUE_SCAN: constant(uint256) = 4
+
+# Task states (mirrored by gridtask.types.TaskState).
+QUEUED: constant(uint256) = 1
+STARTED: constant(uint256) = 2
+SCORE_READY: constant(uint256) = 3
+VALIDATED: constant(uint256) = 4
+SUCCESS: constant(uint256) = 5
+ABORTED: constant(uint256) = 6
+ERRORED: constant(uint256) = 7
+
+# Node statuses (mirrored by gridtask.types.NodeStatus).
+IDLE: constant(uint256) = 1
+BUSY: constant(uint256) = 2
+PAUSED: constant(uint256) = 3
+
+# Bit layout of the packed words read on hot paths (one storage read each).
+STATE_MASK: constant(uint256) = 2**8 - 1
+TIME_MASK: constant(uint256) = 2**64 - 1
+DEADLINE_SHIFT: constant(uint256) = 8
+TIMEOUT_SHIFT: constant(uint256) = 72
+VRAM_MASK: constant(uint256) = 2**32 - 1
+VRAM_SHIFT: constant(uint256) = 8
+WEIGHT_SHIFT: constant(uint256) = 40
+
+
+# ---------------------------------------------------------------- storage
+
+struct Task:
+    creator: address
+    node: address
+    fee: uint256
+    # state | deadline << 8 | timeout << 72: what changes on every step, in one slot
+    meta: uint256
+    score: bytes32
+    result_hash: bytes32
+
+struct Node:
+    stake: uint256
+    gpu: bytes32
+    public_key: bytes32
+    version: uint256
+
+# @dev What a waiting task requires, kept only while it waits.
+struct Wanted:
+    models: DynArray[bytes32, MAX_TASK_MODELS]
+    min_vram: uint256
+    gpu: bytes32
+    fee_per_unit: uint256
+
+# @notice The least stake a node must put up to join (wei).
+min_stake: public(immutable(uint256))
+# @notice Selection weight is the stake, capped at this multiple of `min_stake`.
+stake_cap_multiple: public(immutable(uint256))
+# @notice Bounds on a task's timeout (seconds); every stage's deadline derives from it.
+min_timeout: public(immutable(uint256))
+max_timeout: public(immutable(uint256))
+# @notice The relay's account: the only one that may report a result delivered.
+relay: public(immutable(address))
+
+# @notice Tasks by commitment (keccak(task ID ‖ nonce)).
+tasks: HashMap[bytes32, Task]
+# @notice Nonces ever used, by anyone.
+nonce_used: public(HashMap[bytes32, bool])
+# @notice What the contract owes each account (payments, refunds, returned stakes).
+balanceOf: public(HashMap[address, uint256])
+
+# @notice Registered nodes; `node_info` packs status | vram << 8 | capped stake << 40.
+nodes: HashMap[address, Node]
+node_info: HashMap[address, uint256]
+node_models: HashMap[address, DynArray[bytes32, MAX_NODE_MODELS]]
+# @notice Active (idle or busy) nodes per model: an array with 1-based positions.
+model_nodes: HashMap[bytes32, HashMap[uint256, address]]
+model_node_count: public(HashMap[bytes32, uint256])
+node_model_pos: HashMap[address, HashMap[bytes32, uint256]]
+
+wanted: HashMap[bytes32, Wanted]
+
+
+# ---------------------------------------------------------------- constructor
+
+@deploy
+def __init__(
+    _min_stake: uint256,
+    _stake_cap_multiple: uint256,
+    _min_timeout: uint256,
+    _max_timeout: uint256,
+    _relay: address,
+):
+    """
+    @param _min_stake The least stake (wei) a node must put up.
+    @param _stake_cap_multiple Stakes above this multiple of the minimum add no weight.
+    @param _min_timeout Shortest task timeout accepted (seconds).
+    @param _max_timeout Longest task timeout accepted (seconds).
+    @param _relay The relay's account, which reports results delivered.
+    """
+    assert _min_stake > 0, "config: minimum stake must be positive"
+    assert _stake_cap_multiple > 0, "config: stake cap multiple must be positive"
+    assert _min_timeout > 0 and _min_timeout <= _max_timeout, "config: bad timeout bounds"
+    assert _relay != empty(address), "config: relay account required"
+    min_stake = _min_stake
+    stake_cap_multiple = _stake_cap_multiple
+    min_timeout = _min_timeout
+    max_timeout = _max_timeout
+    relay = _relay
+
+
+# ---------------------------------------------------------------- nodes
+
+@external
+@payable
+def join(
+    gpu: bytes32,
+    vram: uint256,
+    models: DynArray[bytes32, MAX_MODELS_INPUT],
+    public_key: bytes32,
+    version: uint256,
+):
+    """
+    @notice Join the network with `msg.value` as stake. A CPU-only node declares
+            gpu "cpu" and vram 0 and gets only tasks that need no GPU.
+    @param gpu The GPU's name (right-padded ASCII), or "cpu".
+    @param vram The GPU's memory in MiB (0 for a CPU node).
+    @param models The model IDs the node serves (1 to MAX_NODE_MODELS, distinct).
+    @param public_key The node's X25519 key: parameters are encrypted to it.
+    @param version The node software's version.
+    """
+    assert self.node_info[msg.sender] == 0, "nodes: already joined"
+    assert msg.value >= min_stake, "nodes: stake below minimum"
+    assert vram <= VRAM_MASK, "nodes: vram out of range"
+    assert public_key != empty(bytes32), "nodes: public key required"
+    self._check_models(models, MAX_NODE_MODELS)
+    kept: DynArray[bytes32, MAX_NODE_MODELS] = []
+    for m: bytes32 in models:
+        kept.append(m)
+    self.nodes[msg.sender] = Node(stake=msg.value, gpu=gpu, public_key=public_key, version=version)
+    self.node_models[msg.sender] = kept
+    self.node_info[msg.sender] = self._pack_node(IDLE, vram, msg.value)
+    self._activate(msg.sender)
+    log NodeJoined(
+        node=msg.sender, stake=msg.value, gpu=gpu, vram=vram, models=kept,
+        public_key=public_key, version=version,
+    )
+    self._take_queued(msg.sender)
+
+
+@external
+def pause():
+    """@notice Stop taking new tasks (only when idle; a busy node finishes first)."""
+    info: uint256 = self.node_info[msg.sender]
+    assert info != 0, "nodes: not a node"
+    assert info & STATE_MASK == IDLE, "nodes: node is not idle"
+    self._deactivate(msg.sender)
+    self.node_info[msg.sender] = (info & ~STATE_MASK) | PAUSED
+    log NodePaused(node=msg.sender)
+
+
+@external
+def resume():
+    """@notice Take tasks again after `pause`; queued work is taken at once."""
+    info: uint256 = self.node_info[msg.sender]
+    assert info & STATE_MASK == PAUSED, "nodes: node is not paused"
+    self.node_info[msg.sender] = (info & ~STATE_MASK) | IDLE
+    self._activate(msg.sender)
+    log NodeResumed(node=msg.sender)
+    self._take_queued(msg.sender)
+
+
+@external
+def quit():
+    """@notice Leave the network when idle or paused; the stake is credited to `balanceOf`."""
+    info: uint256 = self.node_info[msg.sender]
+    assert info != 0, "nodes: not a node"
+    assert info & STATE_MASK != BUSY, "nodes: node is busy"
+    if info & STATE_MASK == IDLE:
+        self._deactivate(msg.sender)
+    stake: uint256 = self.nodes[msg.sender].stake
+    self.balanceOf[msg.sender] += stake
+    self.nodes[msg.sender] = empty(Node)
+    self.node_info[msg.sender] = 0
+    self.node_models[msg.sender] = []
+    log NodeQuit(node=msg.sender, stake=stake)
+
+
+@external
+def takeQueuedTask() -> bool:
+    """
+    @notice An idle node takes the best-paying queued task it can run, if any.
+            Selection is a bounded search and can miss an idle node; the node's
+            daemon calls this when it sees a task queued that it could run, so no
+            task stays queued next to an idle node that matches it.
+    @return True if a task was started for the caller.
+    """
+    assert self.node_info[msg.sender] & STATE_MASK == IDLE, "nodes: node is not idle"
+    return self._take_queued(msg.sender)
+
+
+# ---------------------------------------------------------------- tasks
+
+@external
+@payable
+def createTask(
+    task_type: uint256,
+    commitment: bytes32,
+    nonce: bytes32,
+    model_ids: DynArray[bytes32, MAX_MODELS_INPUT],
+    min_vram: uint256,
+    required_gpu: bytes32,
+    params_hash: bytes32,
+    task_size: uint256,
+    timeout: uint256,
+):
+    """
+    @notice Create a task with `msg.value` as its fee, escrowed until it ends. The
+            task starts on a matching node at once, or waits in the queue.
+    @param task_type What to run (gridtask.types.TaskType).
+    @param commitment keccak(task ID ‖ nonce): the task's name on chain.
+    @param nonce Fresh for every task; never accepted twice.
+    @param model_ids The models the node must serve (1 to MAX_TASK_MODELS, distinct).
+    @param min_vram The least VRAM (MiB) the node must have; 0 with no GPU = a CPU task.
+    @param required_gpu The GPU the node must have, or empty for any.
+    @param params_hash keccak(parameters ‖ nonce), checked by the node.
+    @param task_size Units of work (>= 1); the queue ranks tasks by fee per unit.
+    @param timeout Seconds allowed for each stage.
+    """
+    assert msg.value > 0, "tasks: zero fee"
+    assert not self.nonce_used[nonce], "tasks: nonce already used"
+    assert self.tasks[commitment].creator == empty(address), "tasks: commitment exists"
+    self._check_models(model_ids, MAX_TASK_MODELS)
+    assert task_size >= 1, "tasks: task size must be at least 1"
+    assert timeout >= min_timeout and timeout <= max_timeout, "tasks: timeout out of bounds"
+    models: DynArray[bytes32, MAX_TASK_MODELS] = []
+    for m: bytes32 in model_ids:
+        models.append(m)
+
+    self.nonce_used[nonce] = True
+    seed: bytes32 = keccak256(abi_encode(block.prevrandao, commitment, nonce, msg.sender))
+    log TaskCreated(
+        commitment=commitment, creator=msg.sender, task_type=task_type, nonce=nonce,
+        seed=seed, fee=msg.value, task_size=task_size, timeout=timeout, model_ids=models,
+        min_vram=min_vram, required_gpu=required_gpu, params_hash=params_hash,
+    )
+
+    key: bytes32 = self._key_model(models)
+    node: address = self._select(seed, key, models, min_vram, required_gpu)
+    self.tasks[commitment] = Task(
+        creator=msg.sender, node=empty(address), fee=msg.value,
+        meta=self._pack_meta(QUEUED, block.timestamp + timeout, timeout),
+        score=empty(bytes32), result_hash=empty(bytes32),
+    )
+    if node != empty(address):
+        self._start(commitment, node)
+    else:
+        fee_per_unit: uint256 = msg.value // task_size
+        self.wanted[commitment] = Wanted(
+            models=models, min_vram=min_vram, gpu=required_gpu, fee_per_unit=fee_per_unit
+        )
+        task_queue.push(commitment, key, fee_per_unit)
+        log TaskQueued(
+            commitment=commitment, creator=msg.sender, key_model=key, fee_per_unit=fee_per_unit
+        )
+
+
+@external
+def submitScore(commitment: bytes32, score: bytes32, result_hash: bytes32):
+    """
+    @notice The selected node commits its score and the keccak of its result,
+            encrypted to the creator; the relay checks the upload against it.
+    """
+    task: Task = self._task_of_node(commitment)
+    assert task.meta & STATE_MASK == STARTED, "tasks: task not started"
+    timeout: uint256 = self._timeout(task.meta)
+    self.tasks[commitment].score = score
+    self.tasks[commitment].result_hash = result_hash
+    self.tasks[commitment].meta = self._pack_meta(SCORE_READY, block.timestamp + timeout, timeout)
+    log TaskScoreReady(
+        commitment=commitment, node=msg.sender, creator=task.creator, score=score,
+        result_hash=result_hash,
+    )
+
+
+@external
+def reportTaskError(commitment: bytes32, error_code: uint256):
+    """
+    @notice The selected node reports the task's parameters as unrunnable (bad hash,
+            unknown model, wrong field). The task's fault: the fee is refunded.
+    """
+    task: Task = self._task_of_node(commitment)
+    assert task.meta & STATE_MASK == STARTED, "tasks: task not started"
+    self._end(commitment, task, ERRORED)
+    log TaskErrorReported(
+        commitment=commitment, node=msg.sender, creator=task.creator, error_code=error_code
+    )
+    self._free(task.node)
+
+
+@external
+def validateSingleTask(commitment: bytes32, sampling_proof: Bytes[256]):
+    """
+    @notice The creator accepts the score of a task that was not sampled for
+            group validation.
+    @param sampling_proof Reserved for the proof that the task was not sampled
+           (validation groups); ignored until groups exist.
+    """
+    task: Task = self.tasks[commitment]
+    assert task.creator != empty(address), "tasks: unknown task"
+    assert msg.sender == task.creator, "tasks: only the creator may validate"
+    assert task.meta & STATE_MASK == SCORE_READY, "tasks: score not ready"
+    timeout: uint256 = self._timeout(task.meta)
+    self.tasks[commitment].meta = self._pack_meta(VALIDATED, block.timestamp + timeout, timeout)
+    log TaskValidated(commitment=commitment, node=task.node, creator=task.creator)
+
+
+@external
+def reportResultUploaded(commitment: bytes32):
+    """
+    @notice The relay reports that the node delivered a result matching its
+            commitment: the task succeeds and the fee is credited to the node.
+    """
+    assert msg.sender == relay, "tasks: only the relay may report delivery"
+    task: Task = self.tasks[commitment]
+    assert task.creator != empty(address), "tasks: unknown task"
+    assert task.meta & STATE_MASK == VALIDATED, "tasks: task not validated"
+    self.tasks[commitment].meta = self._pack_meta(SUCCESS, 0, self._timeout(task.meta))
+    self.balanceOf[task.node] += task.fee
+    log TaskSuccess(commitment=commitment, node=task.node, creator=task.creator, fee=task.fee)
+    self._free(task.node)
+
+
+@external
+def abortTask(commitment: bytes32, reason: String[64]):
+    """
+    @notice End a task without a result and refund its fee. The selected node may
+            abort before it scores (a local failure that is not the task's
+            fault); the creator or the node may once the stage's deadline passed.
+    """
+    task: Task = self.tasks[commitment]
+    assert task.creator != empty(address), "tasks: unknown task"
+    state: uint256 = task.meta & STATE_MASK
+    assert state < SUCCESS, "tasks: task already ended"
+    late: bool = block.timestamp > self._deadline(task.meta)
+    if msg.sender == task.node:
+        assert state == STARTED or late, "tasks: node may abort only before scoring or after the deadline"
+    else:
+        assert msg.sender == task.creator, "tasks: only the creator or the task's node may abort"
+        assert late, "tasks: deadline not passed"
+    if state == QUEUED:
+        task_queue.remove(commitment)
+    self._end(commitment, task, ABORTED)
+    log TaskAborted(commitment=commitment, by=msg.sender, creator=task.creator, reason=reason)
+    if task.node != empty(address):
+        self._free(task.node)
+
+
+@external
+def cancelTask(commitment: bytes32):
+    """@notice The creator takes back a task that is still queued; the fee is refunded."""
+    task: Task = self.tasks[commitment]
+    assert task.creator != empty(address), "tasks: unknown task"
+    assert msg.sender == task.creator, "tasks: only the creator may cancel"
+    assert task.meta & STATE_MASK == QUEUED, "tasks: task not queued"
+    task_queue.remove(commitment)
+    self._end(commitment, task, ABORTED)
+    log TaskAborted(commitment=commitment, by=msg.sender, creator=task.creator, reason="cancelled")
+
+
+# ---------------------------------------------------------------- money
+
+@external
+@nonreentrant
+def withdraw():
+    """@notice Take out everything the contract owes the caller."""
+    amount: uint256 = self.balanceOf[msg.sender]
+    assert amount > 0, "funds: nothing to withdraw"
+    self.balanceOf[msg.sender] = 0
+    raw_call(msg.sender, b"", value=amount)
+    log Withdrawal(account=msg.sender, amount=amount)
+
+
+# ---------------------------------------------------------------- views
+
+@external
+@view
+def getTask(commitment: bytes32) -> (address, address, uint256, uint256, uint256, uint256, bytes32, bytes32):
+    """@notice creator, node, fee, state, deadline, timeout, score, result hash."""
+    t: Task = self.tasks[commitment]
+    return (
+        t.creator, t.node, t.fee, t.meta & STATE_MASK, self._deadline(t.meta),
+        self._timeout(t.meta), t.score, t.result_hash,
+    )
+
+
+@external
+@view
+def getNode(node: address) -> (uint256, uint256, bytes32, uint256, bytes32, uint256):
+    """@notice status, stake, gpu, vram, public key, version."""
+    info: uint256 = self.node_info[node]
+    n: Node = self.nodes[node]
+    return (
+        info & STATE_MASK, n.stake, n.gpu, (info >> VRAM_SHIFT) & VRAM_MASK, n.public_key,
+        n.version,
+    )
+
+
+@external
+@view
+def getNodeModels(node: address) -> DynArray[bytes32, MAX_NODE_MODELS]:
+    return self.node_models[node]
+
+
+@external
+@view
+def queuedCount() -> uint256:
+    """@notice How many tasks wait in the queue."""
+    return task_queue.queued_count
+
+
+# ---------------------------------------------------------------- internals
+
+@internal
+@pure
+def _check_models(models: DynArray[bytes32, MAX_MODELS_INPUT], limit: uint256):
+    """@dev One rule for task and node model lists: 1..limit distinct non-empty IDs."""
+    assert len(models) > 0, "models: empty model list"
+    assert len(models) <= limit, "models: too many models"
+    for i: uint256 in range(MAX_MODELS_INPUT):
+        if i >= len(models):
+            break
+        assert models[i] != empty(bytes32), "models: empty model ID"
+        for j: uint256 in range(MAX_MODELS_INPUT):
+            if j >= i:
+                break
+            assert models[i] != models[j], "models: duplicate model"
+
+
+@internal
+@view
+def _task_of_node(commitment: bytes32) -> Task:
+    task: Task = self.tasks[commitment]
+    assert task.creator != empty(address), "tasks: unknown task"
+    assert msg.sender == task.node, "tasks: only the task's node may do this"
+    return task
+
+
+@internal
+def _end(commitment: bytes32, task: Task, state: uint256):
+    """@dev A task that ends without success refunds its creator."""
+    self.tasks[commitment].meta = self._pack_meta(state, 0, self._timeout(task.meta))
+    self.balanceOf[task.creator] += task.fee
+
+
+@internal
+def _start(commitment: bytes32, node: address):
+    timeout: uint256 = self._timeout(self.tasks[commitment].meta)
+    self.tasks[commitment].node = node
+    self.tasks[commitment].meta = self._pack_meta(STARTED, block.timestamp + timeout, timeout)
+    self.node_info[node] = (self.node_info[node] & ~STATE_MASK) | BUSY
+    log TaskStarted(commitment=commitment, node=node, creator=self.tasks[commitment].creator)
+
+
+@internal
+def _free(node: address):
+    """@dev A node whose task ended becomes idle and takes queued work at once."""
+    info: uint256 = self.node_info[node]
+    if info & STATE_MASK != BUSY:
+        return
+    self.node_info[node] = (info & ~STATE_MASK) | IDLE
+    self._take_queued(node)
+
+
+@internal
+@view
+def _key_model(models: DynArray[bytes32, MAX_TASK_MODELS]) -> bytes32:
+    """@dev The task's model served by the fewest nodes: the smallest set that holds
+    every node that can run the task."""
+    key: bytes32 = models[0]
+    fewest: uint256 = self.model_node_count[key]
+    for m: bytes32 in models:
+        count: uint256 = self.model_node_count[m]
+        if count < fewest:
+            key = m
+            fewest = count
+    return key
+
+
+@internal
+@view
+def _select(
+    seed: bytes32,
+    key: bytes32,
+    models: DynArray[bytes32, MAX_TASK_MODELS],
+    min_vram: uint256,
+    gpu: bytes32,
+) -> address:
+    """
+    @dev Weighted random choice in flat gas: probe up to MAX_PROBES entries of the
+    key model's array (all of them, from a random offset, when there are that few),
+    accept a matching node with probability weight / max weight, and fall back to
+    the heaviest match seen. Empty when no probe matched: the task is queued.
+    """
+    n: uint256 = self.model_node_count[key]
+    if n == 0:
+        return empty(address)
+    max_weight: uint256 = min_stake * stake_cap_multiple
+    offset: uint256 = convert(seed, uint256) % n
+    best: address = empty(address)
+    best_weight: uint256 = 0
+    for i: uint256 in range(MAX_PROBES):
+        if n <= MAX_PROBES and i >= n:
+            break
+        r: uint256 = convert(keccak256(abi_encode(seed, i)), uint256)
+        index: uint256 = (offset + i) % n if n <= MAX_PROBES else r % n
+        node: address = self.model_nodes[key][index + 1]
+        info: uint256 = self.node_info[node]
+        if not self._matches(node, info, key, models, min_vram, gpu):
+            continue
+        weight: uint256 = info >> WEIGHT_SHIFT
+        if (r >> 128) % max_weight < weight:
+            return node
+        if weight > best_weight:
+            best = node
+            best_weight = weight
+    return best
+
+
+@internal
+@view
+def _matches(
+    node: address,
+    info: uint256,
+    key: bytes32,
+    models: DynArray[bytes32, MAX_TASK_MODELS],
+    min_vram: uint256,
+    gpu: bytes32,
+) -> bool:
+    """@dev Idle, enough VRAM, the right GPU, and every model (`key` is known to match)."""
+    if info & STATE_MASK != IDLE:
+        return False
+    if (info >> VRAM_SHIFT) & VRAM_MASK < min_vram:
+        return False
+    if gpu != empty(bytes32) and self.nodes[node].gpu != gpu:
+        return False
+    for m: bytes32 in models:
+        if m != key and self.node_model_pos[node][m] == 0:
+            return False
+    return True
+
+
+@internal
+def _take_queued(node: address) -> bool:
+    """
+    @dev Look at up to QUEUE_SCAN queued tasks of each model the node serves, best
+    bucket first, and start the best-paying one it matches. Flat gas: at most
+    MAX_NODE_MODELS * QUEUE_SCAN tasks are looked at, however long the queue.
+    """
+    if task_queue.queued_count == 0:
+        return False
+    info: uint256 = self.node_info[node]
+    best: bytes32 = empty(bytes32)
+    best_fee: uint256 = 0
+    for m: bytes32 in self.node_models[node]:
+        candidate: bytes32 = task_queue.first(m)
+        for j: uint256 in range(QUEUE_SCAN):
+            if candidate == empty(bytes32):
+                break
+            want: Wanted = self.wanted[candidate]
+            if self._matches(node, info, m, want.models, want.min_vram, want.gpu) and block.timestamp <= self._deadline(self.tasks[candidate].meta):
+                if best == empty(bytes32) or want.fee_per_unit > best_fee:
+                    best = candidate
+                    best_fee = want.fee_per_unit
+                break
+            candidate = task_queue.after(candidate)
+    if best == empty(bytes32):
+        return False
+    task_queue.remove(best)
+    self._start(best, node)
+    return True
+
+
+@internal
+def _activate(node: address):
+    """@dev Put the node in the array of every model it serves."""
+    for m: bytes32 in self.node_models[node]:
+        n: uint256 = self.model_node_count[m] + 1
+        self.model_nodes[m][n] = node
+        self.model_node_count[m] = n
+        self.node_model_pos[node][m] = n
+
+
+@internal
+def _deactivate(node: address):
+    """@dev Take the node out of its models' arrays (swap with the last, then pop)."""
+    for m: bytes32 in self.node_models[node]:
+        pos: uint256 = self.node_model_pos[node][m]
+        n: uint256 = self.model_node_count[m]
+        last: address = self.model_nodes[m][n]
+        self.model_nodes[m][pos] = last
+        self.node_model_pos[last][m] = pos
+        self.model_nodes[m][n] = empty(address)
+        self.model_node_count[m] = n - 1
+        self.node_model_pos[node][m] = 0
+
+
+@internal
+@pure
+def _pack_meta(state: uint256, deadline: uint256, timeout: uint256) -> uint256:
+    return state | (deadline << DEADLINE_SHIFT) | (timeout << TIMEOUT_SHIFT)
+
+
+@internal
+@pure
+def _deadline(meta: uint256) -> uint256:
+    return (meta >> DEADLINE_SHIFT) & TIME_MASK
+
+
+@internal
+@pure
+def _timeout(meta: uint256) -> uint256:
+    return (meta >> TIMEOUT_SHIFT) & TIME_MASK
+
+
+@internal
+@view
+def _pack_node(status: uint256, vram: uint256, stake: uint256) -> uint256:
+    weight: uint256 = min(stake, min_stake * stake_cap_multiple)
+    return status | (vram << VRAM_SHIFT) | (weight << WEIGHT_SHIFT)

@@ -1,0 +1,115 @@
+# pragma version 0.4.3
+# pragma evm-version cancun
+"""
+@title Task queue
+@notice Queued tasks in constant gas, however many wait.
+        Tasks are filed under one "key" model and a bucket of fee per unit of
+        work (the bucket is floor(log2(fee per unit))). Inside a bucket tasks
+        wait first in, first out, in a doubly linked list; a 256-bit map per
+        model marks the buckets that hold something, so the best-paying bucket
+        is found by a binary search over one word instead of a loop over tasks.
+"""
+
+
+struct Entry:
+    prev: bytes32
+    next: bytes32
+    model: bytes32
+    bucket: uint256
+
+
+# @notice Where each queued task sits (zeroed fields mean "not queued").
+entries: HashMap[bytes32, Entry]
+
+# @notice First and last task of each (model, bucket) list.
+heads: HashMap[bytes32, HashMap[uint256, bytes32]]
+tails: HashMap[bytes32, HashMap[uint256, bytes32]]
+
+# @notice Bit b set = bucket b of that model holds at least one task.
+bitmap: HashMap[bytes32, uint256]
+
+# @notice How many tasks wait, all models together.
+queued_count: uint256
+
+
+@internal
+@pure
+def bucket_of(fee_per_unit: uint256) -> uint256:
+    """@dev Buckets are powers of two: 0 holds fee per unit 0 and 1."""
+    return self._msb(fee_per_unit)
+
+
+@internal
+def push(commitment: bytes32, model: bytes32, fee_per_unit: uint256):
+    """@dev Append at the tail of its bucket."""
+    bucket: uint256 = self._msb(fee_per_unit)
+    tail: bytes32 = self.tails[model][bucket]
+    self.entries[commitment] = Entry(prev=tail, next=empty(bytes32), model=model, bucket=bucket)
+    if tail == empty(bytes32):
+        self.heads[model][bucket] = commitment
+        self.bitmap[model] |= (1 << bucket)
+    else:
+        self.entries[tail].next = commitment
+    self.tails[model][bucket] = commitment
+    self.queued_count += 1
+
+
+@internal
+def remove(commitment: bytes32):
+    """@dev Unlink from anywhere in its list; the bucket's bit clears when it empties."""
+    entry: Entry = self.entries[commitment]
+    if entry.prev == empty(bytes32):
+        self.heads[entry.model][entry.bucket] = entry.next
+    else:
+        self.entries[entry.prev].next = entry.next
+    if entry.next == empty(bytes32):
+        self.tails[entry.model][entry.bucket] = entry.prev
+    else:
+        self.entries[entry.next].prev = entry.prev
+    if self.heads[entry.model][entry.bucket] == empty(bytes32):
+        self.bitmap[entry.model] &= ~(1 << entry.bucket)
+    self.entries[commitment] = empty(Entry)
+    self.queued_count -= 1
+
+
+@internal
+@view
+def first(model: bytes32) -> bytes32:
+    """@dev The oldest task of the best-paying bucket of `model`, or empty."""
+    bits: uint256 = self.bitmap[model]
+    if bits == 0:
+        return empty(bytes32)
+    return self.heads[model][self._msb(bits)]
+
+
+@internal
+@view
+def after(commitment: bytes32) -> bytes32:
+    """@dev The task after `commitment` in queue order: the next in its bucket, else the
+    head of the next lower non-empty bucket of the same model, else empty."""
+    entry: Entry = self.entries[commitment]
+    if entry.next != empty(bytes32):
+        return entry.next
+    lower: uint256 = self.bitmap[entry.model] & ((1 << entry.bucket) - 1)
+    if lower == 0:
+        return empty(bytes32)
+    return self.heads[entry.model][self._msb(lower)]
+
+
+@internal
+@view
+def is_queued(commitment: bytes32) -> bool:
+    return self.entries[commitment].model != empty(bytes32)
+
+
+@internal
+@pure
+def _msb(x: uint256) -> uint256:
+    """@dev Index of the highest set bit (0 for 0 and 1), by binary search: flat gas."""
+    r: uint256 = 0
+    v: uint256 = x
+    for s: uint256 in [128, 64, 32, 16, 8, 4, 2, 1]:
+        if v >> s != 0:
+            v = v >> s
+            r += s
+    return r

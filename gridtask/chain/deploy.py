@@ -1,0 +1,54 @@
+"""Deploy the committed ``TaskNetwork`` bytecode: no compiler needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_abi import encode
+from eth_account import Account
+from eth_utils import to_checksum_address
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from gridtask.chain import artifact
+from gridtask.exceptions import ChainError
+from gridtask.keys import Identity
+
+ETHER = 10**18
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    """The contract's deploy-time settings."""
+
+    min_stake: int = ETHER
+    stake_cap_multiple: int = 10
+    min_timeout: int = 5
+    max_timeout: int = 24 * 3600
+
+
+async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: NetworkParams) -> str:
+    """Deploy and return the contract's checksum address."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        args = encode(
+            ["uint256", "uint256", "uint256", "uint256", "address"],
+            [params.min_stake, params.stake_cap_multiple, params.min_timeout, params.max_timeout,
+             to_checksum_address(relay_address)],
+        )
+        data = artifact.bytecode() + args.hex()
+        tx = {
+            "data": data, "value": 0, "gas": 5_000_000,
+            "gasPrice": await w3.eth.gas_price * 2,
+            "nonce": await w3.eth.get_transaction_count(deployer.address, "pending"),
+            "chainId": await w3.eth.chain_id,
+        }
+        signed = Account.from_key(deployer.private_key).sign_transaction(tx)
+        tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    except Exception as exc:
+        raise ChainError(f"could not deploy TaskNetwork on {rpc_url}: {exc!r}") from exc
+    finally:
+        await w3.provider.disconnect()
+    if receipt["status"] != 1 or not receipt["contractAddress"]:
+        raise ChainError("TaskNetwork deployment reverted")
+    return to_checksum_address(receipt["contractAddress"])

@@ -1,0 +1,83 @@
+"""Where a client, node or relay finds the network: a config file, then GRIDTASK_* variables.
+
+The devnet writes the config file; on any other chain an operator writes it (or sets
+the variables). This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gridtask.exceptions import ConfigError
+
+ENV_PREFIX = "GRIDTASK_"
+DEFAULT_CONFIG_PATH = Path.home() / ".gridtask" / "config.json"
+
+
+class NetworkConfig(BaseModel):
+    """How to reach the network, and who you are on it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    rpc_url: str
+    contract: str
+    relay_url: str
+    private_key: str = ""
+    ws_url: str = ""
+    chain_id: int = 0
+
+
+def config_path(path: Path | str | None = None) -> Path:
+    if path:
+        return Path(path)
+    return Path(os.environ.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_PATH))
+
+
+def env_overrides() -> dict[str, str]:
+    """GRIDTASK_RPC_URL, GRIDTASK_CONTRACT, GRIDTASK_RELAY_URL, GRIDTASK_PRIVATE_KEY, ..."""
+    out = {}
+    for name in NetworkConfig.model_fields:
+        value = os.environ.get(ENV_PREFIX + name.upper())
+        if value:
+            out[name] = value
+    return out
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """One GRIDTASK_* variable (daemon settings read theirs through here)."""
+    return os.environ.get(ENV_PREFIX + name.upper(), default)
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> NetworkConfig:
+    """File, then environment, then explicit keyword arguments, each overriding the last."""
+    file = config_path(path)
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{file} is not valid JSON: {exc}") from exc
+    data |= env_overrides()
+    data |= {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return NetworkConfig(**data)
+    except ValidationError as exc:
+        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise ConfigError(
+            f"no network configured ({missing} missing): start one with `gridtask devnet`, "
+            f"or write {file}, or set {ENV_PREFIX}RPC_URL, {ENV_PREFIX}CONTRACT and "
+            f"{ENV_PREFIX}RELAY_URL"
+        ) from None
+
+
+def save_config(config: NetworkConfig, path: Path | str | None = None) -> Path:
+    file = config_path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    file.chmod(0o600)
+    return file

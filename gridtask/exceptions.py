@@ -1,0 +1,98 @@
+"""One exception tree for all of gridtask.
+
+    GridtaskError                 anything gridtask raises on purpose
+    ├── ConfigError               missing or malformed settings (config file, GRIDTASK_* variables)
+    ├── ValidationError           input that cannot become a task (wrong type, unknown model, bad ID)
+    ├── ChainError                the chain could not be reached or answered strangely
+    │   └── TransactionReverted   a transaction reverted; ``reason`` is the contract's revert string
+    ├── RelayError                the relay refused a call (``status``, ``detail``) or is down
+    │   ├── NotReady              "task not ready" / "task results not uploaded": retry later
+    │   └── RelayUnavailable      the relay could not be reached at all
+    ├── CryptoError               a signature or ciphertext that does not check out
+    └── TaskFailed                a task ended without a result
+        ├── TaskAborted           the task was aborted on chain (``reason``)
+        ├── TaskErrored           the node reported the task's parameters as unrunnable (``code``)
+        ├── TaskTimeout           the task did not end before the caller's timeout
+        └── ResultMismatch        the delivered result does not match the score its node committed
+"""
+
+from __future__ import annotations
+
+
+class GridtaskError(Exception):
+    """Base class of every error gridtask raises on purpose."""
+
+
+class ConfigError(GridtaskError):
+    """Settings are missing or malformed; the message says which and where they come from."""
+
+
+class ValidationError(GridtaskError, ValueError):
+    """Input that cannot become a task: wrong type, unknown model, malformed task ID."""
+
+
+class ChainError(GridtaskError):
+    """The chain could not be reached, or answered in a way gridtask cannot use."""
+
+
+class TransactionReverted(ChainError):
+    """A transaction reverted; ``reason`` is the contract's revert string (``"tasks: zero fee"``)."""
+
+    def __init__(self, reason: str, *, function: str = "") -> None:
+        self.reason = reason
+        self.function = function
+        where = f"{function}: " if function else ""
+        super().__init__(f"{where}transaction reverted: {reason}")
+
+
+class RelayError(GridtaskError):
+    """The relay refused a call; ``status`` is the HTTP status and ``detail`` its JSON error."""
+
+    def __init__(self, detail: str, *, status: int = 0) -> None:
+        self.detail = detail
+        self.status = status
+        super().__init__(f"relay {status}: {detail}" if status else f"relay: {detail}")
+
+
+class NotReady(RelayError):
+    """The relay has nothing yet ("task not ready", "task results not uploaded"): retry later."""
+
+
+class RelayUnavailable(RelayError):
+    """The relay could not be reached at all; check that it runs and that the URL is right."""
+
+
+class CryptoError(GridtaskError):
+    """A signature or ciphertext that does not check out."""
+
+
+class TaskFailed(GridtaskError):
+    """A task ended without a result. ``task_id`` names it."""
+
+    def __init__(self, message: str, *, task_id: str = "") -> None:
+        self.task_id = task_id
+        super().__init__(message)
+
+
+class TaskAborted(TaskFailed):
+    """The task was aborted on chain; ``reason`` is the reason given in ``TaskAborted``."""
+
+    def __init__(self, reason: str, *, task_id: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"task {task_id} aborted: {reason}", task_id=task_id)
+
+
+class TaskErrored(TaskFailed):
+    """The node reported the task's parameters as unrunnable (``code``, see ``TaskErrorCode``)."""
+
+    def __init__(self, code: int, *, task_id: str = "", detail: str = "") -> None:
+        self.code = code
+        super().__init__(f"task {task_id} errored (code {code}) {detail}".strip(), task_id=task_id)
+
+
+class TaskTimeout(TaskFailed):
+    """The task did not end before the caller's timeout; its fee can be recovered by aborting."""
+
+
+class ResultMismatch(TaskFailed):
+    """The delivered result does not match the score its node committed on chain."""

@@ -1,0 +1,48 @@
+"""Types shared by every role: the task states and error codes that mirror the contract."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class TaskState(IntEnum):
+    """A task's state, exactly as ``TaskNetwork.vy`` numbers it."""
+
+    NONE = 0
+    QUEUED = 1
+    STARTED = 2
+    SCORE_READY = 3
+    VALIDATED = 4
+    SUCCESS = 5
+    ABORTED = 6
+    ERRORED = 7
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskState.SUCCESS, TaskState.ABORTED, TaskState.ERRORED)
+
+
+class NodeStatus(IntEnum):
+    """A node's status, exactly as ``TaskNetwork.vy`` numbers it."""
+
+    NONE = 0
+    IDLE = 1
+    BUSY = 2
+    PAUSED = 3
+
+
+class TaskErrorCode(IntEnum):
+    """Why a node refused a task's parameters (``reportTaskError``): the task's fault, not the node's."""
+
+    PARAMETERS_HASH_MISMATCH = 1
+    UNKNOWN_MODEL = 2
+    INVALID_PARAMETERS = 3
+    UNDECRYPTABLE = 4
+
+
+class TaskType(IntEnum):
+    """What a task asks a node to do; one executor each."""
+
+    ECHO = 0
+    EMBED = 1
+    LLM = 2
