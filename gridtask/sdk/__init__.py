@@ -1,0 +1,24 @@
+"""The application's SDK: ``Client`` (async), ``SyncClient``, and the styles users know.
+
+    from gridtask.sdk import Client, Model, Simple, Task
+"""
+
+from gridtask.sdk._client import Client, ClientState, NoNodeWarning, TaskHandle, parse_task_id
+from gridtask.sdk._dria import Model, Simple, Task, TaskResult
+from gridtask.sdk._sync import SyncClient
+from gridtask.types import TaskState, TaskType
+
+__all__ = [
+    "Client",
+    "ClientState",
+    "Model",
+    "NoNodeWarning",
+    "Simple",
+    "SyncClient",
+    "Task",
+    "TaskHandle",
+    "TaskResult",
+    "TaskState",
+    "TaskType",
+    "parse_task_id",
+]

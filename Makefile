@@ -1,0 +1,40 @@
+# Two front doors: `make devnet` (set up, then a whole local network with a demo job)
+# and `make test` (set up, then every test). Set-up is idempotent and only redone when
+# the pinned dependencies change.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+ANVIL  := node_modules/.bin/anvil
+ARGS   ?=
+
+.PHONY: setup devnet test bench lint artifact
+
+setup: $(STAMP) $(ANVIL)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: pip takes the CPU build; anything else would pull a CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(ANVIL): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+devnet: setup
+	$(VENV)/bin/gridtask devnet $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+bench: setup
+	$(PY) -m bench $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check gridtask tests bench
+
+artifact: setup
+	$(PY) -m gridtask.chain.artifact

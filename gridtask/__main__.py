@@ -1,0 +1,3 @@
+from gridtask.cli import main
+
+main()

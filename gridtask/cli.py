@@ -1,0 +1,328 @@
+"""The ``gridtask`` command line: parse, build settings, call the library.
+
+Errors that gridtask raises on purpose become one line and a non-zero exit code
+(2 for bad input, 1 for everything else), never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from gridtask.config import NetworkConfig, config_path, load_config, save_config
+from gridtask.exceptions import GridtaskError, ValidationError
+from gridtask.logs import configure_logging
+from gridtask.types import TaskState, TaskType
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="gridtask: run AI and compute tasks on machines nobody has to trust.")
+task_app = typer.Typer(no_args_is_help=True, help="Look at or act on one task.")
+app.add_typer(task_app, name="task")
+console = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+ETHER = 10**18
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run one coroutine; a GridtaskError becomes one line on stderr and an exit code."""
+    try:
+        return asyncio.run(coro_factory())  # type: ignore[arg-type]
+    except ValidationError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except GridtaskError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="config file (default ~/.gridtask/config.json)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+
+
+# ---------------------------------------------------------------- applications
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="the prompt")],
+    model: Annotated[str, typer.Option("--model", "-m", help="model ID, e.g. tiny-llm")],
+    max_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 32,
+    fee: Annotated[float, typer.Option(help="fee in ETH")] = 0.001,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 120,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Generate text from a prompt on the network."""
+    result = _task(TaskType.LLM, model, {"prompt": prompt, "max_tokens": max_tokens}, fee, timeout, as_json, config)
+    if not as_json:
+        out.print(result["result"]["text"])
+
+
+@app.command()
+def embed(
+    texts: Annotated[list[str], typer.Argument(help="texts to embed")],
+    model: Annotated[str, typer.Option("--model", "-m")] = "all-minilm-l6-v2",
+    fee: Annotated[float, typer.Option(help="fee in ETH")] = 0.001,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 120,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Embed texts into vectors on the network."""
+    result = _task(TaskType.EMBED, model, {"texts": texts}, fee, timeout, as_json, config)
+    if not as_json:
+        for text, vector in zip(texts, result["result"]["embeddings"], strict=True):
+            head = ", ".join(f"{x:+.3f}" for x in vector[:4])
+            out.print(f"{text[:40]!r}: [{head}, ...] ({len(vector)} dims)")
+
+
+def _task(task_type: TaskType, model: str, inputs: dict[str, Any], fee: float, timeout: float,
+          as_json: bool, config: Path | None) -> dict[str, Any]:
+    from gridtask.sdk import Client
+
+    if fee <= 0:
+        console.print("[red]error:[/] --fee must be positive")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+    async def go() -> dict[str, Any]:
+        async with Client(config_path=config) as client:
+            await _check_model_served(client, model)
+            with console.status(f"creating {task_type.name.lower()} task on {model}...") as status:
+                handle = await client.submit(task_type, model, inputs, fee=int(fee * ETHER))
+
+                def on_status(h: Any, state: TaskState) -> None:
+                    status.update(f"task {h.task_id[:12]}: {_STATE_WORDS.get(state, state.name)}")
+
+                result = await client.result(handle, timeout=timeout, on_status=on_status)
+            info = await client.task(handle.commitment)
+            doc = {"task_id": handle.task_id, "state": info.state.name if info else "?",
+                   "node": handle.node, "fee_wei": handle.fee, "result": result}
+            if as_json:
+                out.print_json(json.dumps(doc))
+            else:
+                console.print(f"task {handle.task_id} [green]{doc['state']}[/] on node {handle.node}")
+            return doc
+
+    return _run(go)
+
+
+async def _check_model_served(client: Any, model: str) -> None:
+    from gridtask.chain.client import to_bytes32
+
+    try:
+        raw = to_bytes32(model)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    if await client.chain.call("model_node_count", raw) == 0:
+        raise ValidationError(f"unknown model {model!r}: no node on this network serves it")
+
+
+_STATE_WORDS = {
+    TaskState.QUEUED: "queued, waiting for a node",
+    TaskState.STARTED: "started, node running it",
+    TaskState.SCORE_READY: "score committed, validating",
+    TaskState.VALIDATED: "validated, waiting for delivery",
+    TaskState.SUCCESS: "success",
+}
+
+
+@task_app.command("show")
+def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """A task's state on chain and its events."""
+    from gridtask.sdk import Client, parse_task_id
+
+    try:
+        commitment = parse_task_id(task_id)
+    except ValidationError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    async def go() -> None:
+        async with Client(config_path=config) as client:
+            info = await client.task(commitment)
+            if info is None:
+                raise ValidationError(f"unknown task {task_id}: no such task on this network")
+            events = await client.events(commitment)
+            doc = {
+                "task_id": "0x" + commitment.hex(), "state": info.state.name, "creator": info.creator,
+                "node": info.node, "fee_wei": info.fee, "deadline": info.deadline,
+                "events": [{"name": e.name, "block": e.block_number,
+                            "args": {k: _jsonable(v) for k, v in e.args.items() if k != "commitment"}}
+                           for e in events],
+            }
+            if as_json:
+                out.print_json(json.dumps(doc))
+                return
+            out.print(f"task {doc['task_id']}\n  state   {info.state.name}\n  creator {info.creator}\n"
+                      f"  node    {info.node}\n  fee     {info.fee / ETHER} ETH")
+            for e in doc["events"]:
+                out.print(f"  block {e['block']:>6}  {e['name']}")
+
+    _run(go)
+
+
+@task_app.command("abort")
+def task_abort(task_id: str, reason: str = "creator: aborted", config: ConfigOpt = None) -> None:
+    """Abort a task whose stage deadline has passed; the fee is refunded."""
+    from gridtask.sdk import Client
+
+    async def go() -> None:
+        async with Client(config_path=config) as client:
+            await client.abort(task_id, reason)
+            console.print(f"task {task_id} aborted; `gridtask withdraw` takes out the refund")
+
+    _run(go)
+
+
+@app.command()
+def withdraw(config: ConfigOpt = None) -> None:
+    """Take out what the contract owes this account (refunds, earnings, returned stake)."""
+    from gridtask.sdk import Client
+
+    async def go() -> None:
+        async with Client(config_path=config) as client:
+            amount = await client.withdraw()
+            console.print(f"withdrew {amount / ETHER} ETH")
+
+    _run(go)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- daemons
+
+@app.command()
+def node(
+    model: Annotated[list[str], typer.Option("--model", help="echo | all-minilm-l6-v2 | llm:NAME=DIR | openai:NAME=URL")] = ["echo"],  # noqa: B006
+    gpu: Annotated[str, typer.Option(help='GPU name, or "cpu"')] = "cpu",
+    vram: Annotated[int, typer.Option(help="VRAM in MiB (0 for a CPU node)")] = 0,
+    stake: Annotated[float, typer.Option(help="stake in ETH")] = 1.0,
+    state_dir: Annotated[Path, typer.Option(help="where the node keeps its cursor and results")] = Path(".gridtask/node"),
+    config: ConfigOpt = None,
+) -> None:
+    """Run a node: join with a stake, then run the tasks the contract gives it."""
+    from gridtask.node.daemon import NodeDaemon
+    from gridtask.node.settings import NodeSettings, build_executors
+
+    configure_logging(role="node")
+    try:
+        executors = build_executors(model)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    settings = NodeSettings(network=_network(config), models=model, gpu=gpu, vram=vram,
+                            stake=int(stake * ETHER), state_dir=state_dir)
+
+    async def go() -> None:
+        daemon = NodeDaemon(settings, executors)
+        _on_signals(daemon.shutdown)
+        await daemon.serve()
+
+    _run(go)
+
+
+@app.command()
+def relay(
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    data_dir: Annotated[Path, typer.Option(help="where blobs are stored")] = Path(".gridtask/relay"),
+    config: ConfigOpt = None,
+) -> None:
+    """Run the relay: encrypted parameters and results, checked against the chain."""
+    from gridtask.chain.client import ChainClient
+    from gridtask.keys import Identity
+    from gridtask.relay.app import create_app
+    from gridtask.relay.server import RelayServer
+    from gridtask.relay.storage import FileStore
+
+    configure_logging(role="relay")
+    network = _network(config)
+
+    async def go() -> None:
+        chain = ChainClient(network.rpc_url, network.contract, Identity.from_hex(network.private_key))
+        server = RelayServer(create_app(chain=chain, store=FileStore(data_dir)), host=host, port=port,
+                             log_level="warning")
+        try:
+            await server.serve()
+        finally:
+            await chain.aclose()
+
+    _run(go)
+
+
+@app.command()
+def devnet(
+    nodes: Annotated[int, typer.Option(help="how many nodes")] = 3,
+    demo: Annotated[bool, typer.Option(help="run the demo job")] = True,
+    port: Annotated[int, typer.Option(help="the chain's port")] = 8545,
+    block_time: Annotated[float | None, typer.Option(help="seconds per block (default: a block per transaction)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start a whole local network (anvil, contract, relay, nodes) and run a demo job."""
+    from gridtask.devnet import Devnet, run_demo
+
+    configure_logging(role="devnet")
+
+    async def go() -> None:
+        net = Devnet(nodes=nodes, port=port, block_time=block_time)
+        stop = asyncio.Event()
+        _on_signals(stop.set)
+        try:
+            with console.status("starting anvil, the contract and the relay..."):
+                cfg = await net.start()
+            path = save_config(cfg, config_path(config))
+            out.print(f"chain    {cfg.rpc_url}\ncontract {cfg.contract}\nrelay    {cfg.relay_url}\n"
+                      f"config   {path} (the SDK and the CLI use it by default)")
+            with console.status(f"loading models and joining {nodes} node(s)..."):
+                await net.wait_nodes()
+            out.print(f"{nodes} node(s) joined")
+            if demo:
+                with console.status("demo: 3 embedding tasks and a prompt..."):
+                    ok = await run_demo(cfg, say=out.print)
+                out.print("demo finished: every task ended in success on chain" if ok
+                          else "[red]demo: some tasks failed[/]")
+            out.print("devnet running; press Ctrl-C to stop")
+            await stop.wait()
+        finally:
+            net.stop()
+
+    _run(go)
+
+
+def _network(config: Path | None) -> NetworkConfig:
+    try:
+        return load_config(config)
+    except GridtaskError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _on_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, callback)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,209 @@
+"""The whole network on one machine: anvil, the contract, the relay and N nodes.
+
+Each daemon runs as its own process (``gridtask relay``, ``gridtask node``), exactly as
+an operator would start it, configured only through ``GRIDTASK_*`` variables. The
+devnet writes a config file that the SDK and the CLI pick up by default, runs a short
+demo job, and on Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from gridtask.chain.anvil import Anvil, free_port
+from gridtask.chain.deploy import ETHER, NetworkParams, deploy
+from gridtask.config import NetworkConfig
+from gridtask.keys import Identity
+
+log = logging.getLogger("gridtask.devnet")
+
+FUNDING = 10_000 * ETHER
+DEVNET_MODELS_DIR = Path(".gridtask") / "models"
+
+
+@dataclass
+class Devnet:
+    """A running local network; ``start()`` brings it up, ``stop()`` takes it down."""
+
+    nodes: int = 3
+    port: int | None = None
+    block_time: float | None = None
+    home: Path = field(default_factory=lambda: Path(".gridtask") / "devnet")
+    node_models: list[str] | None = None
+    chain: Anvil | None = None
+    config: NetworkConfig | None = None
+    relay_identity: Identity = field(default_factory=Identity.generate)
+    node_identities: list[Identity] = field(default_factory=list)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ start
+
+    async def start(self) -> NetworkConfig:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.chain = Anvil(port=self.port, block_time=self.block_time,
+                           log_path=self.home / "anvil.log").start()
+        log.info("chain: anvil at %s", self.chain.url)
+        deployer, app = Identity.generate(), Identity.generate()
+        self.node_identities = [Identity.generate() for _ in range(self.nodes)]
+        for ident in [deployer, app, self.relay_identity, *self.node_identities]:
+            self.chain.fund(ident.address, FUNDING)
+        contract = await deploy(self.chain.url, deployer, self.relay_identity.address, NetworkParams())
+        log.info("chain: TaskNetwork deployed at %s", contract)
+        relay_port = free_port()
+        self.config = NetworkConfig(
+            rpc_url=self.chain.url, ws_url=self.chain.ws_url, contract=contract,
+            relay_url=f"http://127.0.0.1:{relay_port}", private_key="0x" + app.private_key.hex(),
+        )
+        self.start_relay(relay_port)
+        await self.wait_relay()
+        models = self.node_models or default_node_models()
+        for index in range(self.nodes):
+            self.start_node(index, models)
+        return self.config
+
+    def env_for(self, identity: Identity) -> dict[str, str]:
+        assert self.config is not None
+        env = dict(os.environ)
+        env.update({
+            "GRIDTASK_CONFIG": str(self.home / "none.json"),  # daemons take only these variables
+            "GRIDTASK_RPC_URL": self.config.rpc_url,
+            "GRIDTASK_WS_URL": self.config.ws_url,
+            "GRIDTASK_CONTRACT": self.config.contract,
+            "GRIDTASK_RELAY_URL": self.config.relay_url,
+            "GRIDTASK_PRIVATE_KEY": "0x" + identity.private_key.hex(),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        })
+        return env
+
+    def start_relay(self, port: int | None = None) -> None:
+        assert self.config is not None
+        port = port or int(self.config.relay_url.rsplit(":", 1)[1])
+        self._spawn("relay", ["relay", "--port", str(port), "--data-dir", str(self.home / "relay")],
+                    self.relay_identity)
+
+    def start_node(self, index: int, models: list[str] | None = None) -> None:
+        models = models or self.node_models or default_node_models()
+        args = ["node", "--state-dir", str(self.home / "nodes")]
+        for m in models:
+            args += ["--model", m]
+        self._spawn(f"node{index}", args, self.node_identities[index])
+
+    def _spawn(self, name: str, args: list[str], identity: Identity) -> None:
+        out = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "gridtask", *args], env=self.env_for(identity),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.info("%s: started (pid %d, log %s)", name, self.processes[name].pid, out.name)
+
+    async def wait_relay(self, timeout: float = 60) -> None:
+        assert self.config is not None
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(self.config.relay_url + "/v1/health")).status_code == 200:
+                        return
+                self._check_alive("relay")
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the relay did not come up; see " + str(self.home / "relay.log"))
+
+    async def wait_nodes(self, timeout: float = 300) -> None:
+        """Until every node has joined on chain (model loading can take a while)."""
+        from gridtask.chain.client import ChainClient
+
+        assert self.config is not None
+        async with ChainClient(self.config.rpc_url, self.config.contract, self.relay_identity) as chain:
+            deadline = time.monotonic() + timeout
+            pending = list(self.node_identities)
+            while pending:
+                pending = [i for i in pending if await chain.get_node(i.address) is None]
+                for name in self.processes:
+                    self._check_alive(name)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{len(pending)} node(s) did not join; see {self.home}/node*.log")
+                await asyncio.sleep(0.2)
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.processes.get(name)
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.home / (name + '.log')}")
+
+    # ------------------------------------------------------------ stop
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            proc = self.processes[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name in list(self.processes):
+            self.stop_process(name)
+        if self.chain:
+            self.chain.stop()
+        log.info("devnet: stopped")
+
+
+def default_node_models() -> list[str]:
+    """Every devnet node serves the demo's models: echo, MiniLM and the tiny LLM."""
+    from gridtask.node.executors.embed import MINILM
+    from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
+
+    tiny = build_tiny_llm(DEVNET_MODELS_DIR / TINY_LLM)
+    return ["echo", MINILM, f"llm:{TINY_LLM}={tiny.resolve()}"]
+
+
+async def run_demo(config: NetworkConfig, *, say: callable = print) -> bool:  # type: ignore[valid-type]
+    """Several embeddings and a prompt, each followed to its end on chain."""
+    from gridtask.sdk import Client, Model, Simple, Task
+    from gridtask.types import TaskType
+
+    async with Client(config=config) as client:
+        texts = [["gridtask runs tasks on machines nobody has to trust"],
+                 ["a node stakes to join", "cheaters lose their stake"],
+                 ["the relay never sees plaintext"]]
+        jobs = [client.submit(TaskType.EMBED, Model.MINILM.value, {"texts": t}) for t in texts]
+        handles = list(await asyncio.gather(*jobs))
+        results = await asyncio.gather(*(client.result(h, timeout=180) for h in handles),
+                                       return_exceptions=True)
+        simple = Simple()
+        answer = await client.execute(
+            Task(workflow=simple.workflow(prompt="Hey there!").model_dump(), models=[Model.TINY_LLM]),
+            timeout=180,
+        )
+        ok = True
+        for handle, result in zip(handles, results, strict=True):
+            info = await client.task(handle.commitment)
+            if isinstance(result, BaseException):
+                ok = False
+                say(f"embed   {handle.task_id[:12]}  FAILED: {result}")
+            else:
+                dims = ",".join(str(len(v)) for v in result["embeddings"])
+                say(f"embed   {handle.task_id[:12]}  {info.state.name if info else '?'}  "
+                    f"fee {handle.fee / ETHER:.4f} ETH  vectors of dim {dims}")
+        info = await client.task(answer[0].id)
+        say(f"prompt  {answer[0].id[:12]}  {info.state.name if info else '?'}  "
+            f"fee {answer[0].fee / ETHER:.4f} ETH  answer: {simple.parse_result(answer)[:60]!r}")
+        return ok

@@ -1,0 +1,61 @@
+"""A node's settings, and the executors its model specs name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridtask.config import NetworkConfig
+from gridtask.node.executors.base import ExecutorSet
+
+ETHER = 10**18
+NODE_VERSION = 1
+
+
+@dataclass
+class NodeSettings:
+    """Everything a node daemon needs; filled by the CLI from flags, config and GRIDTASK_*."""
+
+    network: NetworkConfig
+    models: list[str] = field(default_factory=lambda: ["echo"])
+    gpu: str = "cpu"
+    vram: int = 0
+    stake: int = ETHER
+    state_dir: Path = Path(".gridtask/node")
+    withdraw_interval_s: float = 30.0
+    tick_s: float = 1.0
+    version: int = NODE_VERSION
+
+
+def build_executors(specs: list[str]) -> ExecutorSet:
+    """Executors from model specs, as operators write them on the command line:
+
+    - ``echo``                         the trivial task
+    - ``all-minilm-l6-v2``             sentence embeddings (MiniLM, shipped in a package)
+    - ``llm:NAME=/path/to/model_dir``  a Hugging Face causal LM from a local directory
+    - ``openai:NAME=http://host:port`` an OpenAI-compatible server (Ollama, llama.cpp, vLLM);
+                                       ``openai:NAME=URL#remote-name`` names its model there
+    """
+    from gridtask.node.executors.echo import ECHO, EchoExecutor
+    from gridtask.node.executors.embed import MINILM, EmbedExecutor
+    from gridtask.node.executors.llm import LocalLLMExecutor, OpenAICompatibleExecutor
+
+    executors = ExecutorSet()
+    for spec in specs:
+        kind, _, rest = spec.partition(":")
+        if spec == ECHO:
+            executors.add(EchoExecutor())
+        elif spec == MINILM:
+            executors.add(EmbedExecutor())
+        elif kind == "llm" and "=" in rest:
+            name, _, path = rest.partition("=")
+            executors.add(LocalLLMExecutor(name, Path(path)))
+        elif kind == "openai" and "=" in rest:
+            name, _, url = rest.partition("=")
+            url, _, remote = url.partition("#")
+            executors.add(OpenAICompatibleExecutor(name, url, remote_model=remote or None))
+        else:
+            raise ValueError(
+                f"unknown model spec {spec!r}: use echo, {MINILM}, llm:NAME=DIR or openai:NAME=URL"
+            )
+    return executors

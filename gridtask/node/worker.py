@@ -1,0 +1,178 @@
+"""One task on a node, from its parameters to its delivered result.
+
+The chain is the source of truth: ``TaskWorker.advance`` reads the task's state and
+does the one thing that state asks of the node, so a node that restarts mid-task
+simply calls it again. The encrypted result is written to disk before its hash is
+committed, because sealing is randomized: only those exact bytes match the commitment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridtask.chain.client import ChainClient, from_bytes32
+from gridtask.chain.models import TaskInfo
+from gridtask.crypto import keccak, params_hash, seal, unseal
+from gridtask.exceptions import (
+    ChainError,
+    CryptoError,
+    NotReady,
+    RelayError,
+    TransactionReverted,
+)
+from gridtask.node.executors.base import ExecutorSet, InvalidTaskParameters
+from gridtask.params import TaskParams
+from gridtask.relay.client import RelayClient
+from gridtask.scoring import canonical_json, score
+from gridtask.types import TaskErrorCode, TaskState
+
+log = logging.getLogger("gridtask.node")
+
+RETRY_S = 0.05
+RETRY_MAX_S = 1.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What ``TaskCreated`` says about a task: its public requirements."""
+
+    task_type: int
+    nonce: bytes
+    models: list[str]
+    params_hash: bytes
+
+
+class TaskWorker:
+    """Drives the node's side of tasks; shared by every task of one node."""
+
+    def __init__(
+        self, chain: ChainClient, relay: RelayClient, executors: ExecutorSet, results_dir: Path
+    ) -> None:
+        self.chain = chain
+        self.relay = relay
+        self.executors = executors
+        self.results_dir = results_dir
+        results_dir.mkdir(parents=True, exist_ok=True)
+
+    async def advance(self, task: TaskInfo) -> None:
+        """Do what the task's current state asks of its node (nothing if it waits on others)."""
+        name = task.commitment.hex()[:10]
+        if task.state == TaskState.STARTED:
+            await self._execute(task)
+        elif task.state == TaskState.VALIDATED:
+            await self._deliver(task)
+        elif task.state == TaskState.SCORE_READY and time.time() > task.deadline:
+            log.info("task %s: creator did not validate in time; aborting", name)
+            await self._abort(task, "node: validation deadline passed")
+
+    # ------------------------------------------------------------ execute and score
+
+    async def _execute(self, task: TaskInfo) -> None:
+        name = task.commitment.hex()[:10]
+        spec = await self.spec(task.commitment)
+        ciphertext = await self._fetch_params(task)
+        if ciphertext is None:
+            return
+        try:
+            plain = unseal(ciphertext, self.chain.identity.encryption_private_key)
+        except CryptoError:
+            return await self._error(task, TaskErrorCode.UNDECRYPTABLE)
+        if params_hash(plain, spec.nonce) != spec.params_hash:
+            return await self._error(task, TaskErrorCode.PARAMETERS_HASH_MISMATCH)
+        try:
+            params = TaskParams.decode(plain)
+        except ValueError as exc:
+            log.info("task %s: parameters refused: %s", name, exc)
+            return await self._error(task, TaskErrorCode.INVALID_PARAMETERS)
+        try:
+            if params.model not in spec.models or params.task_type != spec.task_type:
+                raise InvalidTaskParameters(
+                    f"parameters ask for {params.model!r}, the task for {spec.models}",
+                    code=TaskErrorCode.UNKNOWN_MODEL,
+                )
+            executor = self.executors.find(params.task_type, params.model)
+            log.info("task %s: running %s on %s", name, params.task_type.name, params.model)
+            result = await executor.run(params.model, params.inputs)
+        except InvalidTaskParameters as exc:
+            log.info("task %s: parameters refused: %s", name, exc)
+            return await self._error(task, exc.code)
+        except Exception as exc:  # the node's own failure: not the task's fault
+            log.exception("task %s: local failure", name)
+            return await self._abort(task, f"node: local failure: {type(exc).__name__}"[:64])
+        plain_result = canonical_json(result)
+        sealed = seal(plain_result, params.reply_key_bytes)
+        self._result_path(task.commitment).write_bytes(sealed)
+        await self.chain.transact("submitScore", task.commitment, score(plain_result), keccak(sealed))
+        log.info("task %s: score submitted", name)
+
+    async def _fetch_params(self, task: TaskInfo) -> bytes | None:
+        """The encrypted parameters, retrying "task not ready" until the stage's deadline."""
+        delay = RETRY_S
+        while True:
+            try:
+                return await self.relay.download_params(task.commitment)
+            except (NotReady, RelayError) as exc:
+                if time.time() > task.deadline:
+                    log.info("task %s: no parameters before the deadline (%s)", task.commitment.hex()[:10], exc)
+                    await self._abort(task, "node: parameters never arrived")
+                    return None
+                if not isinstance(exc, NotReady):
+                    log.warning("relay: %s; retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, RETRY_MAX_S)
+
+    # ------------------------------------------------------------ deliver
+
+    async def _deliver(self, task: TaskInfo) -> None:
+        path = self._result_path(task.commitment)
+        if not path.exists():
+            log.error("task %s: validated but its result is lost; it will time out", task.commitment.hex()[:10])
+            return
+        delay = RETRY_S
+        while True:
+            try:
+                await self.relay.upload_result(task.commitment, path.read_bytes())
+                log.info("task %s: result delivered", task.commitment.hex()[:10])
+                path.unlink(missing_ok=True)
+                return
+            except RelayError as exc:
+                current = await self.chain.get_task(task.commitment)
+                if current is None or current.state != TaskState.VALIDATED:
+                    return  # delivered meanwhile, or ended
+                log.warning("task %s: upload refused (%s); retrying", task.commitment.hex()[:10], exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, RETRY_MAX_S)
+
+    # ------------------------------------------------------------ helpers
+
+    async def spec(self, commitment: bytes) -> TaskSpec:
+        topic = self.chain.events.topic("TaskCreated")
+        head = await self.chain.block_number()
+        events = await self.chain.get_logs(0, head, [topic, commitment])
+        if not events:
+            raise ChainError(f"no TaskCreated event for task 0x{commitment.hex()}")
+        args = events[0].args
+        return TaskSpec(
+            task_type=int(args["task_type"]), nonce=bytes(args["nonce"]),
+            models=[from_bytes32(m) for m in args["model_ids"]], params_hash=bytes(args["params_hash"]),
+        )
+
+    async def _error(self, task: TaskInfo, code: TaskErrorCode) -> None:
+        log.info("task %s: reporting task error %s", task.commitment.hex()[:10], code.name)
+        await self._send_final("reportTaskError", task, int(code))
+
+    async def _abort(self, task: TaskInfo, reason: str) -> None:
+        await self._send_final("abortTask", task, reason)
+
+    async def _send_final(self, function: str, task: TaskInfo, arg: object) -> None:
+        try:
+            await self.chain.transact(function, task.commitment, arg)
+        except TransactionReverted as exc:  # someone else ended it first
+            log.info("task %s: %s refused: %s", task.commitment.hex()[:10], function, exc.reason)
+
+    def _result_path(self, commitment: bytes) -> Path:
+        return self.results_dir / f"{commitment.hex()}.bin"

@@ -1,0 +1,42 @@
+"""The task parameters: what the application encrypts to the node through the relay.
+
+Their canonical bytes, salted with the nonce, are hashed on chain (``params_hash``), so
+the node can prove to itself that the relay handed over exactly what the creator meant.
+The creator's public key travels inside, so the result can be encrypted back to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from gridtask.scoring import canonical_json
+from gridtask.types import TaskType
+
+
+class TaskParams(BaseModel):
+    """One task's parameters, as the node receives them after decryption."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: TaskType
+    model: str = Field(min_length=1, max_length=32)
+    inputs: dict[str, Any]
+    reply_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="creator's X25519 key, hex")
+
+    def encode(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TaskParams:
+        """Parse decrypted bytes; raises ``ValueError`` saying what is wrong."""
+        try:
+            return cls.model_validate_json(raw)
+        except PydanticValidationError as exc:
+            raise ValueError(f"malformed task parameters: {exc.errors()[0]['msg']}") from None
+
+    @property
+    def reply_key_bytes(self) -> bytes:
+        return bytes.fromhex(self.reply_key)
