@@ -41,6 +41,9 @@ class Devnet:
     block_time: float | None = None
     home: Path = field(default_factory=lambda: Path(".gridtask") / "devnet")
     node_models: list[str] | None = None
+    # Where the daemons and the SDK reach the chain, if not anvil itself (a proxy, say).
+    rpc_url: str | None = None
+    ws_url: str | None = None
     chain: Anvil | None = None
     config: NetworkConfig | None = None
     relay_identity: Identity = field(default_factory=Identity.generate)
@@ -62,7 +65,7 @@ class Devnet:
         log.info("chain: TaskNetwork deployed at %s", contract)
         relay_port = free_port()
         self.config = NetworkConfig(
-            rpc_url=self.chain.url, ws_url=self.chain.ws_url, contract=contract,
+            rpc_url=self.rpc_url or self.chain.url, ws_url=self.ws_url or self.chain.ws_url, contract=contract,
             relay_url=f"http://127.0.0.1:{relay_port}", private_key="0x" + app.private_key.hex(),
         )
         self.start_relay(relay_port)

@@ -263,6 +263,7 @@ class Client:
         """Dria style: run a ``Task`` (or a list) and return ``TaskResult`` objects."""
         from gridtask.sdk._dria import execute
 
+        await self.open()
         return await execute(self, task, timeout=timeout)
 
     # ------------------------------------------------------------ steps

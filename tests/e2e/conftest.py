@@ -1,0 +1,93 @@
+"""End-to-end fixtures: a real anvil, the committed contract, the relay and nodes as
+separate processes (``gridtask.devnet.Devnet``), and the checks every test makes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from gridtask.chain.client import ChainClient
+from gridtask.devnet import Devnet
+from gridtask.keys import Identity
+from gridtask.sdk import Client
+from gridtask.types import TaskState
+
+pytestmark = pytest.mark.e2e
+
+
+async def start_devnet(tmp_path: Path, **kwargs: object) -> Devnet:
+    net = Devnet(home=tmp_path / "devnet", **kwargs)  # type: ignore[arg-type]
+    try:
+        await net.start()
+        await net.wait_nodes()
+    except BaseException:
+        net.stop()
+        raise
+    return net
+
+
+@pytest.fixture
+async def echo_net(tmp_path: Path) -> AsyncIterator[Devnet]:
+    """Two echo nodes: fast to start, enough to kill one."""
+    net = await start_devnet(tmp_path, nodes=2, node_models=["echo"])
+    yield net
+    net.stop()
+
+
+@pytest.fixture
+async def client(echo_net: Devnet) -> AsyncIterator[Client]:
+    assert echo_net.config is not None
+    async with Client(config=echo_net.config) as c:
+        yield c
+
+
+async def ledger(net: Devnet) -> dict[str, int]:
+    """The contract's balance beside what it must hold: escrow + stakes + owed balances."""
+    assert net.config is not None and net.chain is not None
+    async with ChainClient(net.chain.url, net.config.contract, Identity.generate()) as chain:
+        head = await chain.block_number()
+        events = await chain.get_logs(0, head)
+        commitments = {e.commitment for e in events if e.name == "TaskCreated"}
+        accounts = {net.relay_identity.address}
+        escrow = 0
+        states: dict[str, int] = {}
+        for c in commitments:
+            task = await chain.get_task(c or b"")
+            assert task is not None
+            states[task.state.name] = states.get(task.state.name, 0) + 1
+            accounts |= {task.creator, task.node}
+            if not task.state.is_final:
+                escrow += task.fee
+        nodes = {e.args["node"] for e in events if e.name == "NodeJoined"}
+        stakes = 0
+        for n in nodes:
+            info = await chain.get_node(n)
+            stakes += info.stake if info else 0
+        accounts |= nodes
+        owed = sum([await chain.balance_of(a) for a in accounts if int(a, 16)])
+        w3 = AsyncWeb3(AsyncHTTPProvider(net.chain.url))
+        balance = await w3.eth.get_balance(net.config.contract)
+        await w3.provider.disconnect()
+    return {"balance": balance, "escrow": escrow, "stakes": stakes, "owed": owed, **states}
+
+
+async def assert_all_ended_and_conserved(net: Devnet, *, expect: TaskState = TaskState.SUCCESS) -> dict[str, int]:
+    book = await ledger(net)
+    assert book["balance"] == book["escrow"] + book["stakes"] + book["owed"], book
+    unfinished = {k: v for k, v in book.items() if k in {s.name for s in TaskState if not s.is_final}}
+    assert not unfinished, f"tasks not ended: {book}"
+    assert book.get(expect.name, 0) > 0, book
+    return book
+
+
+async def wait_state(client: Client, task_id: str, state: TaskState, timeout: float = 60) -> None:
+    for _ in range(int(timeout / 0.1)):
+        info = await client.task(task_id)
+        if info is not None and info.state == state:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"task {task_id} never reached {state.name}")
