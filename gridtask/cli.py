@@ -26,8 +26,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="gridtask: run AI and compute tasks on machines nobody has to trust.")
 task_app = typer.Typer(no_args_is_help=True, help="Look at or act on one task.")
 app.add_typer(task_app, name="task")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 T = TypeVar("T")
 
 ETHER = 10**18

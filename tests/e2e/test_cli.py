@@ -1,0 +1,74 @@
+"""The command line against a real devnet: answers, JSON, and bad input as one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gridtask.cli import app
+from gridtask.config import save_config
+from gridtask.devnet import Devnet, default_node_models
+
+from .conftest import start_devnet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tmp = tmp_path_factory.mktemp("cli")
+    net: Devnet = asyncio.run(start_devnet(tmp, nodes=1, node_models=default_node_models()))
+    try:
+        assert net.config is not None
+        yield save_config(net.config, tmp / "config.json")
+    finally:
+        net.stop()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_run_prints_generated_text_and_json(config_file: Path) -> None:
+    code, out, _ = invoke("run", "Hey there", "--model", "tiny-llm", "--config", str(config_file))
+    assert code == 0 and out.strip()
+    code, out, _ = invoke("run", "Hey there", "--model", "tiny-llm", "--json", "--config", str(config_file))
+    doc = json.loads(out)
+    assert code == 0 and doc["state"] == "SUCCESS" and doc["result"]["text"]
+    code, out, _ = invoke("task", "show", doc["task_id"], "--json", "--config", str(config_file))
+    shown = json.loads(out)
+    assert code == 0 and shown["state"] == "SUCCESS"
+    assert [e["name"] for e in shown["events"]][-1] == "TaskSuccess"
+
+
+def test_embed_json_gives_vectors(config_file: Path) -> None:
+    code, out, _ = invoke("embed", "one", "two", "--json", "--config", str(config_file))
+    doc = json.loads(out)
+    assert code == 0 and [len(v) for v in doc["result"]["embeddings"]] == [384, 384]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "hi", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (["task", "show", "0x1234"], "malformed task ID"),
+        (["task", "show", "0x" + "ab" * 32], "unknown task"),
+        (["embed", "x", "--model", "x" * 40], "1 to 32 bytes"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(config_file: Path, args: list[str], message: str) -> None:
+    code, out, err = invoke(*args, "--config", str(config_file))
+    assert code == 2, (out, err)
+    assert message in err and "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_network_configured_says_what_to_do(tmp_path: Path) -> None:
+    code, _, err = invoke("task", "show", "0x" + "ab" * 32, "--config", str(tmp_path / "missing.json"))
+    assert code != 0 and "gridtask devnet" in err and "Traceback" not in err
