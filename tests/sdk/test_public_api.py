@@ -1,0 +1,43 @@
+"""The SDK's public surface changes only on purpose (as httpx guards its own)."""
+
+from __future__ import annotations
+
+import gridtask.sdk as sdk
+
+
+def test_public_names_are_exactly_these() -> None:
+    assert sdk.__all__ == sorted(sdk.__all__)
+    assert set(sdk.__all__) == {
+        "Client", "ClientState", "Model", "NoNodeWarning", "Simple", "SyncClient", "Task",
+        "TaskHandle", "TaskResult", "TaskState", "TaskType", "parse_task_id",
+    }
+    for name in sdk.__all__:
+        assert getattr(sdk, name) is not None
+
+
+def test_task_states_mirror_the_contract() -> None:
+    from pathlib import Path
+
+    source = (Path(sdk.__file__).parents[1] / "chain" / "contracts" / "TaskNetwork.vy").read_text()
+    for state in sdk.TaskState:
+        if state.value:
+            assert f"{state.name}: constant(uint256) = {state.value}" in source, state
+
+
+def test_simple_builds_a_one_step_workflow_and_parses_the_first_result() -> None:
+    simple = sdk.Simple()
+    flow = simple.workflow(prompt="Hey there!").model_dump()
+    assert flow["steps"] == [{"prompt": "Hey there!", "output": "response"}]
+    result = sdk.TaskResult(id="0x1", task_input=flow, result="hello", model="tiny-llm")
+    assert simple.parse_result([result]) == "hello"
+
+
+def test_parse_task_id_refuses_malformed_ids() -> None:
+    import pytest
+
+    from gridtask.exceptions import ValidationError
+
+    assert sdk.parse_task_id("0x" + "ab" * 32) == bytes.fromhex("ab" * 32)
+    for bad in ["0x12", "zz" * 32, "", "0x" + "ab" * 33]:
+        with pytest.raises(ValidationError, match="malformed task ID"):
+            sdk.parse_task_id(bad)
