@@ -21,7 +21,8 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 $(ANVIL): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	# `npm ci` refuses a lock without every platform's optional binary; the pins hold either way
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 devnet: setup
