@@ -22,8 +22,11 @@ from gridtask.exceptions import GridtaskError, ValidationError
 from gridtask.logs import configure_logging
 from gridtask.types import TaskState, TaskType
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="gridtask: run AI and compute tasks on machines nobody has to trust.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="gridtask: run AI and compute tasks on machines nobody has to trust.",
+)
 task_app = typer.Typer(no_args_is_help=True, help="Look at or act on one task.")
 app.add_typer(task_app, name="task")
 console = Console(stderr=True, soft_wrap=True)
@@ -54,6 +57,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JS
 
 
 # ---------------------------------------------------------------- applications
+
 
 @app.command()
 def run(
@@ -88,8 +92,15 @@ def embed(
             out.print(f"{text[:40]!r}: [{head}, ...] ({len(vector)} dims)")
 
 
-def _task(task_type: TaskType, model: str, inputs: dict[str, Any], fee: float, timeout: float,
-          as_json: bool, config: Path | None) -> dict[str, Any]:
+def _task(
+    task_type: TaskType,
+    model: str,
+    inputs: dict[str, Any],
+    fee: float,
+    timeout: float,
+    as_json: bool,
+    config: Path | None,
+) -> dict[str, Any]:
     from gridtask.sdk import Client
 
     if fee <= 0:
@@ -107,8 +118,13 @@ def _task(task_type: TaskType, model: str, inputs: dict[str, Any], fee: float, t
 
                 result = await client.result(handle, timeout=timeout, on_status=on_status)
             info = await client.task(handle.commitment)
-            doc = {"task_id": handle.task_id, "state": info.state.name if info else "?",
-                   "node": handle.node, "fee_wei": handle.fee, "result": result}
+            doc = {
+                "task_id": handle.task_id,
+                "state": info.state.name if info else "?",
+                "node": handle.node,
+                "fee_wei": handle.fee,
+                "result": result,
+            }
             if as_json:
                 out.print_json(json.dumps(doc))
             else:
@@ -156,17 +172,28 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
                 raise ValidationError(f"unknown task {task_id}: no such task on this network")
             events = await client.events(commitment)
             doc = {
-                "task_id": "0x" + commitment.hex(), "state": info.state.name, "creator": info.creator,
-                "node": info.node, "fee_wei": info.fee, "deadline": info.deadline,
-                "events": [{"name": e.name, "block": e.block_number,
-                            "args": {k: _jsonable(v) for k, v in e.args.items() if k != "commitment"}}
-                           for e in events],
+                "task_id": "0x" + commitment.hex(),
+                "state": info.state.name,
+                "creator": info.creator,
+                "node": info.node,
+                "fee_wei": info.fee,
+                "deadline": info.deadline,
+                "events": [
+                    {
+                        "name": e.name,
+                        "block": e.block_number,
+                        "args": {k: _jsonable(v) for k, v in e.args.items() if k != "commitment"},
+                    }
+                    for e in events
+                ],
             }
             if as_json:
                 out.print_json(json.dumps(doc))
                 return
-            out.print(f"task {doc['task_id']}\n  state   {info.state.name}\n  creator {info.creator}\n"
-                      f"  node    {info.node}\n  fee     {info.fee / ETHER} ETH")
+            out.print(
+                f"task {doc['task_id']}\n  state   {info.state.name}\n  creator {info.creator}\n"
+                f"  node    {info.node}\n  fee     {info.fee / ETHER} ETH"
+            )
             for e in doc["events"]:
                 out.print(f"  block {e['block']:>6}  {e['name']}")
 
@@ -209,13 +236,18 @@ def _jsonable(value: Any) -> Any:
 
 # ---------------------------------------------------------------- daemons
 
+
 @app.command()
 def node(
-    model: Annotated[list[str], typer.Option("--model", help="echo | all-minilm-l6-v2 | llm:NAME=DIR | openai:NAME=URL")] = ["echo"],  # noqa: B006
+    model: Annotated[
+        list[str], typer.Option("--model", help="echo | all-minilm-l6-v2 | llm:NAME=DIR | openai:NAME=URL")
+    ] = ["echo"],  # noqa: B006
     gpu: Annotated[str, typer.Option(help='GPU name, or "cpu"')] = "cpu",
     vram: Annotated[int, typer.Option(help="VRAM in MiB (0 for a CPU node)")] = 0,
     stake: Annotated[float, typer.Option(help="stake in ETH")] = 1.0,
-    state_dir: Annotated[Path, typer.Option(help="where the node keeps its cursor and results")] = Path(".gridtask/node"),
+    state_dir: Annotated[Path, typer.Option(help="where the node keeps its cursor and results")] = Path(
+        ".gridtask/node"
+    ),
     config: ConfigOpt = None,
 ) -> None:
     """Run a node: join with a stake, then run the tasks the contract gives it."""
@@ -228,8 +260,9 @@ def node(
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    settings = NodeSettings(network=_network(config), models=model, gpu=gpu, vram=vram,
-                            stake=int(stake * ETHER), state_dir=state_dir)
+    settings = NodeSettings(
+        network=_network(config), models=model, gpu=gpu, vram=vram, stake=int(stake * ETHER), state_dir=state_dir
+    )
 
     async def go() -> None:
         daemon = NodeDaemon(settings, executors)
@@ -258,8 +291,9 @@ def relay(
 
     async def go() -> None:
         chain = ChainClient(network.rpc_url, network.contract, Identity.from_hex(network.private_key))
-        server = RelayServer(create_app(chain=chain, store=FileStore(data_dir)), host=host, port=port,
-                             log_level="warning")
+        server = RelayServer(
+            create_app(chain=chain, store=FileStore(data_dir)), host=host, port=port, log_level="warning"
+        )
         try:
             await server.serve()
         finally:
@@ -273,7 +307,9 @@ def devnet(
     nodes: Annotated[int, typer.Option(help="how many nodes")] = 3,
     demo: Annotated[bool, typer.Option(help="run the demo job")] = True,
     port: Annotated[int, typer.Option(help="the chain's port")] = 8545,
-    block_time: Annotated[float | None, typer.Option(help="seconds per block (default: a block per transaction)")] = None,
+    block_time: Annotated[
+        float | None, typer.Option(help="seconds per block (default: a block per transaction)")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start a whole local network (anvil, contract, relay, nodes) and run a demo job."""
@@ -289,16 +325,19 @@ def devnet(
             with console.status("starting anvil, the contract and the relay..."):
                 cfg = await net.start()
             path = save_config(cfg, config_path(config))
-            out.print(f"chain    {cfg.rpc_url}\ncontract {cfg.contract}\nrelay    {cfg.relay_url}\n"
-                      f"config   {path} (the SDK and the CLI use it by default)")
+            out.print(
+                f"chain    {cfg.rpc_url}\ncontract {cfg.contract}\nrelay    {cfg.relay_url}\n"
+                f"config   {path} (the SDK and the CLI use it by default)"
+            )
             with console.status(f"loading models and joining {nodes} node(s)..."):
                 await net.wait_nodes()
             out.print(f"{nodes} node(s) joined")
             if demo:
                 with console.status("demo: 3 embedding tasks and a prompt..."):
                     ok = await run_demo(cfg, say=out.print)
-                out.print("demo finished: every task ended in success on chain" if ok
-                          else "[red]demo: some tasks failed[/]")
+                out.print(
+                    "demo finished: every task ended in success on chain" if ok else "[red]demo: some tasks failed[/]"
+                )
             out.print("devnet running; press Ctrl-C to stop")
             await stop.wait()
         finally:

@@ -127,7 +127,9 @@ class NodeDaemon:
     # ------------------------------------------------------------ events
 
     async def handle(self, event: ChainEvent) -> None:
-        if event.name in MY_EVENTS and _same(event.args.get("node"), self.address):
+        if event.name == "TaskCreated":
+            self.worker.remember(event)
+        elif event.name in MY_EVENTS and _same(event.args.get("node"), self.address):
             commitment = event.commitment or b""
             if event.name in ("TaskStarted", "TaskValidated"):
                 self._track(commitment)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from gridtask.chain.client import ChainClient, from_bytes32
+from gridtask.chain.client import ChainClient, ChainEvent, from_bytes32
 from gridtask.chain.models import TaskInfo
 from gridtask.crypto import keccak, params_hash, seal, unseal
 from gridtask.exceptions import (
@@ -34,6 +35,7 @@ log = logging.getLogger("gridtask.node")
 
 RETRY_S = 0.05
 RETRY_MAX_S = 1.0
+SPEC_CACHE = 1024
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ class TaskWorker:
         self.executors = executors
         self.results_dir = results_dir
         results_dir.mkdir(parents=True, exist_ok=True)
+        self._specs: OrderedDict[bytes, TaskSpec] = OrderedDict()
+
+    def remember(self, event: ChainEvent) -> None:
+        """Keep what a ``TaskCreated`` says, so a task that starts here needs no log search."""
+        self._specs[event.commitment or b""] = _spec_of(event)
+        while len(self._specs) > SPEC_CACHE:
+            self._specs.popitem(last=False)
 
     async def advance(self, task: TaskInfo) -> None:
         """Do what the task's current state asks of its node (nothing if it waits on others)."""
@@ -150,16 +159,15 @@ class TaskWorker:
     # ------------------------------------------------------------ helpers
 
     async def spec(self, commitment: bytes) -> TaskSpec:
+        """The task's ``TaskCreated``: seen live, or searched for (after a restart)."""
+        if commitment in self._specs:
+            return self._specs[commitment]
         topic = self.chain.events.topic("TaskCreated")
         head = await self.chain.block_number()
         events = await self.chain.get_logs(0, head, [topic, commitment])
         if not events:
             raise ChainError(f"no TaskCreated event for task 0x{commitment.hex()}")
-        args = events[0].args
-        return TaskSpec(
-            task_type=int(args["task_type"]), nonce=bytes(args["nonce"]),
-            models=[from_bytes32(m) for m in args["model_ids"]], params_hash=bytes(args["params_hash"]),
-        )
+        return _spec_of(events[0])
 
     async def _error(self, task: TaskInfo, code: TaskErrorCode) -> None:
         log.info("task %s: reporting task error %s", task.commitment.hex()[:10], code.name)
@@ -176,3 +184,11 @@ class TaskWorker:
 
     def _result_path(self, commitment: bytes) -> Path:
         return self.results_dir / f"{commitment.hex()}.bin"
+
+
+def _spec_of(event: ChainEvent) -> TaskSpec:
+    args = event.args
+    return TaskSpec(
+        task_type=int(args["task_type"]), nonce=bytes(args["nonce"]),
+        models=[from_bytes32(m) for m in args["model_ids"]], params_hash=bytes(args["params_hash"]),
+    )
