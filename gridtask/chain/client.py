@@ -31,7 +31,8 @@ from gridtask.types import NodeStatus, TaskState
 log = logging.getLogger("gridtask.chain")
 
 GAS_LIMIT = 2_000_000
-GAS_PRICE_TTL_S = 15.0
+FEES_TTL_S = 5.0
+DEFAULT_TIP_WEI = 10**9
 RECEIPT_POLL_S = 0.02
 
 
@@ -111,7 +112,9 @@ class ChainClient:
         self.rpc_url = rpc_url
         self.identity = identity
         self.address = to_checksum_address(contract_address)
-        self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
+        # No middleware: transactions are built and signed here, and web3's validation layer
+        # would ask eth_chainId before every call.
+        self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}), middleware=[])
         self.contract = self.w3.eth.contract(address=self.address, abi=artifact.abi())
         self.events = EventCodec(artifact.abi(), self.w3)
         self._account = Account.from_key(identity.private_key)
@@ -119,7 +122,7 @@ class ChainClient:
         self._lock = asyncio.Lock()
         self._nonce: int | None = None
         self._chain_id: int | None = None
-        self._gas_price: tuple[float, int] | None = None
+        self._fees: tuple[float, dict[str, int]] | None = None
 
     async def __aenter__(self) -> ChainClient:
         return self
@@ -157,7 +160,12 @@ class ChainClient:
         """Send one transaction and wait for it; a revert raises ``TransactionReverted``."""
         async with self._lock:
             raw, tx = await self._sign(function, args, value)
-            tx_hash = await self._send(raw, function)
+            try:
+                tx_hash = await self._send(raw, function)
+            except _Underpriced:  # the base fee moved since we priced: price afresh, once
+                self._fees = None
+                raw, tx = await self._sign(function, args, value)
+                tx_hash = await self._send(raw, function)
             self._nonce = tx["nonce"] + 1
         receipt = await self._wait(tx_hash, function)
         if receipt["status"] != 1:
@@ -174,17 +182,29 @@ class ChainClient:
         data = self.contract.encode_abi(function, args=list(args))
         tx = {
             "to": self.address, "data": data, "value": value, "gas": GAS_LIMIT,
-            "gasPrice": await self._gas_price_now(), "nonce": self._nonce, "chainId": self._chain_id,
+            "nonce": self._nonce, "chainId": self._chain_id, **await self._fees_now(),
         }
         signed = self._account.sign_transaction(tx)
         return bytes(signed.raw_transaction), tx
 
-    async def _gas_price_now(self) -> int:
+    async def _fees_now(self) -> dict[str, int]:
+        """EIP-1559 fees: up to twice the base fee plus the suggested tip (what is paid is the
+        base fee plus the tip, so our own offers never feed back into the price); a chain
+        without a base fee gets its own gas price, as it is."""
         now = time.monotonic()
-        if self._gas_price is None or now - self._gas_price[0] > GAS_PRICE_TTL_S:
-            price = int(await self.rpc(lambda: self.w3.eth.gas_price, "eth_gasPrice"))
-            self._gas_price = (now, price * 2)
-        return self._gas_price[1]
+        if self._fees is None or now - self._fees[0] > FEES_TTL_S:
+            block = await self.rpc(lambda: self.w3.eth.get_block("latest"), "eth_getBlockByNumber")
+            base = block.get("baseFeePerGas")
+            if base is None:
+                fees = {"gasPrice": int(await self.rpc(lambda: self.w3.eth.gas_price, "eth_gasPrice"))}
+            else:
+                try:
+                    tip = int(await self.w3.eth.max_priority_fee)
+                except Exception:
+                    tip = DEFAULT_TIP_WEI
+                fees = {"maxFeePerGas": 2 * int(base) + tip, "maxPriorityFeePerGas": tip}
+            self._fees = (now, fees)
+        return self._fees[1]
 
     async def _send(self, raw: bytes, function: str) -> bytes:
         """Send signed bytes; on a transport failure send the same bytes again (idempotent)."""
@@ -200,6 +220,13 @@ class ChainClient:
                 if "nonce" in text:
                     self._nonce = None  # someone else used this account: resync next time
                     raise ChainError(f"{function}: {exc}") from exc
+                if "insufficient funds" in text:
+                    self._nonce = None
+                    raise ChainError(
+                        f"{function}: account {self.identity.address} cannot pay for this transaction "
+                        f"(fee, stake or gas): fund it and try again") from exc
+                if "fee" in text or "underpriced" in text:
+                    raise _Underpriced(text) from exc
                 if isinstance(exc, ContractLogicError) or time.monotonic() > deadline:
                     raise ChainError(f"chain unreachable at {self.rpc_url} ({function}): {exc!r}") from exc
                 log.warning("send %s failed (%r); retrying", function, exc)
@@ -262,6 +289,10 @@ class ChainClient:
 
     async def report_result_uploaded(self, commitment: bytes) -> None:
         await self.transact("reportResultUploaded", commitment)
+
+
+class _Underpriced(ChainError):
+    """The chain refused the fees offered (the base fee rose): re-sign with fresh fees."""
 
 
 def _reason(exc: ContractLogicError) -> str:

@@ -36,6 +36,7 @@ log = logging.getLogger("gridtask.node")
 RETRY_S = 0.05
 RETRY_MAX_S = 1.0
 SPEC_CACHE = 1024
+PARAMS_WAIT_S = 5.0  # long poll: the relay answers the moment the creator uploads
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class TaskWorker:
         delay = RETRY_S
         while True:
             try:
-                return await self.relay.download_params(task.commitment)
+                return await self.relay.download_params(task.commitment, wait=PARAMS_WAIT_S)
             except (NotReady, RelayError) as exc:
                 if time.time() > task.deadline:
                     log.info("task %s: no parameters before the deadline (%s)", task.commitment.hex()[:10], exc)

@@ -18,6 +18,7 @@ Every error is JSON ``{"error": "..."}``; the strings are part of the API (clien
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import weakref
@@ -43,6 +44,7 @@ MiB = 1024 * 1024
 DEFAULT_MAX_PARAMS_BYTES = 4 * MiB
 DEFAULT_MAX_RESULT_BYTES = 16 * MiB
 _MAX_GET_BODY_BYTES = 1024
+MAX_WAIT_S = 10.0  # the longest a read may long-poll for its blob
 
 NOT_READY = "task not ready"
 RESULTS_NOT_UPLOADED = "task results not uploaded"
@@ -105,6 +107,8 @@ class _Relay:
         self.max_result_bytes = max_result_bytes
         # One writer per blob at a time, so "already uploaded" and "report once" hold.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Readers long-polling for parameters not uploaded yet, woken by the upload.
+        self._arrivals: dict[str, asyncio.Event] = {}
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -155,6 +159,9 @@ class _Relay:
             if task.state != TaskState.STARTED or await self.store.exists(key):
                 raise _Refused(409, "parameters already uploaded")
             await self.store.put(key, body)
+        arrival = self._arrivals.pop(key, None)
+        if arrival is not None:
+            arrival.set()
         logger.info("task %s: parameters uploaded (%d bytes)", hex_id, len(body))
         return JSONResponse({"uploaded": True})
 
@@ -164,7 +171,16 @@ class _Relay:
         )
         if not _same(signer, task.node):
             raise _Refused(403, "only the task's node may read its parameters")
-        data = await self.store.get(f"{hex_id}.params")
+        key = f"{hex_id}.params"
+        data = await self.store.get(key)
+        wait = _wait_seconds(request)
+        if data is None and wait > 0:
+            # Long poll: the node asks as soon as it is selected, the creator uploads a moment
+            # later; holding the request saves the node a round of retries.
+            arrival = self._arrivals.setdefault(key, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrival.wait(), wait)
+            data = await self.store.get(key)
         if data is None:
             raise _Refused(400, NOT_READY)
         return Response(data, media_type="application/octet-stream")
@@ -221,6 +237,14 @@ class _Relay:
             except _Refused:
                 raise _Refused(400, RESULTS_NOT_UPLOADED) from None
         return Response(data, media_type="application/octet-stream")
+
+
+def _wait_seconds(request: Request) -> float:
+    """``?wait=S``: how long a read may wait for its blob (0 to MAX_WAIT_S; not signed, harmless)."""
+    try:
+        return min(max(float(request.query_params.get("wait", 0)), 0.0), MAX_WAIT_S)
+    except ValueError:
+        raise _Refused(400, "wait must be a number of seconds") from None
 
 
 async def _health(request: Request) -> Response:

@@ -93,9 +93,11 @@ class RelayClient:
         """As the task's creator, once the task has started; ``NotReady`` before that."""
         await self._call("PUT", _task_path(commitment, "params"), data)
 
-    async def download_params(self, commitment: bytes) -> bytes:
-        """As the task's node; ``NotReady`` until the creator has uploaded them."""
-        return await self._call("GET", _task_path(commitment, "params"))
+    async def download_params(self, commitment: bytes, *, wait: float = 0) -> bytes:
+        """As the task's node; ``NotReady`` until the creator has uploaded them. With ``wait``
+        the relay holds the request up to that many seconds for the upload to arrive."""
+        params = {"wait": f"{wait:g}"} if wait > 0 else None
+        return await self._call("GET", _task_path(commitment, "params"), params=params)
 
     async def upload_result(self, commitment: bytes, data: bytes) -> None:
         """As the task's node, once validated; ``data`` must hash to the committed result hash."""
@@ -118,8 +120,10 @@ class RelayClient:
             await asyncio.sleep((ts - now_ms) / 1000)
         return ts
 
-    async def _call(self, method: str, path: str, body: bytes = b"") -> bytes:
-        request = self._http.build_request(method, path, content=body)
+    async def _call(
+        self, method: str, path: str, body: bytes = b"", *, params: dict[str, str] | None = None
+    ) -> bytes:
+        request = self._http.build_request(method, path, content=body, params=params)
         # Sign the path exactly as it goes on the wire (base_url may carry a prefix).
         timestamp = await self._timestamp(method, request.url.path, body)
         request.headers.update(

@@ -492,3 +492,22 @@ async def test_relay_server_serves_over_http_and_shuts_down(
     finally:
         server.shutdown()
         await asyncio.wait_for(serving, timeout=10)
+
+
+
+async def test_long_poll_for_parameters_returns_as_soon_as_they_are_uploaded(
+    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+) -> None:
+    """A node that asks before the upload is answered the moment the creator uploads."""
+    commitment = chain.add(creator, node, TaskState.STARTED)
+    other = chain.add(creator, node, TaskState.STARTED, seed=2)
+    async with client_for(app, node) as as_node, client_for(app, creator) as as_creator:
+        started = time.monotonic()
+        waiting = asyncio.create_task(as_node.download_params(commitment, wait=5))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await as_creator.upload_params(commitment, b"sealed")
+        assert await waiting == b"sealed"
+        assert time.monotonic() - started < 2
+        with pytest.raises(NotReady):  # no upload within the wait: "task not ready"
+            await as_node.download_params(other, wait=0.2)

@@ -123,8 +123,9 @@ MAX_NODE_MODELS: constant(uint256) = 8
 # @dev Inputs are decoded with room to spare, so an over-long list gets a readable revert.
 MAX_MODELS_INPUT: constant(uint256) = 16
 
-# @notice Random entries selection looks at before it gives up and queues the task.
-MAX_PROBES: constant(uint256) = 8
+# @notice Random entries selection looks at before it gives up and queues the task
+#         (a model served by this many nodes or fewer is searched exhaustively).
+MAX_PROBES: constant(uint256) = 16
 # @notice Queued tasks a freed node looks at per model it serves, best-paying first.
 QUEUE_SCAN: constant(uint256) = 4
 
@@ -679,7 +680,10 @@ def _take_queued(node: address) -> bool:
     """
     @dev Look at up to QUEUE_SCAN queued tasks of each model the node serves, best
     bucket first, and start the best-paying one it matches. Flat gas: at most
-    MAX_NODE_MODELS * QUEUE_SCAN tasks are looked at, however long the queue.
+    MAX_NODE_MODELS * QUEUE_SCAN tasks are looked at, however long the queue. On the
+    way, a task past its deadline is ended (refunded), and one this node cannot run
+    moves to the tail of its bucket, so the next node that looks sees what was behind
+    it: no task hides a runnable one for ever.
     """
     if task_queue.queued_count == 0:
         return False
@@ -691,18 +695,35 @@ def _take_queued(node: address) -> bool:
         for j: uint256 in range(QUEUE_SCAN):
             if candidate == empty(bytes32):
                 break
+            following: bytes32 = task_queue.after(candidate)
             want: Wanted = self.wanted[candidate]
-            if self._matches(node, info, m, want.models, want.min_vram, want.gpu) and block.timestamp <= self._deadline(self.tasks[candidate].meta):
+            if block.timestamp > self._deadline(self.tasks[candidate].meta):
+                self._expire(candidate)
+            elif self._matches(node, info, m, want.models, want.min_vram, want.gpu):
                 if best == empty(bytes32) or want.fee_per_unit > best_fee:
                     best = candidate
                     best_fee = want.fee_per_unit
                 break
-            candidate = task_queue.after(candidate)
+            else:
+                task_queue.requeue(candidate)
+            candidate = following
     if best == empty(bytes32):
         return False
     task_queue.remove(best)
     self._start(best, node)
     return True
+
+
+@internal
+def _expire(commitment: bytes32):
+    """@dev A queued task whose deadline passed ends, refunded, when a node comes across it."""
+    task: Task = self.tasks[commitment]
+    task_queue.remove(commitment)
+    self._end(commitment, task, ABORTED)
+    log TaskAborted(
+        commitment=commitment, by=empty(address), creator=task.creator,
+        reason="queue: deadline passed before a node took it",
+    )
 
 
 @internal

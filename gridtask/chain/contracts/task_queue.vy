@@ -42,7 +42,21 @@ def bucket_of(fee_per_unit: uint256) -> uint256:
 @internal
 def push(commitment: bytes32, model: bytes32, fee_per_unit: uint256):
     """@dev Append at the tail of its bucket."""
-    bucket: uint256 = self._msb(fee_per_unit)
+    self._append(commitment, model, self._msb(fee_per_unit))
+
+
+@internal
+def requeue(commitment: bytes32):
+    """@dev Move to the tail of its own bucket, so the next look sees what was behind it."""
+    entry: Entry = self.entries[commitment]
+    if entry.next == empty(bytes32):
+        return  # already last
+    self.remove(commitment)
+    self._append(commitment, entry.model, entry.bucket)
+
+
+@internal
+def _append(commitment: bytes32, model: bytes32, bucket: uint256):
     tail: bytes32 = self.tails[model][bucket]
     self.entries[commitment] = Entry(prev=tail, next=empty(bytes32), model=model, bucket=bucket)
     if tail == empty(bytes32):
