@@ -103,6 +103,16 @@ class Devnet:
             args += ["--model", m]
         self._spawn(f"node{index}", args, self.node_identities[index])
 
+    def add_node(self, models: list[str]) -> int:
+        """Start one more node, with a fresh funded key; returns its index."""
+        assert self.chain is not None
+        identity = Identity.generate()
+        self.chain.fund(identity.address, FUNDING)
+        self.node_identities.append(identity)
+        index = len(self.node_identities) - 1
+        self.start_node(index, models)
+        return index
+
     def _spawn(self, name: str, args: list[str], identity: Identity) -> None:
         out = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.processes[name] = subprocess.Popen(

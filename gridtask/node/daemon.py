@@ -17,7 +17,7 @@ import time
 
 from eth_utils import to_checksum_address
 
-from gridtask.chain.client import ChainClient, ChainEvent, from_bytes32, to_bytes32
+from gridtask.chain.client import ChainClient, ChainEvent, to_bytes32
 from gridtask.chain.events import EventFollower
 from gridtask.exceptions import ChainError, GridtaskError, TransactionReverted
 from gridtask.keys import Identity
@@ -29,6 +29,7 @@ from gridtask.types import NodeStatus, TaskState
 
 log = logging.getLogger("gridtask.node")
 
+QUEUE_POLLS = 4
 MY_EVENTS = {"TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported"}
 
 
@@ -155,17 +156,22 @@ class NodeDaemon:
         return amount
 
     async def _maybe_take_queued(self, event: ChainEvent) -> None:
-        """A task was queued: if this node is idle and could run it, claim queued work."""
-        if self._mine:
+        """A task was queued that this node may run: while idle, claim queued work. The
+        contract looks at a bounded window of the queue and rotates what this node cannot
+        run, so a few polls reach a runnable task behind others."""
+        commitment = event.commitment or b""
+        spec = self.worker.known_spec(commitment)
+        if spec is not None and not set(spec.models) <= set(self.models):
             return
-        key_model = from_bytes32(event.args["key_model"])
-        if key_model not in self.models:
-            return
-        node = await self.chain.get_node(self.address)
-        if node is None or node.status != NodeStatus.IDLE:
-            return
-        with contextlib.suppress(TransactionReverted):
-            await self.chain.transact("takeQueuedTask")
+        for _ in range(QUEUE_POLLS):
+            if self._mine:
+                return
+            node = await self.chain.get_node(self.address)
+            task = await self.chain.get_task(commitment)
+            if node is None or node.status != NodeStatus.IDLE or task is None or task.state != TaskState.QUEUED:
+                return
+            with contextlib.suppress(TransactionReverted):
+                await self.chain.transact("takeQueuedTask")
 
     # ------------------------------------------------------------ tasks
 

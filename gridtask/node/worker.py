@@ -159,6 +159,9 @@ class TaskWorker:
 
     # ------------------------------------------------------------ helpers
 
+    def known_spec(self, commitment: bytes) -> TaskSpec | None:
+        return self._specs.get(commitment)
+
     async def spec(self, commitment: bytes) -> TaskSpec:
         """The task's ``TaskCreated``: seen live, or searched for (after a restart)."""
         if commitment in self._specs:

@@ -110,3 +110,22 @@ def test_committed_abi_names_every_function_the_sdk_calls() -> None:
                "cancelTask", "reportTaskError", "withdraw", "join", "takeQueuedTask", "getTask", "getNode"]:
         assert fn in names
     assert json.loads((ROOT / "package.json").read_text())["dependencies"]["@foundry-rs/anvil"] == "1.7.1"
+
+
+async def test_queued_task_is_taken_by_a_node_that_joins_later(echo_net: Devnet, client: Client) -> None:
+    """No node serves the model: the task waits in the queue; a node that joins with it runs it."""
+    from gridtask.node.executors.tiny_llm import build_tiny_llm
+
+    with pytest.warns(UserWarning, match="no node serves late-model"):
+        handle = await client.submit(TaskType.LLM, "late-model", {"prompt": "hello", "max_tokens": 4})
+    running = asyncio.create_task(client.result(handle, timeout=120))
+    await asyncio.sleep(1)
+    info = await client.task(handle.commitment)
+    assert info is not None and info.state == TaskState.QUEUED
+    tiny = build_tiny_llm(echo_net.home / "tiny")
+    echo_net.add_node([f"llm:late-model={tiny}"])
+    result = await running
+    assert result["text"].strip()
+    events = [e.name for e in await client.events(handle.commitment)]
+    assert events[:3] == ["TaskCreated", "TaskQueued", "TaskStarted"]
+    await assert_all_ended_and_conserved(echo_net)
