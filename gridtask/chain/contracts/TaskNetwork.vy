@@ -474,7 +474,7 @@ def abortTask(commitment: bytes32, reason: String[64]):
         assert msg.sender == task.creator, "tasks: only the creator or the task's node may abort"
         assert late, "tasks: deadline not passed"
     if state == QUEUED:
-        task_queue.remove(commitment)
+        self._unqueue(commitment)
     self._end(commitment, task, ABORTED)
     log TaskAborted(commitment=commitment, by=msg.sender, creator=task.creator, reason=reason)
     if task.node != empty(address):
@@ -488,7 +488,7 @@ def cancelTask(commitment: bytes32):
     assert task.creator != empty(address), "tasks: unknown task"
     assert msg.sender == task.creator, "tasks: only the creator may cancel"
     assert task.meta & STATE_MASK == QUEUED, "tasks: task not queued"
-    task_queue.remove(commitment)
+    self._unqueue(commitment)
     self._end(commitment, task, ABORTED)
     log TaskAborted(commitment=commitment, by=msg.sender, creator=task.creator, reason="cancelled")
 
@@ -692,6 +692,7 @@ def _take_queued(node: address) -> bool:
     best_fee: uint256 = 0
     for m: bytes32 in self.node_models[node]:
         candidate: bytes32 = task_queue.first(m)
+        moved: bytes32 = empty(bytes32)  # the first task this scan sent to the back
         for j: uint256 in range(QUEUE_SCAN):
             if candidate == empty(bytes32):
                 break
@@ -705,11 +706,15 @@ def _take_queued(node: address) -> bool:
                     best_fee = want.fee_per_unit
                 break
             else:
+                if moved == empty(bytes32):
+                    moved = candidate
+                if following == moved:  # the bucket came round: go on to a lower one
+                    following = task_queue.lower_head(candidate)
                 task_queue.requeue(candidate)
             candidate = following
     if best == empty(bytes32):
         return False
-    task_queue.remove(best)
+    self._unqueue(best)
     self._start(best, node)
     return True
 
@@ -718,12 +723,19 @@ def _take_queued(node: address) -> bool:
 def _expire(commitment: bytes32):
     """@dev A queued task whose deadline passed ends, refunded, when a node comes across it."""
     task: Task = self.tasks[commitment]
-    task_queue.remove(commitment)
+    self._unqueue(commitment)
     self._end(commitment, task, ABORTED)
     log TaskAborted(
         commitment=commitment, by=empty(address), creator=task.creator,
         reason="queue: deadline passed before a node took it",
     )
+
+
+@internal
+def _unqueue(commitment: bytes32):
+    """@dev Out of the queue, and its requirements out of storage (refunded gas)."""
+    task_queue.remove(commitment)
+    self.wanted[commitment] = empty(Wanted)
 
 
 @internal

@@ -104,6 +104,14 @@ def after(commitment: bytes32) -> bytes32:
     entry: Entry = self.entries[commitment]
     if entry.next != empty(bytes32):
         return entry.next
+    return self.lower_head(commitment)
+
+
+@internal
+@view
+def lower_head(commitment: bytes32) -> bytes32:
+    """@dev The head of the next lower non-empty bucket than `commitment`'s, or empty."""
+    entry: Entry = self.entries[commitment]
     lower: uint256 = self.bitmap[entry.model] & ((1 << entry.bucket) - 1)
     if lower == 0:
         return empty(bytes32)

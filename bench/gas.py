@@ -1,0 +1,461 @@
+"""Gas of ``TaskNetwork.vy`` as real transactions would be charged, in-process (titanoboa).
+
+boa runs each call as a bare message: no intrinsic gas, no refund, and the EVM's
+"original values" (EIP-2200) and warm/cold sets (EIP-2929) carried over from earlier
+calls. So before every metered call we do what a chain does between transactions
+(``state.lock_changes()``: lock storage originals, clear the access sets; then warm the
+sender and the contract, as a transaction does), and afterwards charge
+
+    21000 + calldata (16 per non-zero byte, 4 per zero byte) + execution
+    - refund (capped at a fifth of that, EIP-3529)
+
+Each scenario runs in a fresh ``boa.Env`` (no snapshot open, which ``lock_changes``
+would break). The population and the tasks are seeded, so two runs charge the same gas.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gridtask
+from bench.report import Section, mean, table
+
+ETHER = 10**18
+CONTRACT = Path(gridtask.__file__).resolve().parent / "chain" / "contracts" / "TaskNetwork.vy"
+CONSTRUCTOR = dict(min_stake=ETHER, stake_cap_multiple=10, min_timeout=5, max_timeout=3600)
+
+# A population like a real network's: six models, 1 to 4 per node, mixed hardware, stakes
+# ten times apart.
+MODEL_POOL = ["llama3-8b", "mistral-7b", "qwen2-7b", "phi3-mini", "all-minilm-l6-v2", "sdxl-turbo"]
+GPU_KINDS = [("cpu", 0), ("rtx3070", 8192), ("rtx4090", 24576), ("a100", 81920), ("h100", 81920)]
+STAKES = [1 * ETHER, 2 * ETHER, 5 * ETHER, 10 * ETHER]
+VRAM_FLOORS = [0, 8192, 24576, 81920]
+UNSERVED = ["gpt-oss-120b", "whisper-large-v3"]  # served by no node: tasks for them queue
+
+QUEUED, STARTED = 1, 2
+SCORE = b"\x5c" * 32
+RESULT_HASH = b"\x7e" * 32
+PARAMS_HASH = b"\x22" * 32
+TIMEOUT = 3600
+
+
+def b32(name: str | None) -> bytes:
+    return (name or "").encode().ljust(32, b"\0")
+
+
+def keccak(data: bytes) -> bytes:
+    from eth_utils import keccak as _k
+
+    return _k(data)
+
+
+@dataclass
+class NodeSpec:
+    addr: str
+    gpu: str
+    vram: int
+    models: list[str]
+    stake: int
+    public_key: bytes
+    busy: bool = False
+
+    def matches(self, t: TaskReq) -> bool:
+        """Can run the task (the contract's `_matches`, status aside)."""
+        return (all(m in self.models for m in t.models) and self.vram >= t.min_vram
+                and (not t.gpu or t.gpu == self.gpu))
+
+
+@dataclass(frozen=True)
+class TaskReq:
+    models: tuple[str, ...]
+    min_vram: int
+    gpu: str | None
+    fee: int
+    size: int
+
+
+def make_population(n: int, seed: int) -> list[NodeSpec]:
+    """N nodes, reproducible; the first k are the same for every n >= k."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        gpu, vram = rng.choice(GPU_KINDS)
+        models = rng.sample(MODEL_POOL, rng.randint(1, 4))
+        stake = rng.choice(STAKES)
+        tag = f"bench-node:{seed}:{i}".encode()
+        out.append(NodeSpec("0x" + hashlib.sha256(tag).digest()[:20].hex(), gpu, vram, models, stake,
+                            hashlib.sha256(b"pk" + tag).digest()))
+    return out
+
+
+def make_tasks(specs: list[NodeSpec], count: int, seed: int) -> list[TaskReq]:
+    """Tasks drawn from the capabilities of `specs` (so each has a node that can run it):
+    one model (70%) or two, a VRAM floor the node meets, its GPU required 15% of the time."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        s = rng.choice(specs)
+        k = 1 if rng.random() < 0.7 else 2
+        models = tuple(rng.sample(s.models, min(k, len(s.models))))
+        floors = [v for v in VRAM_FLOORS if v <= s.vram]
+        min_vram = rng.choice(floors)
+        gpu = s.gpu if (s.gpu != "cpu" and rng.random() < 0.15) else None
+        out.append(TaskReq(models, min_vram, gpu, fee=rng.randint(1, 100) * 10**14, size=rng.randint(1, 10)))
+    return out
+
+
+# ---------------------------------------------------------------- the metered chain
+
+
+@functools.cache
+def _deployer() -> Any:
+    import boa
+
+    return boa.load_partial(str(CONTRACT))
+
+
+def _canon(addr: Any) -> bytes:
+    if hasattr(addr, "canonical_address"):
+        return bytes(addr.canonical_address)
+    return bytes.fromhex(str(addr)[2:])
+
+
+class Chain:
+    """The contract in the current boa env; `tx` sends one metered transaction."""
+
+    def __init__(self) -> None:
+        import boa
+
+        self.boa = boa
+        self.relay = self.funded("relay")
+        self.creator = self.funded("creator")
+        self.net = _deployer().deploy(CONSTRUCTOR["min_stake"], CONSTRUCTOR["stake_cap_multiple"],
+                                      CONSTRUCTOR["min_timeout"], CONSTRUCTOR["max_timeout"], self.relay)
+        self.gas: dict[str, list[int]] = defaultdict(list)
+        self._n = 0
+
+    def funded(self, tag: str, balance: int = 10**9 * ETHER) -> Any:
+        addr = self.boa.env.generate_address(tag)
+        self.boa.env.set_balance(addr, balance)
+        return addr
+
+    def tx(self, sender: Any, fn: str, *args: Any, value: int = 0, label: str | None = None) -> int:
+        state = self.boa.env.evm.vm.state
+        state.lock_changes()
+        state.mark_address_warm(_canon(sender))
+        state.mark_address_warm(_canon(self.net.address))
+        with self.boa.env.prank(sender):
+            getattr(self.net, fn)(*args, value=value)
+        comp = self.net._computation
+        data = bytes(comp.msg.data)
+        used = 21000 + sum(4 if b == 0 else 16 for b in data) + comp.get_gas_used()
+        gas = used - min(comp.get_gas_refund(), used // 5)
+        self.gas[label or fn].append(gas)
+        return gas
+
+    def join(self, s: NodeSpec, label: str = "join") -> int:
+        self.boa.env.set_balance(s.addr, s.stake + 10 * ETHER)
+        return self.tx(s.addr, "join", b32(s.gpu), s.vram, [b32(m) for m in s.models], s.public_key, 1,
+                       value=s.stake, label=label)
+
+    def create(self, t: TaskReq, label: str | None = None) -> tuple[bytes, int]:
+        self._n += 1
+        nonce = keccak(b"bench-nonce" + self._n.to_bytes(32, "big"))
+        commitment = keccak(keccak(b"bench-task" + nonce) + nonce)
+        gas = self.tx(self.creator, "createTask", 0, commitment, nonce, [b32(m) for m in t.models], t.min_vram,
+                      b32(t.gpu), PARAMS_HASH, t.size, TIMEOUT, value=t.fee, label=label or "_create")
+        return commitment, gas
+
+    def task(self, c: bytes) -> tuple[int, str]:
+        creator, node, fee, state, *_ = self.net.getTask(c)
+        return int(state), str(node)
+
+    def finish(self, c: bytes, node: str) -> int:
+        """submitScore, validateSingleTask, reportResultUploaded; returns their gas together."""
+        return (self.tx(node, "submitScore", c, SCORE, RESULT_HASH)
+                + self.tx(self.creator, "validateSingleTask", c, b"")
+                + self.tx(self.relay, "reportResultUploaded", c))
+
+
+def fresh_env() -> Any:
+    import boa
+
+    return boa.swap_env(boa.Env())
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass
+class LifecycleRun:
+    nodes: int
+    gas: dict[str, list[int]]
+    create: list[int] = field(default_factory=list)
+    per_task: list[int] = field(default_factory=list)
+    queued: int = 0
+    misses: int = 0
+    seconds: float = 0.0
+
+
+def lifecycle(n_nodes: int, tasks: list[TaskReq], seed: int) -> LifecycleRun:
+    """Join a population, then create each task and complete it before the next. A task the
+    bounded selection queued next to an idle match is taken by that node (`takeQueuedTask`,
+    as its daemon does on `TaskQueued`); that transaction counts towards the task."""
+    t0 = time.perf_counter()
+    with fresh_env():
+        chain = Chain()
+        specs = make_population(n_nodes, seed)
+        by_addr = {s.addr.lower(): s for s in specs}
+        for s in specs:
+            chain.join(s)
+        run = LifecycleRun(n_nodes, chain.gas)
+        earned: list[str] = []
+        for t in tasks:
+            c, g = chain.create(t)
+            run.create.append(g)
+            state, node = chain.task(c)
+            total = g
+            if state == QUEUED:
+                run.queued += 1
+                chain.gas["createTask (queued)"].append(g)
+                idle = [s for s in specs if not s.busy and s.matches(t)]
+                if not idle:
+                    raise AssertionError("a task queued although no idle node matches: bad task mix")
+                run.misses += 1
+                total += chain.tx(idle[0].addr, "takeQueuedTask")
+                state, node = chain.task(c)
+            else:
+                chain.gas["createTask (started)"].append(g)
+            assert state == STARTED, f"task not started (state {state})"
+            assert by_addr[node.lower()].matches(t), "contract picked a node that does not match"
+            total += chain.finish(c, node)
+            run.per_task.append(total)
+            if node not in earned:
+                earned.append(node)
+        for node in earned[:60]:
+            chain.tx(node, "withdraw")
+        chain.gas["createTask"] = run.create
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def loaded(n_nodes: int, window: int, count: int, seed: int) -> dict[str, Any]:
+    """Selection under load: `window` tasks stay in flight (the oldest is completed when a
+    new one is created), tasks drawn from the whole population. Counts createTask calls that
+    queued although an idle matching node existed (in the Python model of the population)."""
+    t0 = time.perf_counter()
+    with fresh_env():
+        chain = Chain()
+        specs = make_population(n_nodes, seed)
+        by_addr = {s.addr.lower(): s for s in specs}
+        for s in specs:
+            chain.join(s, label="_join")
+        tasks = make_tasks(specs, window + count, seed + 101)
+        inflight: deque[tuple[bytes, str]] = deque()
+        waiting: list[bytes] = []
+        creates, busy_frac = [], []
+        misses = legit_queued = 0
+
+        def started(c: bytes, node: str) -> None:
+            by_addr[node.lower()].busy = True
+            inflight.append((c, node))
+
+        for i, t in enumerate(tasks):
+            measuring = i >= window
+            if measuring:
+                busy_frac.append(sum(s.busy for s in specs) / n_nodes)
+            c, g = chain.create(t)
+            state, node = chain.task(c)
+            if state == STARTED:
+                started(c, node)
+            else:
+                idle = [s for s in specs if not s.busy and s.matches(t)]
+                if idle:
+                    misses += measuring
+                    chain.tx(idle[0].addr, "takeQueuedTask", label="_take")
+                    state, node = chain.task(c)
+                    started(c, node)
+                else:
+                    legit_queued += measuring
+                    waiting.append(c)
+            if measuring:
+                creates.append(g)
+            while len(inflight) > window:
+                old, node = inflight.popleft()
+                chain.finish(old, node)
+                by_addr[node.lower()].busy = False
+                for w in list(waiting):  # the freed node may have taken a waiting task
+                    st, n2 = chain.task(w)
+                    if st == STARTED:
+                        waiting.remove(w)
+                        started(w, n2)
+    return dict(nodes=n_nodes, window=window, count=count, misses=misses, legit_queued=legit_queued,
+                miss_rate=misses / count, create_avg=mean(creates), busy_avg=mean(busy_frac),
+                seconds=time.perf_counter() - t0)
+
+
+def enqueue(backlog: int, rounds: int, seed: int) -> list[int]:
+    """createTask for a model no node serves, with `backlog` tasks already queued (spread
+    over buckets and two unserved models); each measured task is cancelled again, so every
+    round sees exactly `backlog`."""
+    with fresh_env():
+        chain = Chain()
+        for s in make_population(10, seed):
+            chain.join(s, label="_join")
+        rng = random.Random(seed + 7)
+        for _ in range(backlog):
+            chain.create(TaskReq((rng.choice(UNSERVED),), 0, None, rng.randint(1, 2**62), rng.randint(1, 1000)),
+                         label="_fill")
+        assert chain.net.queuedCount() == backlog
+        out = []
+        for _ in range(rounds):
+            c, g = chain.create(TaskReq((UNSERVED[0],), 0, None, 10**15, 1))
+            assert chain.task(c)[0] == QUEUED
+            out.append(g)
+            chain.tx(chain.creator, "cancelTask", c, label="_cancel")
+        return out
+
+
+def dequeue_by_report(backlog: int, rounds: int, seed: int) -> list[int]:
+    """One node serves "queue-model" and is busy; `backlog` tasks wait for it. The relay's
+    reportResultUploaded frees it and starts the best-paying waiting task. The queue is
+    topped up after each round, so every measured call sees `backlog` waiting."""
+    with fresh_env():
+        chain = Chain()
+        for s in make_population(10, seed):
+            chain.join(s, label="_join")
+        worker = NodeSpec("0x" + "77" * 20, "rtx4090", 24576, ["queue-model"], ETHER, b"\x55" * 32)
+        chain.join(worker, label="_join")
+        rng = random.Random(seed + 9)
+
+        def fill() -> None:
+            chain.create(TaskReq(("queue-model",), 0, None, rng.randint(1, 2**62), rng.randint(1, 1000)),
+                         label="_fill")
+
+        current, _ = chain.create(TaskReq(("queue-model",), 0, None, 10**15, 1), label="_fill")
+        assert chain.task(current)[0] == STARTED
+        for _ in range(backlog):
+            fill()
+        out = []
+        for _ in range(rounds):
+            assert chain.net.queuedCount() == backlog
+            chain.tx(worker.addr, "submitScore", current, SCORE, RESULT_HASH, label="_score")
+            chain.tx(chain.creator, "validateSingleTask", current, b"", label="_validate")
+            out.append(chain.tx(chain.relay, "reportResultUploaded", current))
+            started = [e.commitment for e in chain.net.get_logs() if type(e).__name__ == "TaskStarted"]
+            assert len(started) == 1, "the freed node did not start a queued task"
+            current = started[0]
+            fill()
+        return out
+
+
+def dequeue_by_join(backlog: int, rounds: int, seed: int) -> list[int]:
+    """`backlog` tasks wait for "join-model", which no node serves; each round a new node
+    that serves it joins and starts the best-paying one. Topped up after each round."""
+    with fresh_env():
+        chain = Chain()
+        for s in make_population(10, seed):
+            chain.join(s, label="_join")
+        rng = random.Random(seed + 11)
+
+        def fill() -> None:
+            chain.create(TaskReq(("join-model",), 0, None, rng.randint(1, 2**62), rng.randint(1, 1000)),
+                         label="_fill")
+
+        for _ in range(backlog):
+            fill()
+        out = []
+        for r in range(rounds):
+            assert chain.net.queuedCount() == backlog
+            tag = f"joiner:{seed}:{r}".encode()
+            s = NodeSpec("0x" + hashlib.sha256(tag).digest()[:20].hex(), "a100", 81920,
+                         ["join-model", "llama3-8b"], 2 * ETHER, hashlib.sha256(b"pk" + tag).digest())
+            out.append(chain.join(s))
+            assert chain.net.queuedCount() == backlog - 1, "the joining node did not take a queued task"
+            fill()
+        return out
+
+
+# ---------------------------------------------------------------- the section
+
+
+PER_CALL = ["createTask", "createTask (started)", "createTask (queued)", "takeQueuedTask", "submitScore",
+            "validateSingleTask", "reportResultUploaded", "join", "withdraw"]
+
+
+def run(quick: bool = False, seed: int = 1) -> Section:
+    sec = Section("gas")
+    n_tasks = 50 if quick else 100
+    rounds = 5 if quick else 10
+    t0 = time.perf_counter()
+    _deployer()
+
+    # Tasks every node set can run: drawn from the 10-node prefix, which the 1000 share.
+    tasks = make_tasks(make_population(10, seed), n_tasks, seed + 5)
+    small = lifecycle(10, tasks, seed)
+    big = lifecycle(1000, tasks, seed)
+
+    rows = []
+    for name in PER_CALL:
+        a, b = small.gas.get(name, []), big.gas.get(name, [])
+        rows.append([name, len(a), f"{mean(a):,.0f}" if a else "-", len(b), f"{mean(b):,.0f}" if b else "-",
+                     f"{min(b):,}" if b else "-", f"{max(b):,}" if b else "-"])
+    sec.tables.append(table(
+        f"gas per transaction (21000 + calldata + execution - refund), {n_tasks} tasks, each completed "
+        "before the next",
+        ["call", "n @10", "avg @10 nodes", "n @1000", "avg @1000 nodes", "min @1000", "max @1000"], rows))
+
+    sec.check("per completed task, 1,000 nodes (avg)", mean(big.per_task), "<=", 400_000,
+              note=f"{n_tasks} tasks; max {max(big.per_task):,}; incl. takeQueuedTask after a miss")
+    sec.check("per completed task, 10 nodes (avg)", mean(small.per_task), "<=", 400_000,
+              note=f"max {max(small.per_task):,}")
+    ratio = mean(big.create) / mean(small.create)
+    sec.check("selection: createTask avg, 1,000 ÷ 10 nodes", ratio, "<=", 1.05, fmt="{:.4f}",
+              note=f"{mean(big.create):,.0f} vs {mean(small.create):,.0f}")
+    s_started, b_started = small.gas.get("createTask (started)", []), big.gas.get("createTask (started)", [])
+    if s_started and b_started:
+        sec.info("  same, only createTasks that started a node", f"{mean(b_started) / mean(s_started):.4f}",
+                 mean(b_started) / mean(s_started), note="the selection itself, without the queue fallback")
+    sec.info("selection miss rate, 1,000 nodes (all idle)", f"{big.misses}/{n_tasks} = {big.misses / n_tasks:.1%}",
+             big.misses / n_tasks, note="queued although an idle matching node existed")
+    sec.info("selection miss rate, 10 nodes (all idle)",
+             f"{small.misses}/{n_tasks} = {small.misses / n_tasks:.1%}", small.misses / n_tasks)
+    load = None
+    if not quick:
+        load = loaded(1000, window=500, count=200, seed=seed + 3)
+        sec.info("selection miss rate, 1,000 nodes under load",
+                 f"{load['misses']}/{load['count']} = {load['miss_rate']:.1%}", load["miss_rate"],
+                 note=f"500 tasks in flight, avg {load['busy_avg']:.0%} of nodes busy; "
+                      f"{load['legit_queued']} more queued with no idle match; createTask avg "
+                      f"{load['create_avg']:,.0f}")
+
+    e0, e1000 = enqueue(0, rounds, seed), enqueue(1000, rounds, seed)
+    sec.check("queue: enqueue createTask, 1,000 ÷ 0 queued", mean(e1000) / mean(e0), "<=", 1.05, fmt="{:.4f}",
+              note=f"{mean(e1000):,.0f} vs {mean(e0):,.0f} (model no node serves)")
+    d1, d1000 = dequeue_by_report(1, rounds, seed), dequeue_by_report(1000, rounds, seed)
+    sec.check("queue: dequeue reportResultUploaded, 1,000 ÷ 1 queued", mean(d1000) / mean(d1), "<=", 1.05,
+              fmt="{:.4f}", note=f"{mean(d1000):,.0f} vs {mean(d1):,.0f} (freed node starts the head)")
+    d10 = dequeue_by_report(10, rounds, seed)
+    sec.info("  same, 1,000 ÷ 10 queued", f"{mean(d1000) / mean(d10):.4f}", mean(d1000) / mean(d10),
+             note=f"{mean(d10):,.0f} at 10: with 1 queued the dequeue empties the queue and earns "
+                  "storage-clearing refunds")
+    j1, j1000 = dequeue_by_join(1, rounds, seed), dequeue_by_join(1000, rounds, seed)
+    sec.check("queue: dequeue join, 1,000 ÷ 1 queued", mean(j1000) / mean(j1), "<=", 1.05, fmt="{:.4f}",
+              note=f"{mean(j1000):,.0f} vs {mean(j1):,.0f} (joining node starts the head)")
+
+    sec.data = dict(
+        seed=seed, tasks=n_tasks, rounds=rounds, seconds=time.perf_counter() - t0,
+        per_call={n: {"10": small.gas.get(n, []), "1000": big.gas.get(n, [])} for n in PER_CALL},
+        per_task={"10": small.per_task, "1000": big.per_task},
+        queued={"10": small.queued, "1000": big.queued}, misses={"10": small.misses, "1000": big.misses},
+        loaded=load, enqueue={"0": e0, "1000": e1000}, dequeue_report={"1": d1, "10": d10, "1000": d1000},
+        dequeue_join={"1": j1, "1000": j1000},
+    )
+    return sec

@@ -1,0 +1,276 @@
+"""Shared helpers for the TaskNetwork contract tests (imported by conftest.py and the tests).
+
+Everything here runs against the current `boa.env`, whatever env is active when called.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boa
+from boa.contracts.vyper.vyper_contract import VyperContract
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+
+CONTRACT = Path(__file__).resolve().parents[2] / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy"
+
+ETHER = 10**18
+MIN_STAKE = ETHER
+CAP_MULTIPLE = 10
+MIN_TIMEOUT = 5
+MAX_TIMEOUT = 3600
+
+# Task states
+QUEUED, STARTED, SCORE_READY, VALIDATED, SUCCESS, ABORTED, ERRORED = range(1, 8)
+LIVE_STATES = (QUEUED, STARTED, SCORE_READY, VALIDATED)
+# Node statuses
+IDLE, BUSY, PAUSED = 1, 2, 3
+
+
+
+def contract_constant(name: str) -> int:
+    """A `NAME: constant(uint256) = value` of the contract, read from its source, so the
+    tests follow the contract's tuning (probes, scan window, list limits)."""
+    import re
+
+    m = re.search(rf"^{name}: constant\(uint256\) = (\d+)\s*$", CONTRACT.read_text(), re.M)
+    assert m, name
+    return int(m.group(1))
+
+
+MAX_PROBES = contract_constant("MAX_PROBES")
+QUEUE_SCAN = contract_constant("QUEUE_SCAN")
+MAX_NODE_MODELS = contract_constant("MAX_NODE_MODELS")
+MAX_TASK_MODELS = contract_constant("MAX_TASK_MODELS")
+
+MODEL_POOL = ["llama3-8b", "mistral-7b", "qwen2-7b", "phi3-mini", "minilm-l6", "sdxl-turbo"]
+# Models that no node of a population serves.
+UNSERVED_MODELS = ["gpt-oss-120b", "whisper-xl"]
+# (gpu name, vram MiB); "cpu" nodes have no VRAM.
+GPU_KINDS = [("cpu", 0), ("rtx3070", 8192), ("rtx4090", 24576), ("a100", 81920), ("h100", 81920)]
+STAKES = (1 * ETHER, 10 * ETHER)
+
+EMPTY32 = b"\0" * 32
+
+
+def b32(name: str | bytes | None) -> bytes:
+    """A right-padded ASCII bytes32 (model ID, GPU name); None or "" is the empty word."""
+    if not name:
+        return EMPTY32
+    raw = name if isinstance(name, bytes) else name.encode()
+    assert len(raw) <= 32
+    return raw.ljust(32, b"\0")
+
+
+def msb(x: int) -> int:
+    """The queue's bucket of a fee per unit: floor(log2(x)), 0 for 0 and 1."""
+    return max(x.bit_length() - 1, 0)
+
+
+@functools.lru_cache(maxsize=1)
+def deployer():
+    """Compiled once per session; deploys into whatever boa.env is active."""
+    return boa.load_partial(str(CONTRACT))
+
+
+def deploy(relay: str, min_stake=MIN_STAKE, cap=CAP_MULTIPLE, tmin=MIN_TIMEOUT, tmax=MAX_TIMEOUT):
+    return deployer().deploy(min_stake, cap, tmin, tmax, relay)
+
+
+class _QuietContract(VyperContract):
+    """A contract whose repr does not dump its storage: boa puts repr(contract) into every
+    revert's stack trace, which costs ~35 ms a revert on a contract with a lot of storage."""
+
+    def __repr__(self):
+        return f"<TaskNetwork at {self.address}>"
+
+
+def deploy_fast(relay: str, min_stake=MIN_STAKE, cap=CAP_MULTIPLE, tmin=MIN_TIMEOUT,
+                tmax=MAX_TIMEOUT, quiet=True):
+    """The same deployment as `deploy`, without boa's per-deployment source map (~0.3 s):
+    the init code is run raw and the contract attached with `at`."""
+    d = deployer()
+    args = abi_encode(["uint256", "uint256", "uint256", "uint256", "address"],
+                      [min_stake, cap, tmin, tmax, str(relay)])
+    address, _ = boa.env.deploy_code(bytecode=d.compiler_data.bytecode + args)
+    net = d.at(address)
+    if quiet:
+        net.__class__ = _QuietContract
+    return net
+
+
+def funded_address(tag: str | None = None, balance: int = 10_000 * ETHER) -> str:
+    addr = boa.env.generate_address(tag)
+    boa.env.set_balance(addr, balance)
+    return addr
+
+
+def seeded_address(seed, i: int) -> str:
+    return "0x" + hashlib.sha256(f"gridtask-node:{seed}:{i}".encode()).digest()[:20].hex()
+
+
+@dataclass
+class NodeSpec:
+    addr: str
+    gpu: str
+    vram: int
+    models: list[str]
+    stake: int
+    public_key: bytes = field(default=b"\x11" * 32)
+    version: int = 1
+
+    def serves(self, models) -> bool:
+        return all(m in self.models for m in models)
+
+    def matches(self, models, min_vram: int, gpu: str | None) -> bool:
+        """Can run a task with these requirements (status not considered)."""
+        return self.serves(models) and self.vram >= min_vram and (not gpu or gpu == self.gpu)
+
+
+def make_population(n: int, seed=0, stakes=STAKES, pool=MODEL_POOL, gpus=GPU_KINDS) -> list[NodeSpec]:
+    """N node specs, reproducible from the seed: 1..4 models of the pool, mixed GPUs/VRAM,
+    stakes ten times apart. The first k specs of seed s are the same for every n >= k."""
+    rng = random.Random(seed)
+    specs = []
+    for i in range(n):
+        gpu, vram = rng.choice(gpus)
+        models = rng.sample(pool, rng.randint(1, 4))
+        stake = rng.choice(stakes)
+        specs.append(NodeSpec(seeded_address(seed, i), gpu, vram, models, stake,
+                              public_key=hashlib.sha256(f"pk{seed}:{i}".encode()).digest()))
+    return specs
+
+
+def join(net, spec: NodeSpec, fund: bool = True):
+    if fund and boa.env.get_balance(spec.addr) < spec.stake:
+        boa.env.set_balance(spec.addr, spec.stake + 100 * ETHER)
+    with boa.env.prank(spec.addr):
+        net.join(b32(spec.gpu), spec.vram, [b32(m) for m in spec.models], spec.public_key,
+                 spec.version, value=spec.stake)
+
+
+def build_population(net, n: int, seed=0, **kw) -> list[NodeSpec]:
+    specs = make_population(n, seed, **kw)
+    for s in specs:
+        join(net, s)
+    return specs
+
+
+_nonces = itertools.count(1)
+
+
+def fresh_nonce() -> bytes:
+    return keccak(b"nonce" + next(_nonces).to_bytes(32, "big"))
+
+
+def commitment_of(task_id: bytes, nonce: bytes) -> bytes:
+    return keccak(task_id + nonce)
+
+
+def create_task(net, creator, models=("llama3-8b",), fee=ETHER // 100, min_vram=0, gpu=None,
+                size=1, timeout=60, task_type=0, nonce=None, commitment=None,
+                params_hash=b"\x22" * 32) -> bytes:
+    """createTask with a fresh nonce and commitment (unless given); returns the commitment."""
+    nonce = nonce if nonce is not None else fresh_nonce()
+    if commitment is None:
+        commitment = commitment_of(keccak(b"task" + nonce), nonce)
+    with boa.env.prank(creator):
+        net.createTask(task_type, commitment, nonce, [b32(m) for m in models], min_vram, b32(gpu),
+                       params_hash, size, timeout, value=fee)
+    return commitment
+
+
+def task_view(net, commitment) -> dict:
+    creator, node, fee, state, deadline, timeout, score, result_hash = net.getTask(commitment)
+    return dict(creator=str(creator), node=str(node), fee=fee, state=state, deadline=deadline,
+                timeout=timeout, score=score, result_hash=result_hash)
+
+
+def node_view(net, addr) -> dict:
+    status, stake, gpu, vram, public_key, version = net.getNode(addr)
+    return dict(status=status, stake=stake, gpu=gpu, vram=vram, public_key=public_key,
+                version=version)
+
+
+def same(a, b) -> bool:
+    return str(a).lower() == str(b).lower()
+
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+# ------------------------------------------------------------- transaction gas
+
+
+def tx_gas(contract) -> int:
+    """Gas of the last call to `contract` as a real transaction would be charged: intrinsic
+    (21000 + calldata) + execution, less the refund (capped at a fifth, EIP-3529).
+    Only exact when the EVM's access counters and storage originals were reset before the call
+    (see `GasMeter.lock`)."""
+    comp = contract._computation
+    data = bytes(comp.msg.data)
+    intrinsic = 21000 + sum(4 if byte == 0 else 16 for byte in data)
+    used = intrinsic + comp.get_gas_used()
+    refund = min(comp.get_gas_refund(), used // 5)
+    return used - refund
+
+
+def start_transaction():
+    """What the chain does between transactions: storage originals are locked (EIP-2200) and
+    warm/cold access sets cleared (EIP-2929). boa does not do this between its calls.
+    This breaks boa's anchors (snapshots), so only call it in an env with no anchor open."""
+    boa.env.evm.vm.state.lock_changes()
+
+
+# ------------------------------------------------------------- fast state reads
+
+
+class StorageReader:
+    """Reads the contract's storage directly (no EVM call): used by the stateful test's
+    invariants, which look at every task, node and balance after every step. The slots come
+    from the compiler's storage layout; test_invariants.py checks it against the public views."""
+
+    def __init__(self, net):
+        layout = net.compiler_data.storage_layout
+        layout = layout.get("storage_layout", layout)
+        self.slots = {n: layout[n]["slot"] for n in ("tasks", "balanceOf", "nodes", "node_info",
+                                                      "model_node_count")}
+        self.queued_count_slot = layout["task_queue"]["queued_count"]["slot"]
+        self.address = bytes.fromhex(str(net.address)[2:])
+
+    def _get(self, slot: int) -> int:
+        return boa.env.evm.vm.state.get_storage(self.address, slot)
+
+    def _entry(self, name: str, key: bytes | str) -> int:
+        if isinstance(key, str):  # an address
+            key = bytes.fromhex(key[2:]).rjust(32, b"\0")
+        return int.from_bytes(keccak(self.slots[name].to_bytes(32, "big") + key), "big")
+
+    @staticmethod
+    def _address(word: int) -> str:
+        return "0x" + word.to_bytes(32, "big")[12:].hex()
+
+    def task(self, commitment: bytes) -> dict:
+        base = self._entry("tasks", commitment)
+        meta = self._get(base + 3)
+        return dict(creator=self._address(self._get(base)), node=self._address(self._get(base + 1)),
+                    fee=self._get(base + 2), state=meta & 0xFF, deadline=(meta >> 8) & (2**64 - 1),
+                    timeout=(meta >> 72) & (2**64 - 1))
+
+    def node(self, addr: str) -> tuple[int, int]:
+        """(status, stake)"""
+        return self._get(self._entry("node_info", addr)) & 0xFF, self._get(self._entry("nodes", addr))
+
+    def balance_of(self, addr: str) -> int:
+        return self._get(self._entry("balanceOf", addr))
+
+    def model_node_count(self, model: str) -> int:
+        return self._get(self._entry("model_node_count", b32(model)))
+
+    def queued_count(self) -> int:
+        return self._get(self.queued_count_slot)

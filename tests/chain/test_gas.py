@@ -1,0 +1,211 @@
+"""Gas ceilings and flatness of TaskNetwork.vy, measured as real transactions would be charged.
+
+boa runs calls as bare messages: no intrinsic gas, no refund, and storage "original values"
+and warm/cold access sets carried over from earlier calls. Each measured call here runs in a
+fresh boa Env (no snapshots open), right after `start_transaction()` resets those as a chain
+does between transactions; `tx_gas` adds 21000 + calldata and subtracts the capped refund.
+Run with -s to see the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+
+import boa
+import chain_kit as kit
+import pytest
+from chain_kit import ETHER, QUEUED, STARTED, b32
+
+SCORE = b"\x5c" * 32
+RESULT = b"\x7e" * 32
+
+
+_nonce_counter = itertools.count()
+
+
+def next_nonce() -> bytes:
+    """Nonces (hence commitments and selection seeds) restart with every fresh chain, so the
+    measured gas does not depend on which tests ran before."""
+    return kit.keccak(b"gas-nonce" + next(_nonce_counter).to_bytes(32, "big"))
+
+
+@contextlib.contextmanager
+def fresh_chain():
+    global _nonce_counter
+    _nonce_counter = itertools.count()
+    with boa.swap_env(boa.Env()):
+        relay, creator = kit.seeded_address("gas", "relay"), kit.seeded_address("gas", "creator")
+        for a in (relay, creator):
+            boa.env.set_balance(a, 10**9 * ETHER)
+        net = kit.deploy_fast(relay)
+        yield net, relay, creator
+
+
+def measured(net, who, fn, *args, **kw) -> int:
+    kit.start_transaction()
+    with boa.env.prank(who):
+        getattr(net, fn)(*args, **kw)
+    return kit.tx_gas(net)
+
+
+def create(net, creator, models, fee=10**15, min_vram=0, gpu=None, size=1, timeout=600):
+    nonce = next_nonce()
+    c = kit.commitment_of(kit.keccak(b"gas" + nonce), nonce)
+    gas = measured(net, creator, "createTask", 0, c, nonce, [b32(m) for m in models], min_vram,
+                   b32(gpu), b"\x01" * 32, size, timeout, value=fee)
+    return c, gas
+
+
+def finish(net, relay, creator, c) -> dict:
+    """Score, validate, deliver; returns the gas of each."""
+    node = kit.task_view(net, c)["node"]
+    return dict(
+        submitScore=measured(net, node, "submitScore", c, SCORE, RESULT),
+        validateSingleTask=measured(net, creator, "validateSingleTask", c, b""),
+        reportResultUploaded=measured(net, relay, "reportResultUploaded", c),
+    )
+
+
+def task_specs(specs, count, seed):
+    """Tasks that some node of `specs` can run: 1-2 of its models, VRAM it has, sometimes its GPU."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        s = rng.choice(specs)
+        models = rng.sample(s.models, min(len(s.models), rng.choice([1, 1, 2])))
+        min_vram = rng.choice([v for v in (0, 8192, 24576) if v <= s.vram] or [0])
+        gpu = s.gpu if rng.random() < 0.15 else None
+        out.append(dict(models=models, min_vram=min_vram, gpu=gpu))
+    return out
+
+
+def run_tasks(n_nodes, tasks, seed=1):
+    """Create each task on a population of n_nodes and complete it before the next."""
+    with fresh_chain() as (net, relay, creator):
+        kit.build_population(net, n_nodes, seed)
+        creates, totals, queued = [], [], 0
+        for spec in tasks:
+            c, g = create(net, creator, **spec)
+            if kit.task_view(net, c)["state"] == QUEUED:
+                # the bounded search missed: an idle node that matches polls, as its daemon would
+                queued += 1
+                match = next(s for s in kit.make_population(n_nodes, seed)
+                             if s.matches(spec["models"], spec["min_vram"], spec["gpu"])
+                             and kit.node_view(net, s.addr)["status"] == kit.IDLE)
+                with boa.env.prank(match.addr):
+                    net.takeQueuedTask()
+            assert kit.task_view(net, c)["state"] == STARTED
+            rest = finish(net, relay, creator, c)
+            creates.append(g)
+            totals.append(g + sum(rest.values()))
+        return creates, totals, queued
+
+
+def avg(xs):
+    return sum(xs) / len(xs)
+
+
+def test_single_task_lifecycle_gas_ceiling():
+    specs = kit.make_population(100, seed=1)
+    tasks = task_specs(specs, 50, seed=5)
+    creates, totals, queued = run_tasks(100, tasks)
+    print(f"\nlifecycle gas (100 nodes, 50 tasks): createTask avg {avg(creates):,.0f}, "
+          f"all 4 txs avg {avg(totals):,.0f} max {max(totals):,} (queued first: {queued})")
+    assert avg(totals) <= 400_000
+
+
+def test_lifecycle_breakdown():
+    with fresh_chain() as (net, relay, creator):
+        kit.build_population(net, 10, seed=2)
+        c, g_create = create(net, creator, ["llama3-8b"])
+        if kit.task_view(net, c)["state"] != STARTED:
+            pytest.skip("no node of seed 2 serves llama3-8b")
+        rest = finish(net, relay, creator, c)
+        node = kit.task_view(net, c)["node"]
+        g_withdraw = measured(net, node, "withdraw")
+        print(f"\nbreakdown: createTask {g_create:,}, " + ", ".join(f"{k} {v:,}" for k, v in rest.items())
+              + f", withdraw {g_withdraw:,}, total {g_create + sum(rest.values()):,}")
+        assert g_create + sum(rest.values()) <= 400_000
+
+
+def _selection_ratio(tasks, label):
+    seed = 1
+    c10, _, q10 = run_tasks(10, tasks, seed)
+    c1000, _, q1000 = run_tasks(1000, tasks, seed)
+    ratio = avg(c1000) / avg(c10)
+    print(f"\ncreateTask gas, {label}, {len(tasks)} tasks: 10 nodes avg {avg(c10):,.0f} "
+          f"(queued {q10}), 1000 nodes avg {avg(c1000):,.0f} (queued {q1000}), ratio {ratio:.4f}")
+    return ratio
+
+
+def test_selection_gas_flat_in_network_size():
+    """Tasks any node serving the model can run (one model, no VRAM or GPU requirement)."""
+    small = kit.make_population(10, 1)  # also the first 10 nodes of the 1000
+    rng = random.Random(9)
+    tasks = [dict(models=[rng.choice(rng.choice(small).models)], min_vram=0, gpu=None)
+             for _ in range(60)]
+    assert _selection_ratio(tasks, "plain tasks") <= 1.05
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "contract: selection gas is not flat for tasks with selective requirements (VRAM/GPU/2nd model): "
+    "at 1000 nodes the MAX_PROBES random probes of the key model's array hit non-matching nodes "
+    "(a cold read each) and sometimes miss, which queues the task (~+260k gas) although hundreds "
+    "of matching nodes are idle: with MAX_PROBES=16, 2 of 60 tasks queued, avg createTask "
+    "190,725 vs 169,040 gas at 10 nodes, ratio 1.13"))
+def test_selection_gas_flat_with_selective_requirements():
+    """Tasks drawn from the nodes' capabilities: 1-2 models, VRAM floors, sometimes a GPU."""
+    small = kit.make_population(10, 1)
+    tasks = task_specs(small, 60, seed=9)
+    assert _selection_ratio(tasks, "mixed requirements") <= 1.05
+
+
+def test_queue_gas_flat_in_queue_length():
+    """One busy node serves the model; tasks for it queue. Enqueue = a createTask that queues,
+    dequeue = the reportResultUploaded that frees the node, which then starts the head task."""
+    rounds = 10
+
+    def measure(backlog: int):
+        with fresh_chain() as (net, relay, creator):
+            kit.build_population(net, 10, seed=4)
+            worker = kit.NodeSpec(kit.seeded_address("gas", "worker"), "rtx4090", 24576, ["queue-model"], ETHER)
+            kit.join(net, worker)
+            current, _ = create(net, creator, ["queue-model"])
+            assert kit.task_view(net, current)["state"] == STARTED
+            rng = random.Random(17)
+            for _ in range(backlog):  # fees per unit across many buckets
+                kit.create_task(net, creator, models=["queue-model"], fee=rng.randint(1, 2**62),
+                                size=rng.randint(1, 1000), timeout=3600, nonce=next_nonce())
+            assert net.queuedCount() == backlog
+            enq, deq = [], []
+            for _ in range(rounds):
+                # enqueue with `backlog` tasks waiting
+                c, g = create(net, creator, ["queue-model"], fee=10**15, timeout=3600)
+                assert kit.task_view(net, c)["state"] == QUEUED
+                enq.append(g)
+                # dequeue with `backlog` + 1 waiting: the node is freed and starts the head
+                node = kit.task_view(net, current)["node"]
+                with boa.env.prank(node):
+                    net.submitScore(current, SCORE, RESULT)
+                with boa.env.prank(creator):
+                    net.validateSingleTask(current, b"")
+                deq.append(measured(net, relay, "reportResultUploaded", current))
+                started = [e.commitment for e in net.get_logs() if type(e).__name__ == "TaskStarted"]
+                assert len(started) == 1
+                current = started[0]
+                assert net.queuedCount() == backlog
+            return avg(enq), avg(deq)
+
+    e0, d0 = measure(0)
+    _, d10 = measure(10)
+    e1000, d1000 = measure(1000)
+    print(f"\nqueue gas: enqueue avg {e0:,.0f} at 0 queued, {e1000:,.0f} at 1000 queued "
+          f"(ratio {e1000 / e0:.4f}); dequeue avg {d0:,.0f} with only the dequeued task waiting, "
+          f"{d10:,.0f} with 10 more, {d1000:,.0f} with 1000 more (ratios {d1000 / d0:.4f}, {d1000 / d10:.4f})")
+    assert e1000 / e0 <= 1.05
+    # Emptying the queue refunds its list slots, so "only the dequeued task" is cheaper for
+    # storage pricing, not for work done; growth is measured against a non-empty queue.
+    assert d1000 / d10 <= 1.05
+    assert d1000 / d0 <= 1.08
