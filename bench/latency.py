@@ -617,8 +617,8 @@ async def run_async(quick: bool) -> Section:
             prices.append((nodes, g0, gas_price_gwei(net), now() - t0))
     for nodes, g0, g1, dt in prices:
         sec.info(f"eth_gasPrice drift, devnet with {nodes} nodes", f"{g0:,.3g} → {g1:,.3g} gwei", g1 / g0,
-                 note=f"over {dt:.0f}s of use: ChainClient signs at 2× eth_gasPrice, cached 15 s, and anvil's "
-                      "suggestion follows recent prices (see README)")
+                 note=f"over {dt:.0f}s of use; ChainClient offers EIP-1559 fees (2× base fee + tip, "
+                      "paying base fee + tip), so its own offers cannot drive the price up")
     sec.data["gas_price_gwei"] = prices
     sec.tables.append(table("CPU per task under load, ms (process trees; 8 apps at once)", CPU_COLUMNS,
                             [row for r in results for row in r.pop("cpu_rows")]))
