@@ -150,7 +150,13 @@ DEADLINE_SHIFT: constant(uint256) = 8
 TIMEOUT_SHIFT: constant(uint256) = 72
 VRAM_MASK: constant(uint256) = 2**32 - 1
 VRAM_SHIFT: constant(uint256) = 8
+WEIGHT_MASK: constant(uint256) = 2**96 - 1
 WEIGHT_SHIFT: constant(uint256) = 40
+# A 32-bit tag of the GPU's name and a 64-bit filter of the models served ride along in
+# node_info, so that a selection probe usually rejects a node from that one word.
+TAG_MASK: constant(uint256) = 2**32 - 1
+GPU_TAG_SHIFT: constant(uint256) = 136
+BLOOM_SHIFT: constant(uint256) = 168
 
 
 # ---------------------------------------------------------------- storage
@@ -227,6 +233,7 @@ def __init__(
     assert _stake_cap_multiple > 0, "config: stake cap multiple must be positive"
     assert _min_timeout > 0 and _min_timeout <= _max_timeout, "config: bad timeout bounds"
     assert _relay != empty(address), "config: relay account required"
+    assert _min_stake * _stake_cap_multiple <= WEIGHT_MASK, "config: stake cap too large"
     min_stake = _min_stake
     stake_cap_multiple = _stake_cap_multiple
     min_timeout = _min_timeout
@@ -264,7 +271,7 @@ def join(
         kept.append(m)
     self.nodes[msg.sender] = Node(stake=msg.value, gpu=gpu, public_key=public_key, version=version)
     self.node_models[msg.sender] = kept
-    self.node_info[msg.sender] = self._pack_node(IDLE, vram, msg.value)
+    self.node_info[msg.sender] = self._pack_node(IDLE, vram, msg.value, gpu, kept)
     self._activate(msg.sender)
     log NodeJoined(
         node=msg.sender, stake=msg.value, gpu=gpu, vram=vram, models=kept,
@@ -643,7 +650,7 @@ def _select(
         info: uint256 = self.node_info[node]
         if not self._matches(node, info, key, models, min_vram, gpu):
             continue
-        weight: uint256 = info >> WEIGHT_SHIFT
+        weight: uint256 = (info >> WEIGHT_SHIFT) & WEIGHT_MASK
         if (r >> 128) % max_weight < weight:
             return node
         if weight > best_weight:
@@ -662,16 +669,24 @@ def _matches(
     min_vram: uint256,
     gpu: bytes32,
 ) -> bool:
-    """@dev Idle, enough VRAM, the right GPU, and every model (`key` is known to match)."""
+    """@dev Idle, enough VRAM, the right GPU, and every model (`key` is known to match).
+    The GPU tag and the model filter in `info` settle most refusals without another
+    storage read; a pass is confirmed against storage, so the answer is exact."""
     if info & STATE_MASK != IDLE:
         return False
     if (info >> VRAM_SHIFT) & VRAM_MASK < min_vram:
         return False
-    if gpu != empty(bytes32) and self.nodes[node].gpu != gpu:
-        return False
-    for m: bytes32 in models:
-        if m != key and self.node_model_pos[node][m] == 0:
+    if gpu != empty(bytes32):
+        if (info >> GPU_TAG_SHIFT) & TAG_MASK != self._tag(gpu):
             return False
+        if self.nodes[node].gpu != gpu:
+            return False
+    for m: bytes32 in models:
+        if m != key:
+            if (info >> BLOOM_SHIFT) & self._bloom_bit(m) == 0:
+                return False
+            if self.node_model_pos[node][m] == 0:
+                return False
     return True
 
 
@@ -782,6 +797,28 @@ def _timeout(meta: uint256) -> uint256:
 
 @internal
 @view
-def _pack_node(status: uint256, vram: uint256, stake: uint256) -> uint256:
+def _pack_node(
+    status: uint256, vram: uint256, stake: uint256, gpu: bytes32,
+    models: DynArray[bytes32, MAX_NODE_MODELS],
+) -> uint256:
     weight: uint256 = min(stake, min_stake * stake_cap_multiple)
-    return status | (vram << VRAM_SHIFT) | (weight << WEIGHT_SHIFT)
+    bloom: uint256 = 0
+    for m: bytes32 in models:
+        bloom |= self._bloom_bit(m)
+    return (
+        status | (vram << VRAM_SHIFT) | (weight << WEIGHT_SHIFT)
+        | (self._tag(gpu) << GPU_TAG_SHIFT) | (bloom << BLOOM_SHIFT)
+    )
+
+
+@internal
+@pure
+def _tag(name: bytes32) -> uint256:
+    return convert(keccak256(name), uint256) & TAG_MASK
+
+
+@internal
+@pure
+def _bloom_bit(model: bytes32) -> uint256:
+    """@dev One of 64 bits per model: a clear bit proves the node does not serve it."""
+    return 1 << (convert(keccak256(model), uint256) % 64)
