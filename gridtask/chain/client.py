@@ -31,6 +31,11 @@ from gridtask.types import NodeStatus, TaskState
 log = logging.getLogger("gridtask.chain")
 
 GAS_LIMIT = 2_000_000
+# Calls that free a node also let it scan the queue (up to MAX_NODE_MODELS * QUEUE_SCAN tasks,
+# each possibly ended or moved): their worst case needs more room than the common case uses.
+SCANNING_CALLS = {"reportResultUploaded", "abortTask", "reportTaskError", "join", "resume", "takeQueuedTask"}
+SCANNING_GAS_LIMIT = 8_000_000
+MAX_LOG_RANGE = 5_000
 FEES_TTL_S = 5.0
 DEFAULT_TIP_WEI = 10**9
 RECEIPT_POLL_S = 0.02
@@ -156,6 +161,19 @@ class ChainClient:
         raw = await self.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")  # type: ignore[arg-type]
         return [e for e in (self.events.decode(r) for r in raw) if e is not None]
 
+    async def find_logs(self, topics: list[Any], *, from_block: int = 0, first: bool = False) -> list[ChainEvent]:
+        """Search the whole chain in ranges that RPC providers accept; with ``first``,
+        newest ranges first and stop at the first match."""
+        head = await self.block_number()
+        ranges = [(lo, min(lo + MAX_LOG_RANGE - 1, head)) for lo in range(from_block, head + 1, MAX_LOG_RANGE)]
+        found: list[ChainEvent] = []
+        for lo, hi in reversed(ranges) if first else ranges:
+            events = await self.get_logs(lo, hi, topics)
+            if first and events:
+                return events
+            found += events
+        return found
+
     async def transact(self, function: str, *args: Any, value: int = 0) -> TxReceipt:
         """Send one transaction and wait for it; a revert raises ``TransactionReverted``."""
         async with self._lock:
@@ -166,8 +184,16 @@ class ChainClient:
                 self._fees = None
                 raw, tx = await self._sign(function, args, value)
                 tx_hash = await self._send(raw, function)
+            except _StaleNonce:  # the account was used elsewhere: count afresh, once
+                self._nonce = None
+                raw, tx = await self._sign(function, args, value)
+                tx_hash = await self._send(raw, function)
             self._nonce = tx["nonce"] + 1
-        receipt = await self._wait(tx_hash, function)
+        try:
+            receipt = await self._wait(tx_hash, function)
+        except ChainError:
+            self._nonce = None  # it may have been dropped: never queue behind a gap
+            raise
         if receipt["status"] != 1:
             raise TransactionReverted(await self._revert_reason(tx, receipt), function=function)
         return receipt
@@ -180,8 +206,9 @@ class ChainClient:
                 lambda: self.w3.eth.get_transaction_count(self.identity.address, "pending"),
                 "eth_getTransactionCount"))
         data = self.contract.encode_abi(function, args=list(args))
+        gas = SCANNING_GAS_LIMIT if function in SCANNING_CALLS else GAS_LIMIT
         tx = {
-            "to": self.address, "data": data, "value": value, "gas": GAS_LIMIT,
+            "to": self.address, "data": data, "value": value, "gas": gas,
             "nonce": self._nonce, "chainId": self._chain_id, **await self._fees_now(),
         }
         signed = self._account.sign_transaction(tx)
@@ -215,8 +242,12 @@ class ChainClient:
                 return bytes(await self.w3.eth.send_raw_transaction(raw))
             except Exception as exc:
                 text = str(exc).lower()
-                if "already known" in text or "nonce too low" in text:
+                if "already known" in text:
                     return tx_hash  # the first attempt got through before the failure
+                if "nonce too low" in text:
+                    if await self._known(tx_hash):
+                        return tx_hash  # the first attempt got through before the failure
+                    raise _StaleNonce(text) from exc
                 if "nonce" in text:
                     self._nonce = None  # someone else used this account: resync next time
                     raise ChainError(f"{function}: {exc}") from exc
@@ -231,6 +262,13 @@ class ChainClient:
                     raise ChainError(f"chain unreachable at {self.rpc_url} ({function}): {exc!r}") from exc
                 log.warning("send %s failed (%r); retrying", function, exc)
                 await asyncio.sleep(0.5)
+
+    async def _known(self, tx_hash: bytes) -> bool:
+        try:
+            await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            return True
+        except Exception:
+            return False
 
     async def _wait(self, tx_hash: bytes, function: str) -> TxReceipt:
         deadline = time.monotonic() + self._send_retry_s
@@ -289,6 +327,10 @@ class ChainClient:
 
     async def report_result_uploaded(self, commitment: bytes) -> None:
         await self.transact("reportResultUploaded", commitment)
+
+
+class _StaleNonce(ChainError):
+    """Our nonce was used by another transaction of this account: re-sign with a fresh one."""
 
 
 class _Underpriced(ChainError):

@@ -52,6 +52,7 @@ class NodeDaemon:
         self._mine: dict[bytes, asyncio.Task[None]] = {}
         self._wake: dict[bytes, asyncio.Event] = {}
         self._last_withdraw = time.monotonic()
+        self._claiming: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -83,6 +84,9 @@ class NodeDaemon:
         elif node.status == NodeStatus.PAUSED:
             await self.chain.transact("resume")
         await self.recover()
+        if not self._mine:  # work queued while this node was away waits no longer
+            with contextlib.suppress(TransactionReverted):
+                await self.chain.transact("takeQueuedTask")
         log.info("node %s: ready", self.address)
 
     async def load_models(self) -> None:
@@ -97,24 +101,27 @@ class NodeDaemon:
         """Pick up every task that is still this node's, whatever happened before."""
         started = self.chain.events.topic("TaskStarted")
         me = bytes(12) + bytes.fromhex(self.address[2:])
-        head = await self.chain.block_number()
-        for event in await self.chain.get_logs(0, head, [started, None, me]):
+        for event in await self.chain.find_logs([started, None, me]):
             task = await self.chain.get_task(event.commitment or b"")
             if task is not None and not task.state.is_final:
                 self._track(task.commitment)
 
     async def main_loop(self) -> None:
+        next_tick = time.monotonic() + self.settings.tick_s
         while not self.should_exit.is_set():
-            event = await self.follower.next(timeout=self.settings.tick_s)
+            event = await self.follower.next(timeout=max(0.0, next_tick - time.monotonic()))
             try:
                 if event is not None:
                     await self.handle(event)
-                else:
+                if time.monotonic() >= next_tick:  # on its own clock, however busy the chain
+                    next_tick = time.monotonic() + self.settings.tick_s
                     await self.tick()
             except ChainError as exc:
                 log.warning("node %s: chain error: %s", self.address, exc)
 
     async def shutdown_cleanup(self) -> None:
+        if self._claiming is not None:
+            self._claiming.cancel()
         for task in self._mine.values():
             task.cancel()
         for task in list(self._mine.values()):
@@ -136,8 +143,9 @@ class NodeDaemon:
                 self._track(commitment)
             elif commitment in self._wake:
                 self._wake[commitment].set()
-        elif event.name == "TaskQueued":
-            await self._maybe_take_queued(event)
+        elif event.name == "TaskQueued" and self._claiming is None:
+            # In the background: the node's own events must not wait behind it.
+            self._claiming = asyncio.create_task(self._claim(event))
 
     async def tick(self) -> None:
         """Quiet moments: wake tasks to check deadlines, take out earnings."""
@@ -154,6 +162,14 @@ class NodeDaemon:
                 await self.chain.transact("withdraw")
                 log.info("node %s: withdrew %d wei", self.address, amount)
         return amount
+
+    async def _claim(self, event: ChainEvent) -> None:
+        try:
+            await self._maybe_take_queued(event)
+        except GridtaskError as exc:
+            log.warning("node %s: claiming queued work failed: %s", self.address, exc)
+        finally:
+            self._claiming = None
 
     async def _maybe_take_queued(self, event: ChainEvent) -> None:
         """A task was queued that this node may run: while idle, claim queued work. The

@@ -71,11 +71,12 @@ class TaskWorker:
     async def advance(self, task: TaskInfo) -> None:
         """Do what the task's current state asks of its node (nothing if it waits on others)."""
         name = task.commitment.hex()[:10]
+        late = time.time() > task.deadline
         if task.state == TaskState.STARTED:
             await self._execute(task)
         elif task.state == TaskState.VALIDATED:
             await self._deliver(task)
-        elif task.state == TaskState.SCORE_READY and time.time() > task.deadline:
+        elif task.state == TaskState.SCORE_READY and late:
             log.info("task %s: creator did not validate in time; aborting", name)
             await self._abort(task, "node: validation deadline passed")
 
@@ -83,6 +84,14 @@ class TaskWorker:
 
     async def _execute(self, task: TaskInfo) -> None:
         name = task.commitment.hex()[:10]
+        saved = self._saved(task.commitment)
+        if saved is not None:
+            # Sealing is randomized: after a failed or unconfirmed submitScore, commit the
+            # same bytes again rather than running the task twice.
+            sealed, committed_score = saved
+            await self.chain.transact("submitScore", task.commitment, committed_score, keccak(sealed))
+            log.info("task %s: score submitted (saved result)", name)
+            return
         spec = await self.spec(task.commitment)
         ciphertext = await self._fetch_params(task)
         if ciphertext is None:
@@ -115,8 +124,9 @@ class TaskWorker:
             return await self._abort(task, f"node: local failure: {type(exc).__name__}"[:64])
         plain_result = canonical_json(result)
         sealed = seal(plain_result, params.reply_key_bytes)
-        self._result_path(task.commitment).write_bytes(sealed)
-        await self.chain.transact("submitScore", task.commitment, score(plain_result), keccak(sealed))
+        result_score = score(plain_result)
+        self._save(task.commitment, sealed, result_score)
+        await self.chain.transact("submitScore", task.commitment, result_score, keccak(sealed))
         log.info("task %s: score submitted", name)
 
     async def _fetch_params(self, task: TaskInfo) -> bytes | None:
@@ -138,22 +148,30 @@ class TaskWorker:
     # ------------------------------------------------------------ deliver
 
     async def _deliver(self, task: TaskInfo) -> None:
-        path = self._result_path(task.commitment)
-        if not path.exists():
-            log.error("task %s: validated but its result is lost; it will time out", task.commitment.hex()[:10])
+        name = task.commitment.hex()[:10]
+        saved = self._saved(task.commitment)
+        if saved is None or keccak(saved[0]) != task.result_hash:
+            # Nothing deliverable: free the node once the stage's deadline allows it.
+            log.error("task %s: validated but the committed result is lost", name)
+            if time.time() > task.deadline:
+                await self._abort(task, "node: result lost")
             return
         delay = RETRY_S
         while True:
             try:
-                await self.relay.upload_result(task.commitment, path.read_bytes())
-                log.info("task %s: result delivered", task.commitment.hex()[:10])
-                path.unlink(missing_ok=True)
+                await self.relay.upload_result(task.commitment, saved[0])
+                log.info("task %s: result delivered", name)
+                self._forget(task.commitment)
                 return
             except RelayError as exc:
                 current = await self.chain.get_task(task.commitment)
                 if current is None or current.state != TaskState.VALIDATED:
                     return  # delivered meanwhile, or ended
-                log.warning("task %s: upload refused (%s); retrying", task.commitment.hex()[:10], exc)
+                if time.time() > current.deadline:
+                    log.warning("task %s: could not deliver before the deadline (%s); aborting", name, exc)
+                    await self._abort(current, "node: delivery deadline passed")
+                    return
+                log.warning("task %s: upload refused (%s); retrying", name, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, RETRY_MAX_S)
 
@@ -166,9 +184,7 @@ class TaskWorker:
         """The task's ``TaskCreated``: seen live, or searched for (after a restart)."""
         if commitment in self._specs:
             return self._specs[commitment]
-        topic = self.chain.events.topic("TaskCreated")
-        head = await self.chain.block_number()
-        events = await self.chain.get_logs(0, head, [topic, commitment])
+        events = await self.chain.find_logs([self.chain.events.topic("TaskCreated"), commitment], first=True)
         if not events:
             raise ChainError(f"no TaskCreated event for task 0x{commitment.hex()}")
         return _spec_of(events[0])
@@ -188,6 +204,23 @@ class TaskWorker:
 
     def _result_path(self, commitment: bytes) -> Path:
         return self.results_dir / f"{commitment.hex()}.bin"
+
+    def _save(self, commitment: bytes, sealed: bytes, result_score: bytes) -> None:
+        """Score and sealed bytes together, atomically: the score is the first 32 bytes."""
+        path = self._result_path(commitment)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(result_score + sealed)
+        tmp.replace(path)
+
+    def _saved(self, commitment: bytes) -> tuple[bytes, bytes] | None:
+        path = self._result_path(commitment)
+        if not path.exists():
+            return None
+        raw = path.read_bytes()
+        return raw[32:], raw[:32]
+
+    def _forget(self, commitment: bytes) -> None:
+        self._result_path(commitment).unlink(missing_ok=True)
 
 
 def _spec_of(event: ChainEvent) -> TaskSpec:

@@ -28,7 +28,9 @@ from gridtask.chain.models import TaskInfo
 from gridtask.config import NetworkConfig, load_config
 from gridtask.crypto import params_hash, seal, task_commitment, unseal
 from gridtask.exceptions import (
+    ChainError,
     ConfigError,
+    CryptoError,
     GridtaskError,
     NotReady,
     RelayError,
@@ -36,6 +38,7 @@ from gridtask.exceptions import (
     TaskAborted,
     TaskErrored,
     TaskTimeout,
+    TransactionReverted,
     ValidationError,
 )
 from gridtask.keys import Identity
@@ -202,6 +205,9 @@ class Client:
             raise ValidationError(f"inputs must be a dict, got {type(inputs).__name__}")
         if not isinstance(fee, int) or isinstance(fee, bool) or fee <= 0:
             raise ValidationError("fee must be a positive integer (wei)")
+        for name, number, least in (("size", size, 1), ("min_vram", min_vram, 0), ("stage_timeout", stage_timeout, 1)):
+            if not isinstance(number, int) or isinstance(number, bool) or number < least:
+                raise ValidationError(f"{name} must be an integer of at least {least}, got {number!r}")
         wanted = models or [model]
         if model not in wanted:
             raise ValidationError(f"model {model!r} is not among the task's models {wanted}")
@@ -245,8 +251,12 @@ class Client:
                     await self._upload_params(handle, info, deadline)
                     uploaded = True
                 elif info.state == TaskState.SCORE_READY and not validated:
-                    await self.chain.transact("validateSingleTask", handle.commitment, b"")
-                    validated = True
+                    try:
+                        await self.chain.transact("validateSingleTask", handle.commitment, b"")
+                        validated = True
+                    except (ChainError, TransactionReverted) as exc:  # re-read the state, then retry
+                        log.warning("task %s: validate failed (%s); retrying", handle.task_id[:10], exc)
+                        await asyncio.sleep(RETRY_MAX_S)
                 elif info.state == TaskState.SUCCESS:
                     return await self._download(handle, info, deadline)
                 elif info.state == TaskState.ABORTED:
@@ -274,16 +284,32 @@ class Client:
             raise GridtaskError(f"task {handle.task_id}: its node {info.node} is not registered")
         handle.node = info.node
         sealed = seal(handle.params, node.public_key)
-        await self._retry(lambda: self.relay.upload_params(handle.commitment, sealed), handle, deadline)
+
+        async def upload() -> None:
+            try:
+                await self.relay.upload_params(handle.commitment, sealed)
+            except RelayError as exc:
+                if exc.detail != "parameters already uploaded":  # an earlier try got through
+                    raise
+
+        await self._retry(upload, handle, deadline)
 
     async def _download(self, handle: TaskHandle, info: TaskInfo, deadline: float) -> Any:
         sealed = await self._retry(lambda: self.relay.download_result(handle.commitment), handle, deadline)
-        plain = unseal(sealed, self.identity.encryption_private_key)
+        try:
+            plain = unseal(sealed, self.identity.encryption_private_key)
+        except CryptoError:
+            raise ResultMismatch(f"task {handle.task_id}: the delivered result cannot be decrypted",
+                                 task_id=handle.task_id) from None
         if score(plain) != info.score:
             raise ResultMismatch(
                 f"task {handle.task_id}: the delivered result does not match the score its node "
                 f"{info.node} committed", task_id=handle.task_id)
-        return json.loads(plain)
+        try:
+            return json.loads(plain)
+        except ValueError:
+            raise ResultMismatch(f"task {handle.task_id}: the node delivered a result that is not JSON",
+                                 task_id=handle.task_id) from None
 
     async def _retry(self, call: Callable[[], Any], handle: TaskHandle, deadline: float) -> Any:
         delay = RETRY_S
@@ -356,9 +382,7 @@ class Client:
     async def events(self, task_id: str | bytes) -> list[ChainEvent]:
         """Every event of one task, oldest first."""
         await self.open()
-        commitment = parse_task_id(task_id)
-        head = await self.chain.block_number()
-        return await self.chain.get_logs(0, head, [None, commitment])
+        return await self.chain.find_logs([None, parse_task_id(task_id)])
 
     async def abort(self, task_id: str | bytes, reason: str = "creator: aborted") -> None:
         await self.open()

@@ -209,3 +209,32 @@ def test_queue_gas_flat_in_queue_length():
     # storage pricing, not for work done; growth is measured against a non-empty queue.
     assert d1000 / d10 <= 1.05
     assert d1000 / d0 <= 1.08
+
+
+@pytest.mark.parametrize("kind", ["expired", "unrunnable"])
+def test_worst_case_queue_scan_fits_the_clients_gas_limit(kind):
+    """A freed node with the most models looks at QUEUE_SCAN tasks of each, every one of them
+    expired (ended and refunded) or not runnable by it (moved back): the most a scan can cost.
+    The chain client gives calls that scan SCANNING_GAS_LIMIT; this proves the room is enough."""
+    from gridtask.chain.client import SCANNING_GAS_LIMIT
+
+    models = [f"m{i}" for i in range(kit.MAX_NODE_MODELS)]
+    with fresh_chain() as (net, relay, creator):
+        worker = kit.NodeSpec(kit.seeded_address("gas", "scan"), "cpu", 0, models, ETHER)
+        kit.join(net, worker)
+        current, _ = create(net, creator, [models[0]])
+        for m in models:  # QUEUE_SCAN + 1 tasks per model, each in the worst state for the scan
+            for _ in range(kit.QUEUE_SCAN + 1):
+                if kind == "expired":
+                    create(net, creator, [m], timeout=5)
+                else:
+                    create(net, creator, [m], gpu="h100", min_vram=81920, timeout=3600)
+        if kind == "expired":
+            boa.env.time_travel(seconds=10)
+        with boa.env.prank(worker.addr):
+            net.submitScore(current, SCORE, RESULT)
+        with boa.env.prank(creator):
+            net.validateSingleTask(current, b"")
+        gas = measured(net, relay, "reportResultUploaded", current)
+        print(f"\nworst-case queue scan ({kind}): reportResultUploaded {gas:,} gas")
+        assert gas < SCANNING_GAS_LIMIT

@@ -81,6 +81,12 @@ def test_create_task_reverts(net, creator, kwargs, reason):
     assert boa.env.get_balance(net.address) == 0
 
 
+def test_create_task_empty_commitment_refused(net, creator):
+    """Zero is the queue's "no task" marker: a task named zero would corrupt its lists."""
+    with boa.reverts("tasks: empty commitment"):
+        _create_raw(net, creator, commitment=b"\x00" * 32)
+
+
 def test_create_task_nonce_used_before(net, creator, other_creator):
     nonce = kit.fresh_nonce()
     _create_raw(net, creator, nonce=nonce)

@@ -360,6 +360,7 @@ def createTask(
     @param timeout Seconds allowed for each stage.
     """
     assert msg.value > 0, "tasks: zero fee"
+    assert commitment != empty(bytes32), "tasks: empty commitment"
     assert not self.nonce_used[nonce], "tasks: nonce already used"
     assert self.tasks[commitment].creator == empty(address), "tasks: commitment exists"
     self._check_models(model_ids, MAX_TASK_MODELS)
