@@ -36,6 +36,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check gridtask tests bench
+	$(VENV)/bin/mypy gridtask
 
 artifact: setup
 	$(PY) -m gridtask.chain.artifact

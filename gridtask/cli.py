@@ -171,7 +171,7 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
             if info is None:
                 raise ValidationError(f"unknown task {task_id}: no such task on this network")
             events = await client.events(commitment)
-            doc = {
+            doc: dict[str, Any] = {
                 "task_id": "0x" + commitment.hex(),
                 "state": info.state.name,
                 "creator": info.creator,

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,7 +189,7 @@ def default_node_models() -> list[str]:
     return ["echo", MINILM, f"llm:{TINY_LLM}={tiny.resolve()}"]
 
 
-async def run_demo(config: NetworkConfig, *, say: callable = print) -> bool:  # type: ignore[valid-type]
+async def run_demo(config: NetworkConfig, *, say: Callable[[str], object] = print) -> bool:
     """Several embeddings and a prompt, each followed to its end on chain."""
     from gridtask.sdk import Client, Model, Simple, Task
     from gridtask.types import TaskType

@@ -203,7 +203,7 @@ class ChainClient:
             self._chain_id = int(await self.rpc(lambda: self.w3.eth.chain_id, "eth_chainId"))
         if self._nonce is None:
             self._nonce = int(await self.rpc(
-                lambda: self.w3.eth.get_transaction_count(self.identity.address, "pending"),
+                lambda: self.w3.eth.get_transaction_count(to_checksum_address(self.identity.address), "pending"),
                 "eth_getTransactionCount"))
         data = self.contract.encode_abi(function, args=list(args))
         gas = SCANNING_GAS_LIMIT if function in SCANNING_CALLS else GAS_LIMIT

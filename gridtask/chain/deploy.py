@@ -39,7 +39,7 @@ async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: N
         tx = {
             "data": data, "value": 0, "gas": 5_000_000,
             "gasPrice": await w3.eth.gas_price * 2,
-            "nonce": await w3.eth.get_transaction_count(deployer.address, "pending"),
+            "nonce": await w3.eth.get_transaction_count(to_checksum_address(deployer.address), "pending"),
             "chainId": await w3.eth.chain_id,
         }
         signed = Account.from_key(deployer.private_key).sign_transaction(tx)

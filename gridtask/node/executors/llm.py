@@ -111,7 +111,7 @@ class LocalLLMExecutor(_LLMExecutor):
             torch.use_deterministic_algorithms(True, warn_only=True)
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True)
-            self._model = model.to(self.device).eval()
+            self._model = model.to(self.device).eval()  # type: ignore[arg-type]
 
     def _generate(self, prompt: str, max_tokens: int) -> str:
         import torch
