@@ -121,6 +121,8 @@ class Client:
         self._pump: asyncio.Task[None] | None = None
         self._events: dict[bytes, list[ChainEvent]] = {}
         self._wake: dict[bytes, asyncio.Event] = {}
+        # A node's encryption key is derived from its account: one look-up per node is enough.
+        self._node_keys: dict[str, bytes] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -279,11 +281,14 @@ class Client:
     # ------------------------------------------------------------ steps
 
     async def _upload_params(self, handle: TaskHandle, info: TaskInfo, deadline: float) -> None:
-        node = await self.chain.get_node(info.node)
-        if node is None:
-            raise GridtaskError(f"task {handle.task_id}: its node {info.node} is not registered")
+        key = self._node_keys.get(info.node)
+        if key is None:
+            node = await self.chain.get_node(info.node)
+            if node is None:
+                raise GridtaskError(f"task {handle.task_id}: its node {info.node} is not registered")
+            key = self._node_keys[info.node] = node.public_key
         handle.node = info.node
-        sealed = seal(handle.params, node.public_key)
+        sealed = seal(handle.params, key)
 
         async def upload() -> None:
             try:
