@@ -26,6 +26,7 @@ from typing import Any
 
 import gridtask
 from bench.report import Section, mean, table
+from gridtask.crypto import keccak, task_commitment
 
 ETHER = 10**18
 CONTRACT = Path(gridtask.__file__).resolve().parent / "chain" / "contracts" / "TaskNetwork.vy"
@@ -48,12 +49,6 @@ TIMEOUT = 3600
 
 def b32(name: str | None) -> bytes:
     return (name or "").encode().ljust(32, b"\0")
-
-
-def keccak(data: bytes) -> bytes:
-    from eth_utils import keccak as _k
-
-    return _k(data)
 
 
 @dataclass
@@ -168,7 +163,7 @@ class Chain:
     def create(self, t: TaskReq, label: str | None = None) -> tuple[bytes, int]:
         self._n += 1
         nonce = keccak(b"bench-nonce" + self._n.to_bytes(32, "big"))
-        commitment = keccak(keccak(b"bench-task" + nonce) + nonce)
+        commitment = task_commitment(keccak(b"bench-task" + nonce), nonce)
         gas = self.tx(self.creator, "createTask", 0, commitment, nonce, [b32(m) for m in t.models], t.min_vram,
                       b32(t.gpu), PARAMS_HASH, t.size, TIMEOUT, value=t.fee, label=label or "_create")
         return commitment, gas

@@ -9,6 +9,11 @@ from gridtask.types import NodeStatus, TaskState
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
+def same_address(a: object, b: object) -> bool:
+    """Addresses compare case-insensitively (checksum case is presentation only)."""
+    return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """One task as ``TaskNetwork.getTask`` returns it (requirements live in ``TaskCreated``)."""

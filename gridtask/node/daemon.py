@@ -15,10 +15,9 @@ import contextlib
 import logging
 import time
 
-from eth_utils import to_checksum_address
-
 from gridtask.chain.client import ChainClient, ChainEvent, to_bytes32
 from gridtask.chain.events import EventFollower
+from gridtask.chain.models import same_address
 from gridtask.exceptions import ChainError, GridtaskError, TransactionReverted
 from gridtask.keys import Identity
 from gridtask.node.executors.base import ExecutorSet
@@ -137,7 +136,7 @@ class NodeDaemon:
     async def handle(self, event: ChainEvent) -> None:
         if event.name == "TaskCreated":
             self.worker.remember(event)
-        elif event.name in MY_EVENTS and _same(event.args.get("node"), self.address):
+        elif event.name in MY_EVENTS and same_address(event.args.get("node"), self.address):
             commitment = event.commitment or b""
             if event.name in ("TaskStarted", "TaskValidated"):
                 self._track(commitment)
@@ -206,7 +205,7 @@ class NodeDaemon:
                 wake.clear()
                 try:
                     task = await self.chain.get_task(commitment)
-                    if task is None or task.state.is_final or not _same(task.node, self.address):
+                    if task is None or task.state.is_final or not same_address(task.node, self.address):
                         if task is not None:
                             log.info("task %s: ended %s", commitment.hex()[:10], task.state.name)
                         return
@@ -223,6 +222,3 @@ class NodeDaemon:
             self._mine.pop(commitment, None)
             self._wake.pop(commitment, None)
 
-
-def _same(a: object, b: str) -> bool:
-    return isinstance(a, str) and to_checksum_address(a) == to_checksum_address(b)

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gridtask.chain.models import TaskInfo
+from gridtask.chain.models import TaskInfo, same_address
 from gridtask.crypto import keccak
 from gridtask.exceptions import ChainError, TransactionReverted
 from gridtask.relay.auth import DEFAULT_WINDOW_S, AuthError, Verifier
@@ -84,9 +84,6 @@ def _parse_commitment(text: str) -> tuple[bytes, str]:
     hex_id = text.lower()
     return bytes.fromhex(hex_id[2:]), hex_id
 
-
-def _same(a: str, b: str) -> bool:
-    return a.lower() == b.lower()
 
 
 class _Relay:
@@ -147,7 +144,7 @@ class _Relay:
         _, hex_id, body, signer, task = await self._authorize(
             request, self.max_params_bytes, "parameters"
         )
-        if not _same(signer, task.creator):
+        if not same_address(signer, task.creator):
             raise _Refused(403, "only the task's creator may upload parameters")
         if task.state.is_final:
             raise _Refused(409, "task ended")
@@ -169,7 +166,7 @@ class _Relay:
         _, hex_id, _, signer, task = await self._authorize(
             request, _MAX_GET_BODY_BYTES, "request body"
         )
-        if not _same(signer, task.node):
+        if not same_address(signer, task.node):
             raise _Refused(403, "only the task's node may read its parameters")
         key = f"{hex_id}.params"
         data = await self.store.get(key)
@@ -189,7 +186,7 @@ class _Relay:
         commitment, hex_id, body, signer, task = await self._authorize(
             request, self.max_result_bytes, "result"
         )
-        if not _same(signer, task.node):
+        if not same_address(signer, task.node):
             raise _Refused(403, "only the task's node may upload its result")
         if task.state == TaskState.SUCCESS:
             raise _Refused(409, "result already delivered")
@@ -220,7 +217,7 @@ class _Relay:
         commitment, hex_id, _, signer, task = await self._authorize(
             request, _MAX_GET_BODY_BYTES, "request body"
         )
-        if not _same(signer, task.creator):
+        if not same_address(signer, task.creator):
             raise _Refused(403, "only the task's creator may read its result")
         if task.state in (TaskState.ABORTED, TaskState.ERRORED):
             raise _Refused(409, "task ended without a result")

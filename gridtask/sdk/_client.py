@@ -333,17 +333,19 @@ class Client:
             delay = min(delay * 1.5, RETRY_MAX_S)
 
     async def _task(self, handle: TaskHandle, deadline: float) -> TaskInfo:
+        """The task's record, waiting out a chain that is away until the caller's deadline."""
         while True:
             try:
                 info = await self.chain.get_task(handle.commitment)
-                if info is None:
-                    raise GridtaskError(f"task {handle.task_id} is not on chain")
-                return info
-            except GridtaskError as exc:
-                if time.monotonic() > deadline or "not on chain" in str(exc):
+            except ChainError as exc:
+                if time.monotonic() > deadline:
                     raise
                 log.warning("%s; retrying", exc)
                 await asyncio.sleep(0.5)
+                continue
+            if info is None:
+                raise GridtaskError(f"task {handle.task_id} is not on chain")
+            return info
 
     async def _sleep_until_event(self, handle: TaskHandle, deadline: float) -> None:
         left = deadline - time.monotonic()

@@ -17,6 +17,8 @@ from boa.contracts.vyper.vyper_contract import VyperContract
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
+from gridtask.crypto import task_commitment
+
 CONTRACT = Path(__file__).resolve().parents[2] / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy"
 
 ETHER = 10**18
@@ -169,7 +171,7 @@ def fresh_nonce() -> bytes:
 
 
 def commitment_of(task_id: bytes, nonce: bytes) -> bytes:
-    return keccak(task_id + nonce)
+    return task_commitment(task_id, nonce)
 
 
 def create_task(net, creator, models=("llama3-8b",), fee=ETHER // 100, min_vram=0, gpu=None,

@@ -33,13 +33,6 @@ queued_count: uint256
 
 
 @internal
-@pure
-def bucket_of(fee_per_unit: uint256) -> uint256:
-    """@dev Buckets are powers of two: 0 holds fee per unit 0 and 1."""
-    return self._msb(fee_per_unit)
-
-
-@internal
 def push(commitment: bytes32, model: bytes32, fee_per_unit: uint256):
     """@dev Append at the tail of its bucket."""
     self._append(commitment, model, self._msb(fee_per_unit))
@@ -116,12 +109,6 @@ def lower_head(commitment: bytes32) -> bytes32:
     if lower == 0:
         return empty(bytes32)
     return self.heads[entry.model][self._msb(lower)]
-
-
-@internal
-@view
-def is_queued(commitment: bytes32) -> bool:
-    return self.entries[commitment].model != empty(bytes32)
 
 
 @internal
