@@ -4,14 +4,15 @@
     ├── ConfigError               missing or malformed settings (config file, GRIDTASK_* variables)
     ├── ValidationError           input that cannot become a task (wrong type, unknown model, bad ID)
     ├── ChainError                the chain could not be reached or answered strangely
+    │   ├── ChainUnreachable      the RPC endpoint did not answer (transport failure): retry later
     │   └── TransactionReverted   a transaction reverted; ``reason`` is the contract's revert string
     ├── RelayError                the relay refused a call (``status``, ``detail``) or is down
     │   ├── NotReady              "task not ready" / "task results not uploaded": retry later
     │   └── RelayUnavailable      the relay could not be reached at all
     ├── CryptoError               a signature or ciphertext that does not check out
     └── TaskFailed                a task ended without a result
-        ├── TaskAborted           the task was aborted on chain (``reason``)
-        ├── TaskErrored           the node reported the task's parameters as unrunnable (``code``)
+        ├── TaskAborted           the task was aborted on chain (``reason``, ``fee`` refunded)
+        ├── TaskErrored           the node reported the parameters as unrunnable (``code``, ``message``)
         ├── TaskTimeout           the task did not end before the caller's timeout
         └── ResultMismatch        the delivered result does not match the score its node committed
 """
@@ -28,11 +29,19 @@ class ConfigError(GridtaskError):
 
 
 class ValidationError(GridtaskError, ValueError):
-    """Input that cannot become a task: wrong type, unknown model, malformed task ID."""
+    """Input that cannot become a task, refused before anything is paid.
+
+    The message starts with what is wrong and names the limit: ``texts: at most 256 per
+    task (got 8000)``, ``timeout: must be a positive number of seconds (got 0)``.
+    """
 
 
 class ChainError(GridtaskError):
     """The chain could not be reached, or answered in a way gridtask cannot use."""
+
+
+class ChainUnreachable(ChainError):
+    """The RPC endpoint did not answer (refused, timed out, dropped): the call may succeed later."""
 
 
 class TransactionReverted(ChainError):
@@ -75,19 +84,38 @@ class TaskFailed(GridtaskError):
 
 
 class TaskAborted(TaskFailed):
-    """The task was aborted on chain; ``reason`` is the reason given in ``TaskAborted``."""
+    """The task was aborted on chain; ``reason`` is the reason given in ``TaskAborted``.
 
-    def __init__(self, reason: str, *, task_id: str = "") -> None:
+    An aborted task's fee (``fee`` wei, 0 if unknown) is credited back to its creator's
+    balance on chain, which ``gridtask withdraw`` takes out.
+    """
+
+    def __init__(self, reason: str, *, task_id: str = "", fee: int = 0) -> None:
         self.reason = reason
-        super().__init__(f"task {task_id} aborted: {reason}", task_id=task_id)
+        self.fee = fee
+        refund = f"{fee} wei" if fee else "the fee"
+        super().__init__(
+            f"task {task_id} aborted: {reason}; {refund} went back to your balance "
+            "(`gridtask withdraw` takes it out)",
+            task_id=task_id,
+        )
 
 
 class TaskErrored(TaskFailed):
-    """The node reported the task's parameters as unrunnable (``code``, see ``TaskErrorCode``)."""
+    """The node reported the task's parameters as unrunnable.
 
-    def __init__(self, code: int, *, task_id: str = "", detail: str = "") -> None:
+    ``code`` is the ``TaskErrorCode`` from chain and ``message`` says why in words: the
+    limit the inputs break when the SDK can name it, else the code's documented meaning.
+    The fee is refunded.
+    """
+
+    def __init__(self, code: int, *, task_id: str = "", message: str = "") -> None:
         self.code = code
-        super().__init__(f"task {task_id} errored (code {code}) {detail}".strip(), task_id=task_id)
+        self.message = message or f"error code {code}"
+        super().__init__(
+            f"task {task_id} refused by its node: {self.message} (task error {code}; the fee was refunded)",
+            task_id=task_id,
+        )
 
 
 class TaskTimeout(TaskFailed):
