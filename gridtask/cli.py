@@ -276,13 +276,16 @@ def node(
 def relay(
     host: str = "127.0.0.1",
     port: int = 8700,
-    data_dir: Annotated[Path, typer.Option(help="where blobs are stored")] = Path(".gridtask/relay"),
+    data_dir: Annotated[
+        Path, typer.Option(help="where blobs, pending reports and the replay journal are kept")
+    ] = Path(".gridtask/relay"),
     config: ConfigOpt = None,
 ) -> None:
-    """Run the relay: encrypted parameters and results, checked against the chain."""
+    """Run the relay: encrypted parameters and results, checked against the chain.
+    Stops within 5 s of SIGTERM or SIGINT; a second signal exits at once."""
     from gridtask.chain.client import ChainClient
     from gridtask.keys import Identity
-    from gridtask.relay.app import create_app
+    from gridtask.relay.app import REPLAY_JOURNAL, create_app
     from gridtask.relay.server import RelayServer
     from gridtask.relay.storage import FileStore
 
@@ -291,8 +294,11 @@ def relay(
 
     async def go() -> None:
         chain = ChainClient(network.rpc_url, network.contract, Identity.from_hex(network.private_key))
+        relay_app = create_app(
+            chain=chain, store=FileStore(data_dir), replay_journal=data_dir / REPLAY_JOURNAL
+        )
         server = RelayServer(
-            create_app(chain=chain, store=FileStore(data_dir)), host=host, port=port, log_level="warning"
+            relay_app, host=host, port=port, log_level="warning", on_stop=relay_app.state.stop
         )
         try:
             await server.serve()

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -33,18 +36,26 @@ from starlette.routing import Route
 
 from gridtask.chain.models import TaskInfo, same_address
 from gridtask.crypto import keccak
-from gridtask.exceptions import ChainError, TransactionReverted
-from gridtask.relay.auth import DEFAULT_WINDOW_S, AuthError, Verifier
+from gridtask.exceptions import ChainError
+from gridtask.relay.auth import DEFAULT_WINDOW_S, AuthError, ReplayJournal, Verifier
+from gridtask.relay.delivery import Deliveries, ReportFailed
 from gridtask.relay.storage import BlobStore
 from gridtask.types import TaskState
 
-__all__ = ["DEFAULT_MAX_PARAMS_BYTES", "DEFAULT_MAX_RESULT_BYTES", "RelayChain", "create_app"]
+__all__ = [
+    "DEFAULT_MAX_PARAMS_BYTES",
+    "DEFAULT_MAX_RESULT_BYTES",
+    "REPLAY_JOURNAL",
+    "RelayChain",
+    "create_app",
+]
 
 MiB = 1024 * 1024
 DEFAULT_MAX_PARAMS_BYTES = 4 * MiB
 DEFAULT_MAX_RESULT_BYTES = 16 * MiB
 _MAX_GET_BODY_BYTES = 1024
 MAX_WAIT_S = 10.0  # the longest a read may long-poll for its blob
+REPLAY_JOURNAL = ".replay-journal"  # in the data folder; no blob key starts with "."
 
 NOT_READY = "task not ready"
 RESULTS_NOT_UPLOADED = "task results not uploaded"
@@ -86,8 +97,58 @@ def _parse_commitment(text: str) -> tuple[bytes, str]:
 
 
 
+class _Arrivals:
+    """Long-polls waiting for parameters, by blob key.
+
+    An entry lives only while someone waits on it: the last waiter to leave (answered,
+    timed out or cancelled) removes it, so requests for parameters that never arrive
+    leave nothing behind. ``release_all`` answers every waiter at once (shutdown).
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
+        self._released = False
+
+    async def wait(self, key: str, timeout: float) -> None:
+        if self._released:
+            return
+        event = self._events.setdefault(key, asyncio.Event())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key], self._events[key]
+
+    def notify(self, key: str) -> None:
+        event = self._events.get(key)
+        if event is not None:
+            event.set()
+
+    def release_all(self) -> None:
+        self._released = True
+        for event in self._events.values():
+            event.set()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A signed call that passed every check that needs no body, and then its body."""
+
+    commitment: bytes
+    hex_id: str
+    task: TaskInfo
+    body: bytes
+
+
 class _Relay:
-    """The route handlers and the state they share (verifier, per-task write locks)."""
+    """The route handlers and the state they share (verifier, deliveries, long-polls)."""
 
     def __init__(
         self,
@@ -102,138 +163,170 @@ class _Relay:
         self.verifier = verifier
         self.max_params_bytes = max_params_bytes
         self.max_result_bytes = max_result_bytes
-        # One writer per blob at a time, so "already uploaded" and "report once" hold.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # Readers long-polling for parameters not uploaded yet, woken by the upload.
-        self._arrivals: dict[str, asyncio.Event] = {}
+        self.deliveries = Deliveries(chain, store)
+        self.arrivals = _Arrivals()
+        self._params_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._housekeeping: asyncio.Task[None] | None = None
 
-    def _lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
-        return lock
+    # ------------------------------------------------------------ life
 
-    async def _body(self, request: Request, limit: int, what: str) -> bytes:
+    async def start(self) -> None:
+        await self.deliveries.start()
+        self._housekeeping = asyncio.create_task(self._forget_stale_signatures())
+
+    def stop(self) -> None:
+        """Answer every long-poll now: the server is stopping (safe to call twice)."""
+        self.arrivals.release_all()
+
+    async def aclose(self) -> None:
+        self.stop()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.deliveries.aclose()
+        self.verifier.close()
+
+    async def _forget_stale_signatures(self) -> None:
+        while True:
+            await asyncio.sleep(self.verifier.window_s)
+            await self.verifier.compact()
+
+    # ------------------------------------------------------------ checks, in order
+
+    async def _authorize(
+        self,
+        request: Request,
+        *,
+        party: Callable[[TaskInfo], str],
+        refusal: str,
+        limit: int,
+        what: str,
+        check: Callable[[TaskInfo], None] = lambda task: None,
+    ) -> _Call:
+        """Every check that needs no body comes first, so a refused call is never read:
+        signature headers, task ID, declared size, task on chain, caller's role, task
+        state. Then the body is read (cut off at ``limit``) and matched to the signed
+        digest, and only then is the call recorded against replays."""
+        call = self.verifier.check_headers(request.method, request.url.path, request.headers)
+        commitment, hex_id = _parse_commitment(request.path_params["commitment"])
         too_large = _Refused(413, f"{what} too large: at most {limit} bytes")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise too_large
+        task = await self.chain.get_task(commitment)
+        if task is None:
+            raise _Refused(404, "unknown task")
+        if not same_address(call.signer, party(task)):
+            raise _Refused(403, refusal)
+        check(task)
+        digest = hashlib.sha256()
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise too_large
+            digest.update(chunk)
             chunks.append(chunk)
-        return b"".join(chunks)
+        call.check_body(digest.hexdigest())
+        await self.verifier.accept(call)
+        return _Call(commitment, hex_id, task, b"".join(chunks))
 
-    async def _authorize(
-        self, request: Request, limit: int, what: str
-    ) -> tuple[bytes, str, bytes, str, TaskInfo]:
-        """Parse the ID, read the body, check the signature, load the task (in that order)."""
-        commitment, hex_id = _parse_commitment(request.path_params["commitment"])
-        body = await self._body(request, limit, what)
-        signer = self.verifier.verify(request.method, request.url.path, body, request.headers)
-        task = await self.chain.get_task(commitment)
-        if task is None:
-            raise _Refused(404, "unknown task")
-        return commitment, hex_id, body, signer, task
+    # ------------------------------------------------------------ parameters
 
     async def put_params(self, request: Request) -> Response:
-        _, hex_id, body, signer, task = await self._authorize(
-            request, self.max_params_bytes, "parameters"
+        call = await self._authorize(
+            request, party=_creator, refusal="only the task's creator may upload parameters",
+            limit=self.max_params_bytes, what="parameters", check=_params_writable,
         )
-        if not same_address(signer, task.creator):
-            raise _Refused(403, "only the task's creator may upload parameters")
-        if task.state.is_final:
-            raise _Refused(409, "task ended")
-        if task.state < TaskState.STARTED:
-            raise _Refused(409, "task not started")
-        key = f"{hex_id}.params"
-        async with self._lock(key):
+        key = f"{call.hex_id}.params"
+        lock = self._params_locks.setdefault(key, asyncio.Lock())
+        async with lock:
             # Past STARTED the node has scored, so it already had the parameters.
-            if task.state != TaskState.STARTED or await self.store.exists(key):
+            if call.task.state != TaskState.STARTED or await self.store.exists(key):
                 raise _Refused(409, "parameters already uploaded")
-            await self.store.put(key, body)
-        arrival = self._arrivals.pop(key, None)
-        if arrival is not None:
-            arrival.set()
-        logger.info("task %s: parameters uploaded (%d bytes)", hex_id, len(body))
+            await self.store.put(key, call.body)
+        self.arrivals.notify(key)
+        logger.info("task %s: parameters uploaded (%d bytes)", call.hex_id, len(call.body))
         return JSONResponse({"uploaded": True})
 
     async def get_params(self, request: Request) -> Response:
-        _, hex_id, _, signer, task = await self._authorize(
-            request, _MAX_GET_BODY_BYTES, "request body"
-        )
-        if not same_address(signer, task.node):
-            raise _Refused(403, "only the task's node may read its parameters")
-        key = f"{hex_id}.params"
-        data = await self.store.get(key)
         wait = _wait_seconds(request)
+        call = await self._authorize(
+            request, party=_node, refusal="only the task's node may read its parameters",
+            limit=_MAX_GET_BODY_BYTES, what="request body",
+        )
+        key = f"{call.hex_id}.params"
+        data = await self.store.get(key)
         if data is None and wait > 0:
             # Long poll: the node asks as soon as it is selected, the creator uploads a moment
             # later; holding the request saves the node a round of retries.
-            arrival = self._arrivals.setdefault(key, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrival.wait(), wait)
+            await self.arrivals.wait(key, wait)
             data = await self.store.get(key)
         if data is None:
             raise _Refused(400, NOT_READY)
         return Response(data, media_type="application/octet-stream")
 
+    # ------------------------------------------------------------ results
+
     async def put_result(self, request: Request) -> Response:
-        commitment, hex_id, body, signer, task = await self._authorize(
-            request, self.max_result_bytes, "result"
+        call = await self._authorize(
+            request, party=_node, refusal="only the task's node may upload its result",
+            limit=self.max_result_bytes, what="result", check=_result_writable,
         )
-        if not same_address(signer, task.node):
-            raise _Refused(403, "only the task's node may upload its result")
-        if task.state == TaskState.SUCCESS:
-            raise _Refused(409, "result already delivered")
-        if task.state != TaskState.VALIDATED:
-            raise _Refused(409, "task not validated")
-        if keccak(body) != task.result_hash:
+        if keccak(call.body) != call.task.result_hash:
             raise _Refused(400, "result does not match the committed hash")
-        key = f"{hex_id}.result"
-        async with self._lock(key):
-            if not await self.store.exists(key):
-                await self.store.put(key, body)
-            # Kept even if reporting fails: a retry of the same PUT reports again.
-            await self._report(commitment, hex_id)
+        try:
+            await self.deliveries.deliver(call.commitment, call.hex_id, call.body)
+        except ReportFailed as exc:
+            # Stored, and reported in the background; a retry of the same PUT reports again.
+            raise _Refused(502, f"could not report delivery on chain: {exc.reason}") from None
         return JSONResponse({"delivered": True})
 
-    async def _report(self, commitment: bytes, hex_id: str) -> None:
-        try:
-            await self.chain.report_result_uploaded(commitment)
-        except TransactionReverted as exc:
-            logger.warning("task %s: reporting delivery reverted: %s", hex_id, exc.reason)
-            raise _Refused(502, f"could not report delivery on chain: {exc.reason}") from None
-        except ChainError as exc:
-            logger.warning("task %s: reporting delivery failed: %s", hex_id, exc)
-            raise _Refused(502, f"could not report delivery on chain: {exc}") from None
-        logger.info("task %s: result delivered", hex_id)
-
     async def get_result(self, request: Request) -> Response:
-        commitment, hex_id, _, signer, task = await self._authorize(
-            request, _MAX_GET_BODY_BYTES, "request body"
+        call = await self._authorize(
+            request, party=_creator, refusal="only the task's creator may read its result",
+            limit=_MAX_GET_BODY_BYTES, what="request body", check=_result_readable,
         )
-        if not same_address(signer, task.creator):
-            raise _Refused(403, "only the task's creator may read its result")
-        if task.state in (TaskState.ABORTED, TaskState.ERRORED):
-            raise _Refused(409, "task ended without a result")
-        key = f"{hex_id}.result"
-        data = await self.store.get(key)
+        data = await self.store.get(f"{call.hex_id}.result")
         if data is None:
             raise _Refused(400, RESULTS_NOT_UPLOADED)
-        if task.state != TaskState.SUCCESS:
-            # Stored but not yet reported (the node's report failed): report it now, so the
-            # creator never holds a result its node has not been paid for.
+        if call.task.state != TaskState.SUCCESS:
+            # Stored but not yet reported: report it now, so the creator never holds a
+            # result its node has not been paid for.
             try:
-                async with self._lock(key):
-                    await self._report(commitment, hex_id)
-            except _Refused:
+                await self.deliveries.report(call.commitment, call.hex_id)
+            except ReportFailed:
                 raise _Refused(400, RESULTS_NOT_UPLOADED) from None
         return Response(data, media_type="application/octet-stream")
+
+
+def _creator(task: TaskInfo) -> str:
+    return task.creator
+
+
+def _node(task: TaskInfo) -> str:
+    return task.node
+
+
+def _params_writable(task: TaskInfo) -> None:
+    if task.state.is_final:
+        raise _Refused(409, "task ended")
+    if task.state < TaskState.STARTED:
+        raise _Refused(409, "task not started")
+
+
+def _result_writable(task: TaskInfo) -> None:
+    if task.state == TaskState.SUCCESS:
+        raise _Refused(409, "result already delivered")
+    if task.state != TaskState.VALIDATED:
+        raise _Refused(409, "task not validated")
+
+
+def _result_readable(task: TaskInfo) -> None:
+    if task.state in (TaskState.ABORTED, TaskState.ERRORED):
+        raise _Refused(409, "task ended without a result")
 
 
 def _wait_seconds(request: Request) -> float:
@@ -276,9 +369,28 @@ def create_app(
     max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     auth_window_s: int = DEFAULT_WINDOW_S,
+    replay_journal: Path | None = None,
 ) -> Starlette:
-    """The relay as an ASGI app; serve it with ``relay.server`` or any ASGI server."""
-    relay = _Relay(chain, store, Verifier(auth_window_s), max_params_bytes, max_result_bytes)
+    """The relay as an ASGI app; serve it with ``relay.server`` or any ASGI server.
+
+    ``replay_journal`` is the file that keeps accepted signatures across restarts (the
+    CLI puts it in the data folder); without it replay protection lasts one process.
+    The app's lifespan picks up deliveries a previous run left unreported; ``app.state.stop``
+    answers every long-poll at once (call it when a shutdown begins).
+    """
+    journal = ReplayJournal(replay_journal) if replay_journal is not None else None
+    relay = _Relay(
+        chain, store, Verifier(auth_window_s, journal), max_params_bytes, max_result_bytes
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await relay.start()
+        try:
+            yield
+        finally:
+            await relay.aclose()
+
     task_path = "/v1/tasks/{commitment}"
     routes = [
         Route("/v1/health", _health, methods=["GET"]),
@@ -295,4 +407,7 @@ def create_app(
         HTTPException: _on_http_exception,
         500: _on_server_error,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.stop = relay.stop
+    app.state.relay = relay
+    return app

@@ -38,6 +38,14 @@ class BlobStore(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; no error if it is absent."""
+        ...
+
+    async def keys(self, suffix: str = "") -> list[str]:
+        """Every stored key ending in ``suffix``."""
+        ...
+
 
 class FileStore:
     """Blobs as files in one folder, written atomically and durably.
@@ -51,6 +59,10 @@ class FileStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Temp files of writes cut short by a crash or a forced exit: never a blob, drop them.
+        for stale in self.root.glob(_TEMP_PREFIX + "*"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -66,6 +78,19 @@ class FileStore:
     async def exists(self, key: str) -> bool:
         path = self._path(key)
         return await asyncio.to_thread(path.is_file)
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        await asyncio.to_thread(self._delete, path)
+
+    async def keys(self, suffix: str = "") -> list[str]:
+        names = await asyncio.to_thread(os.listdir, self.root)
+        return sorted(n for n in names if n.endswith(suffix) and not n.startswith("."))
+
+    def _delete(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            self._fsync_dir()
 
     @staticmethod
     def _read(path: Path) -> bytes | None:

@@ -1,12 +1,14 @@
-"""The relay app, through the real RelayClient and raw signed calls, on a fake chain.
+"""The relay app, through the real RelayClient and raw signed calls.
 
-Every guard has a test in which a dishonest party tries to get past it and fails.
+Every guard has a test in which a dishonest party tries to get past it and fails, and
+every such test runs twice: on the in-memory ``FakeChain`` and on the real contract
+(``ContractChain``: the committed bytecode in titanoboa). Tests that need a fault the
+contract cannot produce (a failing report, an unreachable chain) take ``fake_chain``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
 import time
 from pathlib import Path
@@ -15,8 +17,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gridtask.chain.models import ZERO_ADDRESS, TaskInfo
-from gridtask.crypto import keccak, seal, unseal
+from gridtask.crypto import seal, unseal
 from gridtask.exceptions import (
     ChainError,
     NotReady,
@@ -32,64 +33,22 @@ from gridtask.relay.server import RelayServer
 from gridtask.relay.storage import FileStore
 from gridtask.types import TaskState
 
+from .chains import RESULT, ContractChain, FakeChain
+
 BASE_URL = "http://relay"
-RESULT = b"sealed result bytes"
+Chain = FakeChain | ContractChain
 
 
-class FakeChain:
-    """In-memory stand-in for the web3 client: tasks by commitment, reports recorded."""
+@pytest.fixture(params=["fake", "contract"])
+def chain(request: pytest.FixtureRequest) -> Chain:
+    return FakeChain() if request.param == "fake" else ContractChain()
 
-    def __init__(self) -> None:
-        self.tasks: dict[bytes, TaskInfo] = {}
-        self.reported: list[bytes] = []
-        self.report_error: Exception | None = None
-        self.unreachable = False
 
-    async def get_task(self, commitment: bytes) -> TaskInfo | None:
-        if self.unreachable:
-            raise ChainError("connection refused")
-        return self.tasks.get(commitment)
-
-    async def report_result_uploaded(self, commitment: bytes) -> None:
-        if self.report_error is not None:
-            raise self.report_error
-        self.reported.append(commitment)
-        self.set_state(commitment, TaskState.SUCCESS)
-
-    def add(
-        self,
-        creator: Identity,
-        node: Identity | None,
-        state: TaskState,
-        *,
-        result: bytes = RESULT,
-        seed: int = 1,
-    ) -> bytes:
-        commitment = keccak(seed.to_bytes(32, "big"))
-        self.tasks[commitment] = TaskInfo(
-            commitment=commitment,
-            creator=creator.address,
-            node=node.address if node else ZERO_ADDRESS,
-            fee=10**18,
-            state=state,
-            deadline=0,
-            timeout=60,
-            score=b"\x00" * 32,
-            result_hash=keccak(result),
-        )
-        return commitment
-
-    def set_state(self, commitment: bytes, state: TaskState) -> None:
-        self.tasks[commitment] = dataclasses.replace(self.tasks[commitment], state=state)
+ONLY_FAKE = pytest.mark.parametrize("chain", ["fake"], indirect=True)
 
 
 @pytest.fixture
-def chain() -> FakeChain:
-    return FakeChain()
-
-
-@pytest.fixture
-def app(chain: FakeChain, tmp_path: Path) -> Starlette:
+def app(chain: Chain, tmp_path: Path) -> Starlette:
     return create_app(chain=chain, store=FileStore(tmp_path), max_params_bytes=1024)
 
 
@@ -127,7 +86,7 @@ async def test_health_is_ok_and_unsigned(app: Starlette, creator: Identity) -> N
 
 
 async def test_creator_uploads_and_only_the_node_decrypts(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     async with client_for(app, creator) as app_side, client_for(app, node) as node_side:
@@ -137,7 +96,7 @@ async def test_creator_uploads_and_only_the_node_decrypts(
 
 
 async def test_read_before_upload_is_task_not_ready(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     async with client_for(app, node) as relay:
@@ -150,7 +109,7 @@ async def test_read_before_upload_is_task_not_ready(
 
 
 async def test_another_node_cannot_read_parameters(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     async with client_for(app, creator) as app_side, client_for(app, Identity.generate()) as spy:
@@ -161,7 +120,7 @@ async def test_another_node_cannot_read_parameters(
 
 
 async def test_creator_cannot_read_its_own_parameters_back_as_the_node(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     async with client_for(app, creator) as relay:
@@ -172,7 +131,7 @@ async def test_creator_cannot_read_its_own_parameters_back_as_the_node(
 
 
 async def test_non_creator_cannot_upload_parameters(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     async with client_for(app, node) as relay:
@@ -183,7 +142,7 @@ async def test_non_creator_cannot_upload_parameters(
 
 
 async def test_upload_before_start_is_refused_as_not_started(
-    app: Starlette, chain: FakeChain, creator: Identity
+    app: Starlette, chain: Chain, creator: Identity
 ) -> None:
     commitment = chain.add(creator, None, TaskState.QUEUED)
     async with client_for(app, creator) as relay:
@@ -194,7 +153,7 @@ async def test_upload_before_start_is_refused_as_not_started(
 
 @pytest.mark.parametrize("state", [TaskState.SUCCESS, TaskState.ABORTED, TaskState.ERRORED])
 async def test_upload_after_the_task_ended_is_refused(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity, state: TaskState
+    app: Starlette, chain: Chain, creator: Identity, node: Identity, state: TaskState
 ) -> None:
     commitment = chain.add(creator, node, state)
     async with client_for(app, creator) as relay:
@@ -204,7 +163,7 @@ async def test_upload_after_the_task_ended_is_refused(
 
 
 async def test_parameters_cannot_be_replaced_once_uploaded(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     async with client_for(app, creator) as relay, client_for(app, node) as node_side:
@@ -216,7 +175,7 @@ async def test_parameters_cannot_be_replaced_once_uploaded(
 
 
 async def test_oversized_parameters_are_refused(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     async with client_for(app, creator) as relay:
@@ -244,7 +203,7 @@ async def test_malformed_task_id_is_400(app: Starlette, creator: Identity, bad_i
 # -- signatures ---------------------------------------------------------------------------
 
 
-async def test_unsigned_call_is_401(app: Starlette, chain: FakeChain, creator: Identity) -> None:
+async def test_unsigned_call_is_401(app: Starlette, chain: Chain, creator: Identity) -> None:
     commitment = chain.add(creator, None, TaskState.STARTED)
     async with raw(app) as http:
         response = await http.put(path(commitment, "params"), content=b"x")
@@ -253,7 +212,7 @@ async def test_unsigned_call_is_401(app: Starlette, chain: FakeChain, creator: I
 
 
 async def test_stale_signature_is_401(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     url = path(commitment, "params")
@@ -265,7 +224,7 @@ async def test_stale_signature_is_401(
 
 
 async def test_replayed_signature_is_401(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     url = path(commitment, "params")
@@ -281,7 +240,7 @@ async def test_replayed_signature_is_401(
 
 
 async def test_signature_for_another_body_is_401(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     url = path(commitment, "params")
@@ -296,7 +255,7 @@ async def test_signature_for_another_body_is_401(
 
 
 async def test_node_delivers_result_and_creator_downloads_it(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.VALIDATED)
     async with client_for(app, node) as node_side, client_for(app, creator) as app_side:
@@ -306,7 +265,7 @@ async def test_node_delivers_result_and_creator_downloads_it(
 
 
 async def test_wrong_result_is_refused_by_hash(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.VALIDATED)
     async with client_for(app, node) as relay:
@@ -318,9 +277,9 @@ async def test_wrong_result_is_refused_by_hash(
 
 
 async def test_result_for_another_tasks_commitment_is_refused(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
-    chain.add(creator, node, TaskState.VALIDATED, result=RESULT, seed=1)
+    chain.add(creator, node, TaskState.SUCCESS, result=RESULT, seed=1)  # RESULT: right, but for that task
     mine = chain.add(creator, node, TaskState.VALIDATED, result=b"other result", seed=2)
     theirs = chain.add(creator, Identity.generate(), TaskState.VALIDATED, seed=3)
     async with client_for(app, node) as relay:
@@ -333,7 +292,7 @@ async def test_result_for_another_tasks_commitment_is_refused(
 
 
 async def test_another_node_cannot_upload_the_result(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.VALIDATED)
     async with client_for(app, Identity.generate()) as relay:
@@ -344,7 +303,7 @@ async def test_another_node_cannot_upload_the_result(
 
 @pytest.mark.parametrize("state", [TaskState.STARTED, TaskState.SCORE_READY, TaskState.ABORTED])
 async def test_result_before_validation_is_refused(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity, state: TaskState
+    app: Starlette, chain: Chain, creator: Identity, node: Identity, state: TaskState
 ) -> None:
     commitment = chain.add(creator, node, state)
     async with client_for(app, node) as relay:
@@ -354,7 +313,7 @@ async def test_result_before_validation_is_refused(
 
 
 async def test_result_cannot_be_delivered_twice(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.VALIDATED)
     async with client_for(app, node) as relay:
@@ -366,7 +325,7 @@ async def test_result_cannot_be_delivered_twice(
 
 
 async def test_non_creator_cannot_read_results(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.VALIDATED)
     async with client_for(app, node) as relay:
@@ -377,7 +336,7 @@ async def test_non_creator_cannot_read_results(
 
 
 async def test_read_results_before_upload_is_not_ready(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.VALIDATED)
     async with client_for(app, creator) as relay:
@@ -386,6 +345,7 @@ async def test_read_results_before_upload_is_not_ready(
     assert info.value.status == 400
 
 
+@ONLY_FAKE  # a fault the real contract cannot produce
 async def test_failed_report_is_502_keeps_the_blob_and_a_retry_reports_again(
     app: Starlette, chain: FakeChain, creator: Identity, node: Identity
 ) -> None:
@@ -404,6 +364,7 @@ async def test_failed_report_is_502_keeps_the_blob_and_a_retry_reports_again(
         assert await app_side.download_result(commitment) == RESULT
 
 
+@ONLY_FAKE  # a fault the real contract cannot produce
 async def test_creator_download_reports_a_stored_but_unreported_result(
     app: Starlette, chain: FakeChain, creator: Identity, node: Identity
 ) -> None:
@@ -419,7 +380,7 @@ async def test_creator_download_reports_a_stored_but_unreported_result(
 
 
 async def test_result_of_an_aborted_task_is_not_served(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.ABORTED)
     async with client_for(app, creator) as relay:
@@ -430,6 +391,7 @@ async def test_result_of_an_aborted_task_is_not_served(
 # -- the chain, the store, the transport --------------------------------------------------
 
 
+@ONLY_FAKE  # a fault the real contract cannot produce
 async def test_unreachable_chain_is_503(
     app: Starlette, chain: FakeChain, creator: Identity, node: Identity
 ) -> None:
@@ -442,7 +404,7 @@ async def test_unreachable_chain_is_503(
 
 
 async def test_uploads_survive_a_relay_restart(
-    chain: FakeChain, tmp_path: Path, creator: Identity, node: Identity
+    chain: Chain, tmp_path: Path, creator: Identity, node: Identity
 ) -> None:
     commitment = chain.add(creator, node, TaskState.STARTED)
     before = create_app(chain=chain, store=FileStore(tmp_path))
@@ -475,7 +437,7 @@ async def test_unreachable_relay_is_relay_unavailable(creator: Identity) -> None
 
 
 async def test_relay_server_serves_over_http_and_shuts_down(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     port = free_port()
     server = RelayServer(app, port=port, log_level="warning")
@@ -496,12 +458,14 @@ async def test_relay_server_serves_over_http_and_shuts_down(
 
 
 async def test_long_poll_for_parameters_returns_as_soon_as_they_are_uploaded(
-    app: Starlette, chain: FakeChain, creator: Identity, node: Identity
+    app: Starlette, chain: Chain, creator: Identity, node: Identity
 ) -> None:
     """A node that asks before the upload is answered the moment the creator uploads."""
     commitment = chain.add(creator, node, TaskState.STARTED)
-    other = chain.add(creator, node, TaskState.STARTED, seed=2)
-    async with client_for(app, node) as as_node, client_for(app, creator) as as_creator:
+    other_node = Identity.generate()
+    other = chain.add(creator, other_node, TaskState.STARTED, seed=2)
+    async with client_for(app, node) as as_node, client_for(app, creator) as as_creator, \
+            client_for(app, other_node) as as_other:
         started = time.monotonic()
         waiting = asyncio.create_task(as_node.download_params(commitment, wait=5))
         await asyncio.sleep(0.2)
@@ -510,4 +474,4 @@ async def test_long_poll_for_parameters_returns_as_soon_as_they_are_uploaded(
         assert await waiting == b"sealed"
         assert time.monotonic() - started < 2
         with pytest.raises(NotReady):  # no upload within the wait: "task not ready"
-            await as_node.download_params(other, wait=0.2)
+            await as_other.download_params(other, wait=0.2)

@@ -7,6 +7,7 @@ import pytest
 from gridtask.keys import Identity
 from gridtask.relay.auth import (
     ADDRESS_HEADER,
+    CONTENT_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AuthError,
@@ -23,12 +24,12 @@ def alice() -> Identity:
     return Identity.generate()
 
 
-def test_verify_returns_the_signers_address(alice: Identity) -> None:
+async def test_verify_returns_the_signers_address(alice: Identity) -> None:
     headers = sign_request(alice, "PUT", PATH, b"body", timestamp=NOW * 1000)
-    assert Verifier().verify("PUT", PATH, b"body", headers, now=NOW) == alice.address
+    assert await Verifier().verify("PUT", PATH, b"body", headers, now=NOW) == alice.address
 
 
-def test_headers_are_address_timestamp_and_hex_signature(alice: Identity) -> None:
+async def test_headers_are_address_timestamp_and_hex_signature(alice: Identity) -> None:
     headers = sign_request(alice, "GET", PATH, b"", timestamp=NOW * 1000)
     assert headers[ADDRESS_HEADER] == alice.address
     assert headers[TIMESTAMP_HEADER] == str(NOW * 1000)
@@ -36,60 +37,60 @@ def test_headers_are_address_timestamp_and_hex_signature(alice: Identity) -> Non
     assert len(headers[SIGNATURE_HEADER]) == 2 + 130
 
 
-def test_lowercase_header_names_are_accepted(alice: Identity) -> None:
+async def test_lowercase_header_names_are_accepted(alice: Identity) -> None:
     headers = {k.lower(): v for k, v in sign_request(alice, "GET", PATH, b"", NOW * 1000).items()}
-    assert Verifier().verify("GET", PATH, b"", headers, now=NOW) == alice.address
+    assert await Verifier().verify("GET", PATH, b"", headers, now=NOW) == alice.address
 
 
-@pytest.mark.parametrize("missing", [ADDRESS_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER])
-def test_missing_header_is_refused(alice: Identity, missing: str) -> None:
+@pytest.mark.parametrize("missing", [ADDRESS_HEADER, TIMESTAMP_HEADER, CONTENT_HEADER, SIGNATURE_HEADER])
+async def test_missing_header_is_refused(alice: Identity, missing: str) -> None:
     headers = sign_request(alice, "GET", PATH, b"", timestamp=NOW * 1000)
     del headers[missing]
     with pytest.raises(AuthError, match="missing signature headers"):
-        Verifier().verify("GET", PATH, b"", headers, now=NOW)
+        await Verifier().verify("GET", PATH, b"", headers, now=NOW)
 
 
 @pytest.mark.parametrize("offset", [-61, 61, -3600, 10**6])
-def test_stale_signature_is_refused(alice: Identity, offset: int) -> None:
+async def test_stale_signature_is_refused(alice: Identity, offset: int) -> None:
     headers = sign_request(alice, "GET", PATH, b"", timestamp=(NOW + offset) * 1000)
     with pytest.raises(AuthError, match="stale signature"):
-        Verifier(window_s=60).verify("GET", PATH, b"", headers, now=NOW)
+        await Verifier(window_s=60).verify("GET", PATH, b"", headers, now=NOW)
 
 
 @pytest.mark.parametrize("offset", [-60, 60])
-def test_timestamp_at_the_edge_of_the_window_is_accepted(alice: Identity, offset: int) -> None:
+async def test_timestamp_at_the_edge_of_the_window_is_accepted(alice: Identity, offset: int) -> None:
     headers = sign_request(alice, "GET", PATH, b"", timestamp=(NOW + offset) * 1000)
-    assert Verifier(window_s=60).verify("GET", PATH, b"", headers, now=NOW) == alice.address
+    assert await Verifier(window_s=60).verify("GET", PATH, b"", headers, now=NOW) == alice.address
 
 
-def test_replayed_signature_is_refused(alice: Identity) -> None:
+async def test_replayed_signature_is_refused(alice: Identity) -> None:
     verifier = Verifier()
     headers = sign_request(alice, "PUT", PATH, b"body", timestamp=NOW * 1000)
-    verifier.verify("PUT", PATH, b"body", headers, now=NOW)
+    await verifier.verify("PUT", PATH, b"body", headers, now=NOW)
     with pytest.raises(AuthError, match="replayed signature"):
-        verifier.verify("PUT", PATH, b"body", headers, now=NOW + 5)
+        await verifier.verify("PUT", PATH, b"body", headers, now=NOW + 5)
 
 
-def test_replay_with_malleated_signature_is_refused(alice: Identity) -> None:
+async def test_replay_with_malleated_signature_is_refused(alice: Identity) -> None:
     """(r, n - s) with the other v is a second valid signature of the same message."""
     n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
     verifier = Verifier()
     headers = sign_request(alice, "PUT", PATH, b"body", timestamp=NOW * 1000)
-    verifier.verify("PUT", PATH, b"body", headers, now=NOW)
+    await verifier.verify("PUT", PATH, b"body", headers, now=NOW)
     sig = bytes.fromhex(headers[SIGNATURE_HEADER][2:])
     s = n - int.from_bytes(sig[32:64], "big")
     flipped = sig[:32] + s.to_bytes(32, "big") + bytes([55 - sig[64]])
     replay = {**headers, SIGNATURE_HEADER: "0x" + flipped.hex()}
     with pytest.raises(AuthError, match="replayed signature"):
-        verifier.verify("PUT", PATH, b"body", replay, now=NOW)
+        await verifier.verify("PUT", PATH, b"body", replay, now=NOW)
 
 
-def test_claiming_another_address_is_a_bad_signature(alice: Identity) -> None:
+async def test_claiming_another_address_is_a_bad_signature(alice: Identity) -> None:
     mallory = Identity.generate()
     headers = sign_request(mallory, "PUT", PATH, b"body", timestamp=NOW * 1000)
     headers[ADDRESS_HEADER] = alice.address
     with pytest.raises(AuthError, match="bad signature"):
-        Verifier().verify("PUT", PATH, b"body", headers, now=NOW)
+        await Verifier().verify("PUT", PATH, b"body", headers, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -100,35 +101,35 @@ def test_claiming_another_address_is_a_bad_signature(alice: Identity) -> None:
         ("PUT", PATH, b"other body"),
     ],
 )
-def test_signature_does_not_cover_another_call(
+async def test_signature_does_not_cover_another_call(
     alice: Identity, method: str, path: str, body: bytes
 ) -> None:
     headers = sign_request(alice, "PUT", PATH, b"body", timestamp=NOW * 1000)
     with pytest.raises(AuthError, match="bad signature"):
-        Verifier().verify(method, path, body, headers, now=NOW)
+        await Verifier().verify(method, path, body, headers, now=NOW)
 
 
 @pytest.mark.parametrize("signature", ["0xzz", "0x" + "00" * 65, "0x1234"])
-def test_malformed_signature_is_refused(alice: Identity, signature: str) -> None:
+async def test_malformed_signature_is_refused(alice: Identity, signature: str) -> None:
     headers = sign_request(alice, "GET", PATH, b"", timestamp=NOW * 1000)
     headers[SIGNATURE_HEADER] = signature
     with pytest.raises(AuthError, match="signature"):
-        Verifier().verify("GET", PATH, b"", headers, now=NOW)
+        await Verifier().verify("GET", PATH, b"", headers, now=NOW)
 
 
-def test_malformed_timestamp_is_refused(alice: Identity) -> None:
+async def test_malformed_timestamp_is_refused(alice: Identity) -> None:
     headers = sign_request(alice, "GET", PATH, b"", timestamp=NOW * 1000)
     headers[TIMESTAMP_HEADER] = "yesterday"
     with pytest.raises(AuthError, match="malformed timestamp"):
-        Verifier().verify("GET", PATH, b"", headers, now=NOW)
+        await Verifier().verify("GET", PATH, b"", headers, now=NOW)
 
 
-def test_seen_signatures_are_forgotten_once_stale(alice: Identity) -> None:
+async def test_seen_signatures_are_forgotten_once_stale(alice: Identity) -> None:
     verifier = Verifier(window_s=60)
     for i in range(50):
         headers = sign_request(alice, "GET", PATH, b"", timestamp=(NOW + i) * 1000)
-        verifier.verify("GET", PATH, b"", headers, now=NOW + i)
+        await verifier.verify("GET", PATH, b"", headers, now=NOW + i)
     assert len(verifier) == 50
     headers = sign_request(alice, "GET", PATH, b"", timestamp=(NOW + 200) * 1000)
-    verifier.verify("GET", PATH, b"", headers, now=NOW + 200)
+    await verifier.verify("GET", PATH, b"", headers, now=NOW + 200)
     assert len(verifier) == 1
