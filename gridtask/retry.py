@@ -93,8 +93,12 @@ class Policy:
         ``on_give_up(last_failure)``, if given, is awaited once the deadline has passed and its
         value returned; otherwise the last failure is raised."""
         retrying = self._retrying(self.deadline(deadline=deadline, timeout=timeout), stop, reraise=False)
+
+        async def attempt() -> T:  # tenacity awaits only what it sees is a coroutine function
+            return await fn()
+
         try:
-            return await retrying(fn)
+            return await retrying(attempt)
         except tenacity.RetryError as gave_up:
             last = gave_up.last_attempt.exception()
             assert last is not None

@@ -42,6 +42,12 @@ async def test_retries_a_transient_failure_until_it_succeeds() -> None:
     assert flaky.calls == 4
 
 
+async def test_a_lambda_returning_a_coroutine_is_awaited() -> None:
+    flaky = Flaky(2, ChainUnreachable("down"), value=42)
+    assert await FAST.call(lambda: flaky(), timeout=5) == 42
+    assert flaky.calls == 3
+
+
 async def test_a_failure_the_policy_does_not_retry_is_raised_at_once() -> None:
     flaky = Flaky(3, TransactionReverted("tasks: zero fee"))
     with pytest.raises(TransactionReverted, match="zero fee"):

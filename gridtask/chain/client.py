@@ -1,44 +1,66 @@
 """Async access to the ``TaskNetwork`` contract on any EVM JSON-RPC chain.
 
-One ``ChainClient`` sends transactions from one account. Transactions are signed
-locally (eth-account on coincurve), nonces are counted locally so that a burst of
-calls needs no round trip each, and a send that fails because the chain is
-unreachable is retried with the same signed bytes, so it can never happen twice.
+One ``ChainClient`` sends transactions from one account, through typed methods
+(``create_task``, ``submit_score``, ...), each with the gas limit its worst case needs.
+Transactions are signed locally (eth-account on coincurve) and nonces are counted
+locally, so that a burst of calls needs no round trip each. Every wait and retry goes
+through a named policy of ``gridtask.retry``:
+
+- a send that fails because the chain is unreachable is retried with the same signed
+  bytes, so it can never happen twice;
+- a send refused because the nonce was taken (another process using the same key, or
+  a replacement it cannot outbid) is signed afresh with the account's next free nonce,
+  with jitter, so two processes sharing a key never wedge each other;
+- a sent transaction that vanishes is sent again: with the same bytes while its nonce
+  is still free (dropped from the pool, or from a block that a reorg removed), signed
+  afresh once another transaction has taken its nonce (then it can never run).
+
+Log searches start at the contract's deployment block (from the config, or found once
+by bisecting ``eth_getCode`` and cached) and ask for the widest block range the
+provider accepts, halving it only when refused, so a lookup on a chain with millions of
+blocks costs a handful of requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3._utils.events import get_event_data
-from web3.exceptions import ContractLogicError, TransactionNotFound
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import TxReceipt
 
+from gridtask import retry
 from gridtask.chain import artifact
 from gridtask.chain.models import NodeInfo, TaskInfo
-from gridtask.exceptions import ChainError, TransactionReverted
+from gridtask.exceptions import ChainError, ChainUnreachable, TransactionReverted
 from gridtask.keys import Identity
 from gridtask.types import NodeStatus, TaskState
 
 log = logging.getLogger("gridtask.chain")
 
+#: Room for every call that does a bounded amount of work.
 GAS_LIMIT = 2_000_000
-# Calls that free a node also let it scan the queue (up to MAX_NODE_MODELS * QUEUE_SCAN tasks,
-# each possibly ended or moved): their worst case needs more room than the common case uses.
-SCANNING_CALLS = {"reportResultUploaded", "abortTask", "reportTaskError", "join", "resume", "takeQueuedTask"}
+#: Calls that free a node also let it scan the queue (up to MAX_NODE_MODELS * QUEUE_SCAN
+#: tasks, each possibly ended or moved): their worst case needs more room than the common case.
 SCANNING_GAS_LIMIT = 8_000_000
-MAX_LOG_RANGE = 5_000
 FEES_TTL_S = 5.0
 DEFAULT_TIP_WEI = 10**9
-RECEIPT_POLL_S = 0.02
+#: How long a sent transaction may go unseen (no receipt, unknown to the node) before it is re-sent.
+LOST_AFTER_S = 1.0
+#: How many times one call is signed afresh after its transaction was replaced.
+MAX_RESIGNS = 8
+
+#: A send refused because the nonce or the fees no longer fit: sign afresh, with jitter.
+RESIGN = retry.Policy("nonce taken", lambda exc: isinstance(exc, _Resign), first=0.02, factor=2.0, cap=0.5,
+                      jitter=0.1, budget=60.0)
 
 
 def to_bytes32(name: str) -> bytes:
@@ -53,35 +75,51 @@ def from_bytes32(raw: bytes) -> str:
     return bytes(raw).rstrip(b"\0").decode(errors="replace")
 
 
+def _b32(name: str | bytes) -> bytes:
+    return name if isinstance(name, bytes) else to_bytes32(name)
+
+
 @dataclass(frozen=True)
 class ChainEvent:
-    """One decoded contract event."""
+    """One decoded contract event.
+
+    ``removed`` is True when a reorg took the block that held it off the chain: the event
+    did not happen after all (the follower delivers it once more, marked so). A consumer
+    that re-reads the chain's state on each event needs nothing else; one that keeps a
+    record of events drops the one that was removed.
+    """
 
     name: str
     args: dict[str, Any]
     block_number: int
     transaction_hash: bytes
     log_index: int
+    block_hash: bytes = b""
+    removed: bool = False
 
     @property
     def commitment(self) -> bytes | None:
         value = self.args.get("commitment")
         return bytes(value) if value is not None else None
 
+    @property
+    def key(self) -> tuple[bytes, int]:
+        """What identifies this log: the same log in another block (after a reorg) is another."""
+        return (self.block_hash, self.log_index)
+
 
 class EventCodec:
-    """Decodes the contract's logs by topic, and builds topic filters."""
+    """Decodes the contract's logs by topic (web3's public ``process_log``), builds topic filters."""
 
-    def __init__(self, abi: list[dict[str, Any]], w3: AsyncWeb3) -> None:
-        self._codec = w3.codec
-        self._by_topic: dict[bytes, dict[str, Any]] = {}
+    def __init__(self, contract: Any) -> None:
+        self._by_topic: dict[bytes, Any] = {}
         self._topics: dict[str, bytes] = {}
-        for item in abi:
+        for item in contract.abi:
             if item.get("type") != "event":
                 continue
-            sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
-            topic = bytes(w3.keccak(text=sig))
-            self._by_topic[topic] = item
+            event = getattr(contract.events, item["name"])()
+            topic = bytes.fromhex(str(event.topic).removeprefix("0x"))
+            self._by_topic[topic] = event
             self._topics[item["name"]] = topic
 
     def topic(self, name: str) -> bytes:
@@ -89,21 +127,34 @@ class EventCodec:
 
     def decode(self, raw: Any) -> ChainEvent | None:
         topics = raw["topics"]
-        abi = self._by_topic.get(bytes(topics[0])) if topics else None
-        if abi is None:
+        event = self._by_topic.get(bytes(topics[0])) if topics else None
+        if event is None:
             return None
-        data = get_event_data(self._codec, abi, raw)
+        data = event.process_log(raw)
         return ChainEvent(
-            name=abi["name"],
+            name=data["event"],
             args=dict(data["args"]),
             block_number=int(raw["blockNumber"]),
             transaction_hash=bytes(raw["transactionHash"]),
             log_index=int(raw["logIndex"]),
+            block_hash=bytes(raw.get("blockHash") or b""),
+            removed=bool(raw.get("removed", False)),
         )
 
 
+@dataclass
+class _Sent:
+    """One signed transaction in flight, and what is needed to send it again."""
+
+    function: str
+    tx: dict[str, Any]
+    raw: bytes
+    tx_hash: bytes
+    sent_at: float = field(default_factory=time.monotonic)
+
+
 class ChainClient:
-    """The contract as seen by one account: transactions, views and event decoding."""
+    """The contract as seen by one account: typed transactions and views, logs, events."""
 
     def __init__(
         self,
@@ -113,6 +164,7 @@ class ChainClient:
         *,
         request_timeout: float = 30.0,
         send_retry_s: float = 60.0,
+        deploy_block: int | None = None,
     ) -> None:
         self.rpc_url = rpc_url
         self.identity = identity
@@ -121,13 +173,15 @@ class ChainClient:
         # would ask eth_chainId before every call.
         self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}), middleware=[])
         self.contract = self.w3.eth.contract(address=self.address, abi=artifact.abi())
-        self.events = EventCodec(artifact.abi(), self.w3)
+        self.events = EventCodec(self.contract)
         self._account = Account.from_key(identity.private_key)
         self._send_retry_s = send_retry_s
         self._lock = asyncio.Lock()
         self._nonce: int | None = None
         self._chain_id: int | None = None
         self._fees: tuple[float, dict[str, int]] | None = None
+        self._deploy_block = deploy_block
+        self._log_range: int | None = None  # None: the provider has refused no range yet
 
     async def __aenter__(self) -> ChainClient:
         return self
@@ -138,81 +192,153 @@ class ChainClient:
     async def aclose(self) -> None:
         await self.w3.provider.disconnect()
 
+    @property
+    def account(self) -> str:
+        return to_checksum_address(self.identity.address)
+
     # ------------------------------------------------------------ low level
 
     async def rpc(self, awaitable_factory: Any, what: str) -> Any:
-        """Run one RPC, turning transport failures into a ChainError that names the URL."""
+        """Run one RPC: a revert becomes ``TransactionReverted``, an error answer ``ChainError``,
+        no answer at all ``ChainUnreachable`` (naming the URL)."""
         try:
             return await awaitable_factory()
         except ContractLogicError as exc:
             raise TransactionReverted(_reason(exc), function=what) from exc
         except (ChainError, TransactionNotFound):
             raise
+        except Web3RPCError as exc:
+            raise ChainError(f"{what} refused by {self.rpc_url}: {_message(exc)}") from exc
         except Exception as exc:  # aiohttp, timeouts, refused connections...
-            raise ChainError(f"chain unreachable at {self.rpc_url} ({what}): {exc!r}") from exc
+            raise ChainUnreachable(f"chain unreachable at {self.rpc_url} ({what}): {exc!r}") from exc
 
     async def block_number(self) -> int:
         return int(await self.rpc(lambda: self.w3.eth.block_number, "eth_blockNumber"))
 
+    async def block_hash(self, number: int) -> bytes | None:
+        """The hash of block ``number`` on the chain as it is now (None above the head)."""
+        try:
+            block = await self.rpc(lambda: self.w3.eth.get_block(number), "eth_getBlockByNumber")
+        except ChainError:
+            return None
+        return bytes(block["hash"]) if block else None
+
     async def get_logs(self, from_block: int, to_block: int, topics: list[Any] | None = None) -> list[ChainEvent]:
+        """One ``eth_getLogs`` of this contract's logs (a provider may refuse a wide range)."""
         params: dict[str, Any] = {"address": self.address, "fromBlock": from_block, "toBlock": to_block}
         if topics:
             params["topics"] = topics
         raw = await self.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")  # type: ignore[arg-type]
         return [e for e in (self.events.decode(r) for r in raw) if e is not None]
 
-    async def find_logs(self, topics: list[Any], *, from_block: int = 0, first: bool = False) -> list[ChainEvent]:
-        """Search the whole chain in ranges that RPC providers accept; with ``first``,
-        newest ranges first and stop at the first match."""
-        head = await self.block_number()
-        ranges = [(lo, min(lo + MAX_LOG_RANGE - 1, head)) for lo in range(from_block, head + 1, MAX_LOG_RANGE)]
+    async def find_logs(self, topics: list[Any], *, from_block: int | None = None,
+                        first: bool = False) -> list[ChainEvent]:
+        """Search from the deployment block (or ``from_block``) to the head; with ``first``,
+        newest blocks first, stopping at the first range with a match."""
+        lo = await self.deployment_block() if from_block is None else from_block
+        hi = await self.block_number()
         found: list[ChainEvent] = []
-        for lo, hi in reversed(ranges) if first else ranges:
-            events = await self.get_logs(lo, hi, topics)
-            if first and events:
-                return events
-            found += events
+        while lo <= hi:
+            span = hi - lo + 1 if self._log_range is None else min(self._log_range, hi - lo + 1)
+            a, b = (hi - span + 1, hi) if first else (lo, lo + span - 1)
+            try:
+                events = await self.get_logs(a, b, topics)
+            except ChainUnreachable:
+                raise
+            except ChainError as exc:  # the provider refused the range: halve it and remember
+                if span == 1:
+                    raise
+                self._log_range = max(1, span // 2)
+                log.info("eth_getLogs over %d blocks refused (%s); trying %d", span, exc, self._log_range)
+                continue
+            if first:
+                if events:
+                    return events
+                hi = a - 1
+            else:
+                found += events
+                lo = b + 1
         return found
 
-    async def transact(self, function: str, *args: Any, value: int = 0) -> TxReceipt:
-        """Send one transaction and wait for it; a revert raises ``TransactionReverted``."""
-        async with self._lock:
-            raw, tx = await self._sign(function, args, value)
-            try:
-                tx_hash = await self._send(raw, function)
-            except _Underpriced:  # the base fee moved since we priced: price afresh, once
-                self._fees = None
-                raw, tx = await self._sign(function, args, value)
-                tx_hash = await self._send(raw, function)
-            except _StaleNonce:  # the account was used elsewhere: count afresh, once
-                self._nonce = None
-                raw, tx = await self._sign(function, args, value)
-                tx_hash = await self._send(raw, function)
-            self._nonce = tx["nonce"] + 1
+    async def deployment_block(self) -> int:
+        """The block the contract was deployed in: from the config, else found once by bisecting
+        ``eth_getCode`` (about log2(head) requests) and kept."""
+        if self._deploy_block is None:
+            cached = _DEPLOY_BLOCKS.get((self.rpc_url, self.address))
+            self._deploy_block = cached if cached is not None else await self._bisect_deploy_block()
+            _DEPLOY_BLOCKS[(self.rpc_url, self.address)] = self._deploy_block
+        return self._deploy_block
+
+    async def _bisect_deploy_block(self) -> int:
+        async def has_code(block: int) -> bool:
+            code = await self.rpc(lambda: self.w3.eth.get_code(self.address, block), "eth_getCode")
+            return len(code) > 0
+
+        lo, hi = 0, await self.block_number()
+        if not await has_code(hi):
+            raise ChainError(f"no contract at {self.address} on {self.rpc_url}: check the configured address")
         try:
-            receipt = await self._wait(tx_hash, function)
-        except ChainError:
-            self._nonce = None  # it may have been dropped: never queue behind a gap
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if await has_code(mid):
+                    hi = mid
+                else:
+                    lo = mid + 1
+        except ChainUnreachable:
             raise
+        except ChainError:  # a node without archive state cannot answer for old blocks
+            log.info("cannot read old state at %s; searching logs from block %d", self.rpc_url, hi)
+        return hi
+
+    # ------------------------------------------------------------ sending
+
+    async def transact(self, function: str, *args: Any, value: int = 0) -> TxReceipt:
+        """Deprecated string form, kept while call sites move to the typed methods below."""
+        gas = SCANNING_GAS_LIMIT if function in _SCANNING else GAS_LIMIT
+        return await self._transact(function, list(args), gas=gas, value=value)
+
+    async def _transact(self, function: str, args: list[Any], *, gas: int, value: int = 0) -> TxReceipt:
+        """Send one transaction and wait for its receipt; a revert raises ``TransactionReverted``."""
+        data = self.contract.encode_abi(function, args=args)
+        for _ in range(MAX_RESIGNS):
+            sent = await self._submit(function, data, gas, value)
+            receipt = await self._wait(sent)
+            if receipt is not None:
+                break
+            log.warning("%s: transaction 0x%s was replaced by another of this account; sending afresh",
+                        function, sent.tx_hash.hex()[:10])
+        else:
+            raise ChainError(f"{function}: replaced {MAX_RESIGNS} times by other transactions of "
+                             f"{self.account}; is another process using this key without pause?")
         if receipt["status"] != 1:
-            raise TransactionReverted(await self._revert_reason(tx, receipt), function=function)
+            raise TransactionReverted(await self._revert_reason(sent.tx, receipt), function=function)
         return receipt
 
-    async def _sign(self, function: str, args: Iterable[Any], value: int) -> tuple[bytes, dict[str, Any]]:
+    async def _submit(self, function: str, data: str, gas: int, value: int) -> _Sent:
+        """Sign with the next nonce and send; re-sign (jittered) while the nonce or fees do not fit."""
+        async with self._lock:
+            async for attempt in RESIGN.attempts(timeout=self._send_retry_s):
+                with attempt:
+                    sent = await self._sign(function, data, gas, value)
+                    await self._send_raw(sent)
+            self._nonce = sent.tx["nonce"] + 1
+            return sent
+
+    async def _sign(self, function: str, data: str, gas: int, value: int) -> _Sent:
         if self._chain_id is None:
             self._chain_id = int(await self.rpc(lambda: self.w3.eth.chain_id, "eth_chainId"))
         if self._nonce is None:
-            self._nonce = int(await self.rpc(
-                lambda: self.w3.eth.get_transaction_count(to_checksum_address(self.identity.address), "pending"),
-                "eth_getTransactionCount"))
-        data = self.contract.encode_abi(function, args=list(args))
-        gas = SCANNING_GAS_LIMIT if function in SCANNING_CALLS else GAS_LIMIT
+            self._nonce = await self._transaction_count("pending")
         tx = {
             "to": self.address, "data": data, "value": value, "gas": gas,
             "nonce": self._nonce, "chainId": self._chain_id, **await self._fees_now(),
         }
-        signed = self._account.sign_transaction(tx)
-        return bytes(signed.raw_transaction), tx
+        raw = bytes(self._account.sign_transaction(tx).raw_transaction)
+        return _Sent(function, tx, raw, bytes(self.w3.keccak(raw)))
+
+    async def _transaction_count(self, block: str) -> int:
+        return int(await self.rpc(lambda: self.w3.eth.get_transaction_count(self.account, block),  # type: ignore[arg-type]
+                                  "eth_getTransactionCount"))
 
     async def _fees_now(self) -> dict[str, int]:
         """EIP-1559 fees: up to twice the base fee plus the suggested tip (what is paid is the
@@ -233,35 +359,41 @@ class ChainClient:
             self._fees = (now, fees)
         return self._fees[1]
 
-    async def _send(self, raw: bytes, function: str) -> bytes:
-        """Send signed bytes; on a transport failure send the same bytes again (idempotent)."""
-        deadline = time.monotonic() + self._send_retry_s
-        tx_hash = bytes(self.w3.keccak(raw))
-        while True:
-            try:
-                return bytes(await self.w3.eth.send_raw_transaction(raw))
-            except Exception as exc:
-                text = str(exc).lower()
-                if "already known" in text:
-                    return tx_hash  # the first attempt got through before the failure
-                if "nonce too low" in text:
-                    if await self._known(tx_hash):
-                        return tx_hash  # the first attempt got through before the failure
-                    raise _StaleNonce(text) from exc
-                if "nonce" in text:
-                    self._nonce = None  # someone else used this account: resync next time
-                    raise ChainError(f"{function}: {exc}") from exc
-                if "insufficient funds" in text:
-                    self._nonce = None
-                    raise ChainError(
-                        f"{function}: account {self.identity.address} cannot pay for this transaction "
-                        f"(fee, stake or gas): fund it and try again") from exc
-                if "fee" in text or "underpriced" in text:
-                    raise _Underpriced(text) from exc
-                if isinstance(exc, ContractLogicError) or time.monotonic() > deadline:
-                    raise ChainError(f"chain unreachable at {self.rpc_url} ({function}): {exc!r}") from exc
-                log.warning("send %s failed (%r); retrying", function, exc)
-                await asyncio.sleep(0.5)
+    async def _send_raw(self, sent: _Sent) -> None:
+        """Send signed bytes; a transport failure sends the same bytes again (idempotent)."""
+        await retry.CHAIN_UNREACHABLE.call(lambda: self._send_once(sent), timeout=self._send_retry_s)
+
+    async def _send_once(self, sent: _Sent) -> None:
+        try:
+            await self.w3.eth.send_raw_transaction(sent.raw)
+            return
+        except Exception as exc:
+            text = _message(exc).lower()
+            if "already known" in text or "already imported" in text:
+                return  # an earlier try got through before the failure
+            if "nonce too low" in text or "nonce has already been used" in text:
+                if await self._known(sent.tx_hash):
+                    return  # an earlier try got through before the failure
+                self._nonce = None  # another transaction of this account took it: count afresh
+                raise _Resign(text) from exc
+            if "replacement" in text or "already in the pool" in text:
+                # Another transaction of this account waits with this nonce: take the next one.
+                self._nonce = max(await self._transaction_count("pending"), sent.tx["nonce"] + 1)
+                raise _Resign(text) from exc
+            if "insufficient funds" in text:
+                self._nonce = None
+                raise ChainError(
+                    f"{sent.function}: account {self.identity.address} cannot pay for this transaction "
+                    f"(fee, stake or gas): fund it and try again") from exc
+            if "underpriced" in text or "fee" in text:
+                self._fees = None  # the base fee moved since we priced: price afresh
+                raise _Resign(text) from exc
+            if "nonce" in text:
+                self._nonce = None
+                raise ChainError(f"{sent.function}: {_message(exc)}") from exc
+            if isinstance(exc, ContractLogicError | Web3RPCError):
+                raise ChainError(f"{sent.function} refused by {self.rpc_url}: {_message(exc)}") from exc
+            raise ChainUnreachable(f"chain unreachable at {self.rpc_url} ({sent.function}): {exc!r}") from exc
 
     async def _known(self, tx_hash: bytes) -> bool:
         try:
@@ -270,20 +402,38 @@ class ChainClient:
         except Exception:
             return False
 
-    async def _wait(self, tx_hash: bytes, function: str) -> TxReceipt:
-        deadline = time.monotonic() + self._send_retry_s
-        delay = RECEIPT_POLL_S
-        while True:
+    async def _wait(self, sent: _Sent) -> TxReceipt | None:
+        """The receipt; None when another transaction took this one's nonce (it can never run)."""
+        checked = time.monotonic()
+
+        async def poll() -> TxReceipt | None:
+            nonlocal checked
             try:
-                return await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                return await self.rpc(lambda: self.w3.eth.get_transaction_receipt(sent.tx_hash),  # type: ignore[arg-type]
+                                      "eth_getTransactionReceipt")
             except TransactionNotFound:
-                pass
-            except Exception as exc:
-                log.warning("receipt of %s unavailable (%r); retrying", function, exc)
-            if time.monotonic() > deadline:
-                raise ChainError(f"{function}: no receipt for 0x{tx_hash.hex()} within {self._send_retry_s:.0f}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+                if time.monotonic() - checked < LOST_AFTER_S:
+                    raise
+                checked = time.monotonic()
+                if await self._known(sent.tx_hash):
+                    raise
+                # Unknown to the node: dropped from the pool or from a reorged block, or replaced.
+                if await self._transaction_count("latest") > sent.tx["nonce"]:
+                    try:  # its nonce is taken; a receipt may have landed meanwhile
+                        return await self.w3.eth.get_transaction_receipt(sent.tx_hash)  # type: ignore[arg-type]
+                    except TransactionNotFound:
+                        return None
+                log.info("%s: transaction 0x%s lost; sending it again", sent.function, sent.tx_hash.hex()[:10])
+                with contextlib.suppress(_Resign):  # another one holds the nonce for now: wait for it
+                    await self._send_raw(sent)
+                raise
+
+        try:
+            return await retry.RECEIPT_WAIT.call(poll, timeout=self._send_retry_s)
+        except (TransactionNotFound, ChainUnreachable) as exc:
+            self._nonce = None  # it may have been dropped: never queue behind a gap
+            raise ChainError(f"{sent.function}: no receipt for 0x{sent.tx_hash.hex()} within "
+                             f"{self._send_retry_s:.0f}s ({exc})") from exc
 
     async def _revert_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> str:
         call = {k: tx[k] for k in ("to", "data", "value")} | {"from": self.identity.address}
@@ -295,14 +445,93 @@ class ChainClient:
             pass
         return "reverted (reason unavailable)"
 
+    # ------------------------------------------------------------ transactions: applications
+
+    async def create_task(
+        self, *, task_type: int, commitment: bytes, nonce: bytes, models: Sequence[str | bytes],
+        min_vram: int, required_gpu: str | bytes, params_hash: bytes, task_size: int, timeout: int, fee: int,
+    ) -> TxReceipt:
+        """Create a task, paying ``fee`` into escrow; selects a node or queues it (flat gas)."""
+        gpu = _b32(required_gpu) if required_gpu else bytes(32)
+        return await self._transact(
+            "createTask", [int(task_type), commitment, nonce, [_b32(m) for m in models], min_vram, gpu,
+                           params_hash, task_size, timeout], gas=GAS_LIMIT, value=fee)
+
+    async def validate_single_task(self, commitment: bytes, sampling_proof: bytes = b"") -> TxReceipt:
+        """The creator accepts the node's score."""
+        return await self._transact("validateSingleTask", [commitment, sampling_proof], gas=GAS_LIMIT)
+
+    async def cancel_task(self, commitment: bytes) -> TxReceipt:
+        """The creator takes back a task still in the queue."""
+        return await self._transact("cancelTask", [commitment], gas=GAS_LIMIT)
+
+    async def abort_task(self, commitment: bytes, reason: str) -> TxReceipt:
+        """End a task whose stage deadline passed (creator) or that its node gives up; frees the
+        node, which may then take queued work: scanning room."""
+        return await self._transact("abortTask", [commitment, reason[:64]], gas=SCANNING_GAS_LIMIT)
+
+    async def withdraw(self) -> TxReceipt:
+        """Take out everything ``balanceOf`` owes this account."""
+        return await self._transact("withdraw", [], gas=GAS_LIMIT)
+
+    async def withdraw_to(self, recipient: str) -> TxReceipt:
+        """Pay what this account is owed to ``recipient`` (an account that can receive ether,
+        when this one is a contract without a payable fallback)."""
+        return await self._transact("withdrawTo", [to_checksum_address(recipient)], gas=GAS_LIMIT)
+
+    # ------------------------------------------------------------ transactions: nodes
+
+    async def join(self, *, gpu: str | bytes, vram: int, models: Sequence[str | bytes], public_key: bytes,
+                   version: int, stake: int) -> TxReceipt:
+        """Register with a stake; an idle node takes queued work at once: scanning room."""
+        return await self._transact(
+            "join", [_b32(gpu), vram, [_b32(m) for m in models], public_key, version],
+            gas=SCANNING_GAS_LIMIT, value=stake)
+
+    async def pause(self) -> TxReceipt:
+        """Take no new work: at once when idle, when the current task ends when busy."""
+        return await self._transact("pause", [], gas=GAS_LIMIT)
+
+    async def resume(self) -> TxReceipt:
+        """Back to idle, taking queued work: scanning room."""
+        return await self._transact("resume", [], gas=SCANNING_GAS_LIMIT)
+
+    async def quit(self) -> TxReceipt:
+        return await self._transact("quit", [], gas=GAS_LIMIT)
+
+    async def take_queued_task(self) -> bool:
+        """Claim the best-paying queued task this idle node can run; True if one started."""
+        receipt = await self._transact("takeQueuedTask", [], gas=SCANNING_GAS_LIMIT)
+        return any(e.name == "TaskStarted" and e.args.get("node") == self.account
+                   for e in self.decode_receipt(receipt))
+
+    async def submit_score(self, commitment: bytes, score: bytes, result_hash: bytes) -> TxReceipt:
+        """Commit the result's score and the hash of its ciphertext."""
+        return await self._transact("submitScore", [commitment, score, result_hash], gas=GAS_LIMIT)
+
+    async def report_task_error(self, commitment: bytes, code: int) -> TxReceipt:
+        """The task's parameters cannot run (refund); frees the node: scanning room."""
+        return await self._transact("reportTaskError", [commitment, int(code)], gas=SCANNING_GAS_LIMIT)
+
+    # ------------------------------------------------------------ transactions: the relay
+
+    async def report_result_uploaded(self, commitment: bytes) -> TxReceipt:
+        """The relay holds the committed result: pay the node, which may then take queued work."""
+        return await self._transact("reportResultUploaded", [commitment], gas=SCANNING_GAS_LIMIT)
+
     # ------------------------------------------------------------ views
 
     async def call(self, function: str, *args: Any) -> Any:
+        """Deprecated string form of a view, kept while call sites move to the typed views."""
+        return await self._view(function, *args)
+
+    async def _view(self, function: str, *args: Any) -> Any:
         fn = getattr(self.contract.functions, function)(*args)
         return await self.rpc(lambda: fn.call(), function)
 
     async def get_task(self, commitment: bytes) -> TaskInfo | None:
-        creator, node, fee, state, deadline, timeout, score, result_hash = await self.call("getTask", commitment)
+        """The task under its key on chain (``gridtask.crypto.task_key``); None if there is none."""
+        creator, node, fee, state, deadline, timeout, score, result_hash = await self._view("getTask", commitment)
         if int(state) == 0:
             return None
         return TaskInfo(
@@ -312,7 +541,7 @@ class ChainClient:
         )
 
     async def get_node(self, address: str) -> NodeInfo | None:
-        status, stake, gpu, vram, public_key, version = await self.call("getNode", to_checksum_address(address))
+        status, stake, gpu, vram, public_key, version = await self._view("getNode", to_checksum_address(address))
         if int(status) == 0:
             return None
         return NodeInfo(
@@ -320,21 +549,62 @@ class ChainClient:
             gpu=from_bytes32(gpu), vram=int(vram), public_key=bytes(public_key), version=int(version),
         )
 
+    async def get_node_models(self, address: str) -> list[str]:
+        return [from_bytes32(m) for m in await self._view("getNodeModels", to_checksum_address(address))]
+
     async def balance_of(self, address: str | None = None) -> int:
-        return int(await self.call("balanceOf", to_checksum_address(address or self.identity.address)))
+        return int(await self._view("balanceOf", to_checksum_address(address or self.identity.address)))
 
-    # ------------------------------------------------------------ relay's one transaction
+    async def model_node_count(self, model: str | bytes) -> int:
+        """How many registered nodes serve ``model``."""
+        return int(await self._view("model_node_count", _b32(model)))
 
-    async def report_result_uploaded(self, commitment: bytes) -> None:
-        await self.transact("reportResultUploaded", commitment)
+    async def queued_count(self) -> int:
+        return int(await self._view("queuedCount"))
+
+    async def nonce_used(self, nonce: bytes, creator: str | None = None) -> bool:
+        """Whether ``creator`` (this account by default) has used ``nonce`` already."""
+        return bool(await self._view("nonce_used", to_checksum_address(creator or self.account), nonce))
+
+    async def pause_requested(self, address: str | None = None) -> bool:
+        """Whether a busy node asked to pause when its task ends."""
+        return bool(await self._view("pauseRequested", to_checksum_address(address or self.account)))
+
+    async def min_stake(self) -> int:
+        return int(await self._view("min_stake"))
+
+    async def timeout_bounds(self) -> tuple[int, int]:
+        """The stage timeouts the contract accepts: (min, max) seconds."""
+        return int(await self._view("min_timeout")), int(await self._view("max_timeout"))
+
+    async def relay_address(self) -> str:
+        return to_checksum_address(await self._view("relay"))
+
+    def decode_receipt(self, receipt: TxReceipt) -> list[ChainEvent]:
+        """The contract's events in one receipt."""
+        return [e for e in (self.events.decode(r) for r in receipt["logs"]
+                            if to_checksum_address(r["address"]) == self.address) if e is not None]
 
 
-class _StaleNonce(ChainError):
-    """Our nonce was used by another transaction of this account: re-sign with a fresh one."""
+# Only for the deprecated string form: the typed methods name their gas beside them.
+_SCANNING = {"reportResultUploaded", "abortTask", "reportTaskError", "join", "resume", "takeQueuedTask"}
+# Deployment blocks found by bisection, per (RPC URL, contract): found once per process.
+_DEPLOY_BLOCKS: dict[tuple[str, str], int] = {}
 
 
-class _Underpriced(ChainError):
-    """The chain refused the fees offered (the base fee rose): re-sign with fresh fees."""
+class _Resign(ChainError):
+    """The chain refused the nonce or the fees: sign again with fresh ones."""
+
+
+def _message(exc: BaseException) -> str:
+    """The text of a JSON-RPC error (web3 keeps it in ``args[0]['message']`` or ``message``)."""
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and message:
+        return message
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, dict) and "message" in first:
+        return str(first["message"])
+    return str(exc)
 
 
 def _reason(exc: ContractLogicError) -> str:
