@@ -10,7 +10,7 @@ import pytest
 from gridtask.node.executors.base import Executor, ExecutorSet, InvalidTaskParameters
 from gridtask.node.executors.echo import ECHO, EchoExecutor
 from gridtask.node.executors.embed import MAX_TEXTS, MINILM, EmbedExecutor, minilm_path
-from gridtask.node.executors.llm import LocalLLMExecutor
+from gridtask.node.executors.llm import DEFAULT_MAX_TOKENS, EMPTY_ANSWER, LocalLLMExecutor
 from gridtask.node.executors.tiny_llm import MARKER_FILE, TINY_LLM, build_tiny_llm
 from gridtask.types import TaskErrorCode, TaskType
 from gridtask.workflows import Step, Workflow
@@ -176,7 +176,14 @@ async def test_llm_answer_is_never_empty(llm: LocalLLMExecutor, prompt: str) -> 
 
 @pytest.mark.slow
 async def test_llm_uses_the_default_max_tokens(llm: LocalLLMExecutor) -> None:
-    assert (await llm.run(TINY_LLM, {"prompt": "Once upon a time"}))["text"]
+    prompt = "Once upon a time"
+    default = await llm.run(TINY_LLM, {"prompt": prompt})
+    lengths = {n: await llm.run(TINY_LLM, {"prompt": prompt, "max_tokens": n}) for n in
+               (DEFAULT_MAX_TOKENS - 1, DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS + 1)}
+    # The model does not stop early on this prompt, so one token more or less is another text...
+    assert len({r["text"] for r in lengths.values()}) == 3, lengths
+    # ...and the answer without max_tokens is exactly the one of DEFAULT_MAX_TOKENS tokens.
+    assert default == lengths[DEFAULT_MAX_TOKENS]
 
 
 @pytest.mark.parametrize(
@@ -235,9 +242,18 @@ async def test_llm_blank_decoding_falls_back_to_the_token_strings(
 ) -> None:
     executor = LocalLLMExecutor(TINY_LLM, tiny_llm_dir)
     executor.load()
-    monkeypatch.setattr(executor._tokenizer, "decode", lambda *args, **kwargs: " \n")
+    decoded: list[list[int]] = []
+
+    def blank(ids: list[int], **kwargs: object) -> str:
+        decoded.append(list(ids))
+        return " \n"
+
+    monkeypatch.setattr(executor._tokenizer, "decode", blank)
     first = await executor.run(TINY_LLM, {"prompt": "hello", "max_tokens": 3})
-    assert first["text"].strip()
+    (ids,) = decoded
+    tokens = executor._tokenizer.convert_ids_to_tokens(ids)
+    assert ids and first == {"text": " ".join(str(t) for t in tokens)}
+    assert first["text"] != EMPTY_ANSWER
     assert first == await executor.run(TINY_LLM, {"prompt": "hello", "max_tokens": 3})
 
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
+
 import gridtask.sdk as sdk
+
+PUBLIC_NAMES = [
+    "Client", "ClientState", "Model", "NoNodeWarning", "Simple", "SyncClient", "Task",
+    "TaskHandle", "TaskResult", "TaskState", "TaskType", "parse_task_id",
+]
 
 
 def test_public_names_are_exactly_these() -> None:
-    assert sdk.__all__ == sorted(sdk.__all__)
-    assert set(sdk.__all__) == {
-        "Client", "ClientState", "Model", "NoNodeWarning", "Simple", "SyncClient", "Task",
-        "TaskHandle", "TaskResult", "TaskState", "TaskType", "parse_task_id",
-    }
-    for name in sdk.__all__:
-        assert getattr(sdk, name) is not None
+    """``__all__`` is these names, sorted; the package exposes nothing else without an
+    underscore (a stray import would become API by accident); ``import *`` gives them."""
+    assert sdk.__all__ == PUBLIC_NAMES
+    exposed = {name for name, value in vars(sdk).items() if not name.startswith("_") and not inspect.ismodule(value)}
+    assert exposed == set(PUBLIC_NAMES)
+    star: dict[str, object] = {}
+    exec("from gridtask.sdk import *", star)
+    assert set(star) - {"__builtins__"} == set(PUBLIC_NAMES)
 
 
 def test_task_states_mirror_the_contract() -> None:
