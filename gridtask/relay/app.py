@@ -85,8 +85,18 @@ class _Refused(Exception):
         super().__init__(error)
 
 
-def _error(status: int, error: str) -> JSONResponse:
-    return JSONResponse({"error": error}, status_code=status)
+def _error(status: int, error: str, request: Request | None = None) -> JSONResponse:
+    response = JSONResponse({"error": error}, status_code=status)
+    if request is not None and _body_left_unread(request):
+        # Refused before its body was read: close, rather than read and discard the rest.
+        response.headers["Connection"] = "close"
+    return response
+
+
+def _body_left_unread(request: Request) -> bool:
+    declared = request.headers.get("content-length", "0")
+    has_body = "transfer-encoding" in request.headers or (declared.isdigit() and int(declared) > 0)
+    return has_body and not getattr(request.state, "body_read", False)
 
 
 def _parse_commitment(text: str) -> tuple[bytes, str]:
@@ -229,6 +239,7 @@ class _Relay:
                 raise too_large
             digest.update(chunk)
             chunks.append(chunk)
+        request.state.body_read = True
         call.check_body(digest.hexdigest())
         await self.verifier.accept(call)
         return _Call(commitment, hex_id, task, b"".join(chunks))
@@ -342,11 +353,11 @@ async def _health(request: Request) -> Response:
 
 
 async def _on_refused(request: Request, exc: _Refused) -> Response:
-    return _error(exc.status, exc.error)
+    return _error(exc.status, exc.error, request)
 
 
 async def _on_auth_error(request: Request, exc: AuthError) -> Response:
-    return _error(401, exc.detail)
+    return _error(401, exc.detail, request)
 
 
 async def _on_chain_error(request: Request, exc: Exception) -> Response:

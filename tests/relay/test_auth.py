@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+from pathlib import Path
+
 import pytest
 
 from gridtask.keys import Identity
@@ -11,6 +15,7 @@ from gridtask.relay.auth import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     AuthError,
+    ReplayJournal,
     Verifier,
     sign_request,
 )
@@ -35,6 +40,7 @@ async def test_headers_are_address_timestamp_and_hex_signature(alice: Identity) 
     assert headers[TIMESTAMP_HEADER] == str(NOW * 1000)
     assert headers[SIGNATURE_HEADER].startswith("0x")
     assert len(headers[SIGNATURE_HEADER]) == 2 + 130
+    assert headers[CONTENT_HEADER] == hashlib.sha256(b"").hexdigest()
 
 
 async def test_lowercase_header_names_are_accepted(alice: Identity) -> None:
@@ -133,3 +139,41 @@ async def test_seen_signatures_are_forgotten_once_stale(alice: Identity) -> None
     headers = sign_request(alice, "GET", PATH, b"", timestamp=(NOW + 200) * 1000)
     await verifier.verify("GET", PATH, b"", headers, now=NOW + 200)
     assert len(verifier) == 1
+
+
+# -- the replay journal: accepted calls survive a restart --------------------------------
+
+
+async def test_a_new_verifier_on_the_same_journal_refuses_the_replay(alice: Identity, tmp_path: Path) -> None:
+    now = time.time()
+    headers = sign_request(alice, "GET", PATH, b"", timestamp=int(now * 1000))
+    await Verifier(journal=ReplayJournal(tmp_path / "journal")).verify("GET", PATH, b"", headers, now=now)
+    restarted = Verifier(journal=ReplayJournal(tmp_path / "journal"))
+    with pytest.raises(AuthError, match="replayed signature"):
+        restarted.check_headers("GET", PATH, headers, now=now + 1)
+
+
+async def test_journal_load_drops_expired_and_torn_records(alice: Identity, tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    now = time.time()
+    verifier = Verifier(window_s=60, journal=ReplayJournal(path))
+    for i in range(3):
+        headers = sign_request(alice, "GET", PATH, b"", timestamp=int((now - 100 + i * 50) * 1000))
+        await verifier.verify("GET", PATH, b"", headers, now=now - 100 + i * 50)
+    verifier.close()
+    with open(path, "ab") as journal:
+        journal.write(b"\x01" * 17)  # a record cut short by a crash
+    live = ReplayJournal(path).load(int(now * 1000))
+    assert len(live) == 2  # the call from 100 s ago has left the window; the torn tail is ignored
+    assert path.stat().st_size == 2 * ReplayJournal.RECORD  # rewritten with the live records only
+
+
+async def test_accepting_twice_is_a_replay_even_between_check_and_accept(alice: Identity) -> None:
+    """Two copies of one call both pass check_headers while in flight; only one is accepted."""
+    verifier = Verifier()
+    headers = sign_request(alice, "GET", PATH, b"", timestamp=NOW * 1000)
+    first = verifier.check_headers("GET", PATH, headers, now=NOW)
+    second = verifier.check_headers("GET", PATH, headers, now=NOW)
+    await verifier.accept(first, now=NOW)
+    with pytest.raises(AuthError, match="replayed signature"):
+        await verifier.accept(second, now=NOW)
