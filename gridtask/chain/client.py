@@ -34,7 +34,7 @@ from typing import Any
 from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import TxReceipt
 
 from gridtask import retry
@@ -57,6 +57,8 @@ DEFAULT_TIP_WEI = 10**9
 LOST_AFTER_S = 1.0
 #: How many times one call is signed afresh after its transaction was replaced.
 MAX_RESIGNS = 8
+#: Our latest transactions kept to send again if a reorg takes them off the chain.
+RECENT_KEPT = 64
 
 #: A send refused because the nonce or the fees no longer fit: sign afresh, with jitter.
 RESIGN = retry.Policy("nonce taken", lambda exc: isinstance(exc, _Resign), first=0.02, factor=2.0, cap=0.5,
@@ -182,6 +184,7 @@ class ChainClient:
         self._fees: tuple[float, dict[str, int]] | None = None
         self._deploy_block = deploy_block
         self._log_range: int | None = None  # None: the provider has refused no range yet
+        self._recent: dict[int, _Sent] = {}  # nonce -> our latest transactions, to fill gaps after reorgs
 
     async def __aenter__(self) -> ChainClient:
         return self
@@ -205,7 +208,7 @@ class ChainClient:
             return await awaitable_factory()
         except ContractLogicError as exc:
             raise TransactionReverted(_reason(exc), function=what) from exc
-        except (ChainError, TransactionNotFound):
+        except (ChainError, TransactionNotFound, BlockNotFound):
             raise
         except Web3RPCError as exc:
             raise ChainError(f"{what} refused by {self.rpc_url}: {_message(exc)}") from exc
@@ -215,11 +218,16 @@ class ChainClient:
     async def block_number(self) -> int:
         return int(await self.rpc(lambda: self.w3.eth.block_number, "eth_blockNumber"))
 
+    async def head(self) -> tuple[int, bytes, bytes]:
+        """The newest block: its number, hash and parent's hash (one request)."""
+        block = await self.rpc(lambda: self.w3.eth.get_block("latest"), "eth_getBlockByNumber")
+        return int(block["number"]), bytes(block["hash"]), bytes(block["parentHash"])
+
     async def block_hash(self, number: int) -> bytes | None:
         """The hash of block ``number`` on the chain as it is now (None above the head)."""
         try:
             block = await self.rpc(lambda: self.w3.eth.get_block(number), "eth_getBlockByNumber")
-        except ChainError:
+        except BlockNotFound:
             return None
         return bytes(block["hash"]) if block else None
 
@@ -322,6 +330,9 @@ class ChainClient:
                     sent = await self._sign(function, data, gas, value)
                     await self._send_raw(sent)
             self._nonce = sent.tx["nonce"] + 1
+            self._recent[sent.tx["nonce"]] = sent
+            while len(self._recent) > RECENT_KEPT:
+                del self._recent[min(self._recent)]
             return sent
 
     async def _sign(self, function: str, data: str, gas: int, value: int) -> _Sent:
@@ -415,10 +426,12 @@ class ChainClient:
                 if time.monotonic() - checked < LOST_AFTER_S:
                     raise
                 checked = time.monotonic()
+                mined = await self._transaction_count("latest")
                 if await self._known(sent.tx_hash):
+                    await self._fill_gap(mined, sent.tx["nonce"])
                     raise
                 # Unknown to the node: dropped from the pool or from a reorged block, or replaced.
-                if await self._transaction_count("latest") > sent.tx["nonce"]:
+                if mined > sent.tx["nonce"]:
                     try:  # its nonce is taken; a receipt may have landed meanwhile
                         return await self.w3.eth.get_transaction_receipt(sent.tx_hash)  # type: ignore[arg-type]
                     except TransactionNotFound:
@@ -426,6 +439,7 @@ class ChainClient:
                 log.info("%s: transaction 0x%s lost; sending it again", sent.function, sent.tx_hash.hex()[:10])
                 with contextlib.suppress(_Resign):  # another one holds the nonce for now: wait for it
                     await self._send_raw(sent)
+                await self._fill_gap(mined, sent.tx["nonce"])
                 raise
 
         try:
@@ -434,6 +448,26 @@ class ChainClient:
             self._nonce = None  # it may have been dropped: never queue behind a gap
             raise ChainError(f"{sent.function}: no receipt for 0x{sent.tx_hash.hex()} within "
                              f"{self._send_retry_s:.0f}s ({exc})") from exc
+
+    async def _fill_gap(self, mined: int, nonce: int) -> None:
+        """A transaction waits behind nonces that nothing fills (a reorg took transactions of this
+        account off the chain, and the chain did not put them back in its pool): send our own
+        transactions for those nonces again, or a no-op (0 wei to ourselves) where we have none."""
+        if mined >= nonce:
+            return
+        async with self._lock:
+            if await self._transaction_count("pending") > nonce:
+                return  # the nonces below are in the pool: it only has to mine them
+            for n in range(mined, nonce):
+                earlier = self._recent.get(n)
+                if earlier is None:
+                    tx = {"to": self.account, "value": 0, "gas": 21_000, "nonce": n, "chainId": self._chain_id,
+                          **await self._fees_now()}
+                    raw = bytes(self._account.sign_transaction(tx).raw_transaction)
+                    earlier = _Sent("no-op", tx, raw, bytes(self.w3.keccak(raw)))
+                log.warning("nonce %d of %s is missing (reorg?): sending %s again", n, self.account, earlier.function)
+                with contextlib.suppress(ChainError):
+                    await self._send_raw(earlier)
 
     async def _revert_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> str:
         call = {k: tx[k] for k in ("to", "data", "value")} | {"from": self.identity.address}

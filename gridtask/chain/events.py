@@ -5,6 +5,20 @@ The push path (``eth_subscribe`` to the contract's logs) makes a node or an
 application react within milliseconds; the poll path makes sure nothing is missed
 when the socket drops, the chain is unreachable for a while, or the process restarts
 (the cursor is saved to disk, so a restarted follower continues where it stopped).
+
+Reorgs. A chain may replace its newest blocks. The follower remembers the hash of each
+block it has read up to (and of every block that held an event it delivered); on each
+poll it checks that the block at its cursor is still on the chain, and if not, walks
+back to the newest block that still is and reads forward again from there. Every
+event it delivered from a block that is no longer on the chain is delivered once more
+with ``removed=True`` (an event pushed with ``removed`` by the node is handled the same
+way); the events of the new blocks are delivered as usual, including one that was
+removed and then included again (it is then in another block). Consumers that re-read
+the chain's state on each event (the node daemon, the SDK) need nothing else.
+
+With ``confirmations=N`` only events at least N blocks deep are delivered (the poll
+reads up to ``head - N``; a push then only wakes the poll), so a reorg shallower than
+N is never seen at all. The devnet uses 0.
 """
 
 from __future__ import annotations
@@ -20,17 +34,28 @@ from typing import Any
 import websockets
 from hexbytes import HexBytes
 
+from gridtask import retry
 from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.exceptions import ChainError
 
 log = logging.getLogger("gridtask.chain.events")
 
 MAX_BLOCK_RANGE = 5_000
-SEEN_KEEP_BLOCKS = 256
+#: How deep a reorg the follower can undo event by event (blocks); deeper ones are re-read.
+REORG_WINDOW = 256
+PUSH_SLOW_POLL_S = 1.0
+POLL_S = 0.05
+
+#: The poll: the chain may be away for a long while; retry until the follower stops.
+FOLLOW = retry.Policy("event poll", retry.chain_transient, first=0.2, cap=2.0, jitter=0.1)
+#: The push socket: reconnect on any failure until the follower stops.
+RECONNECT = retry.Policy("event push", lambda exc: isinstance(exc, Exception), first=0.2, cap=2.0, jitter=0.1,
+                         expected=(Exception,))
 
 
 class EventFollower:
-    """An async stream of the contract's events, each delivered once."""
+    """An async stream of the contract's events, each delivered once (and once more with
+    ``removed=True`` if a reorg takes it back)."""
 
     def __init__(
         self,
@@ -40,30 +65,45 @@ class EventFollower:
         from_block: int | None = None,
         cursor_path: Path | None = None,
         poll_interval: float | None = None,
+        confirmations: int = 0,
     ) -> None:
+        if confirmations < 0:
+            raise ValueError(f"confirmations must be 0 or more, got {confirmations}")
         self.client = client
         self.ws_url = ws_url
         self.cursor_path = cursor_path
+        self.confirmations = confirmations
         # With push notifications the poll is only a safety net.
-        self.poll_interval = poll_interval if poll_interval is not None else (1.0 if ws_url else 0.05)
-        self._cursor: int | None = self._load_cursor() if from_block is None else from_block - 1
+        self.poll_interval = poll_interval if poll_interval is not None else (PUSH_SLOW_POLL_S if ws_url else POLL_S)
+        self._cursor: int | None = None
+        self._hashes: dict[int, bytes] = {}  # block number -> hash, for blocks read up to or with events
+        if from_block is not None:
+            self._cursor = from_block - 1
+        else:
+            self._load_cursor()
         self._queue: asyncio.Queue[ChainEvent] = asyncio.Queue()
-        self._seen: dict[tuple[int, int], None] = {}
+        self._delivered: dict[tuple[bytes, int], ChainEvent] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> EventFollower:
         if self._cursor is None:
-            self._cursor = await self.client.block_number()
+            self._cursor = max(0, await self.client.block_number() - self.confirmations)
+            start = await self.client.block_hash(self._cursor)
+            if start is not None:  # so that a reorg of the very next blocks finds its fork here
+                self._hashes[self._cursor] = start
+        self._stopping.clear()
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="events-poll"))
         if self.ws_url:
             self._tasks.append(asyncio.create_task(self._push_loop(), name="events-push"))
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -97,61 +137,109 @@ class EventFollower:
     # ------------------------------------------------------------ polling
 
     async def poll_once(self) -> int:
-        """Fetch logs from the cursor to the head; returns how many events were new."""
-        head = await self.client.block_number()
+        """Undo what a reorg took back, then read logs from the cursor to ``head - confirmations``;
+        returns how many events were delivered (removals included). One request when nothing
+        happened, two for a new block."""
         assert self._cursor is not None
+        head, head_hash, parent_hash = await self.client.head()
         new = 0
-        while self._cursor < head:
-            to = min(head, self._cursor + MAX_BLOCK_RANGE)
-            for event in await self.client.get_logs(self._cursor + 1, to):
-                new += self._deliver(event)
-            self._cursor = to
+        mine = self._hashes.get(self._cursor)
+        unchanged = mine is None or (head, head_hash) == (self._cursor, mine) or (
+            (head, parent_hash) == (self._cursor + 1, mine))
+        if not unchanged:
+            new += await self._undo_reorg()
+        safe = head - self.confirmations
+        while self._cursor < safe:
+            lo, hi = self._cursor + 1, min(safe, self._cursor + MAX_BLOCK_RANGE)
+            top = head_hash if hi == head else await self.client.block_hash(hi)  # before the logs
+            events = await self.client.get_logs(lo, hi)
+            if top is None or any(e.block_number == hi and e.block_hash != top for e in events):
+                break  # the chain moved under us while reading: the next poll sorts it out
+            new += self._reconcile(lo, hi, events)
+            self._hashes[hi] = top
+            for e in events:
+                self._hashes[e.block_number] = e.block_hash
+            self._cursor = hi
+            self._prune()
             self._save_cursor()
         return new
 
+    async def _undo_reorg(self) -> int:
+        """If the block at the cursor is no longer on the chain, go back to the newest block
+        that is and deliver as removed every event delivered after it."""
+        assert self._cursor is not None
+        mine = self._hashes.get(self._cursor)
+        if mine is None or await self.client.block_hash(self._cursor) == mine:
+            return 0
+        fork = None
+        for number in sorted(self._hashes, reverse=True):
+            if number < self._cursor and await self.client.block_hash(number) == self._hashes[number]:
+                fork = number
+                break
+        if fork is None:
+            fork = max(0, self._cursor - REORG_WINDOW)
+            log.warning("reorg deeper than what is remembered below block %d: reading again from block %d",
+                        self._cursor, fork + 1)
+        log.info("reorg: blocks %d..%d replaced; reading again from block %d", fork + 1, self._cursor, fork + 1)
+        gone = [e for e in self._delivered.values() if e.block_number > fork]
+        for number in [n for n in self._hashes if n > fork]:
+            del self._hashes[number]
+        self._cursor = fork
+        self._save_cursor()
+        return sum(self._remove(e) for e in gone)
+
+    def _reconcile(self, lo: int, hi: int, events: list[ChainEvent]) -> int:
+        """Deliver the range's events; an event delivered earlier (pushed) from a block in this
+        range that the chain no longer holds is delivered as removed."""
+        keep = {e.key for e in events}
+        gone = [e for e in self._delivered.values() if lo <= e.block_number <= hi and e.key not in keep]
+        return sum(self._remove(e) for e in gone) + sum(self._deliver(e) for e in events)
+
     async def _poll_loop(self) -> None:
-        delay = self.poll_interval
-        while True:
+        while not self._stopping.is_set():
             try:
-                await self.poll_once()
-                delay = self.poll_interval
-            except ChainError as exc:
-                log.warning("chain unreachable while following events (%s); retrying", exc)
-                delay = min(max(delay * 2, 0.2), 2.0)
+                await FOLLOW.call(self.poll_once, deadline=float("inf"), stop=self._stopping)
+            except retry.Interrupted:
+                return
+            except ChainError as exc:  # an answer we cannot use: log it, poll again later
+                log.warning("following events: %s", exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
     # ------------------------------------------------------------ push
 
     async def _push_loop(self) -> None:
-        backoff = 0.2
-        while True:
+        while not self._stopping.is_set():
             try:
-                async with websockets.connect(self.ws_url, max_size=None) as ws:
-                    await ws.send(json.dumps({
-                        "jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
-                        "params": ["logs", {"address": self.client.address}],
-                    }))
-                    await ws.recv()  # the subscription ID
-                    self.connected.set()
-                    self._wake.set()  # catch up on what happened before the subscription
-                    backoff = 0.2
-                    async for message in ws:
-                        self._on_push(json.loads(message))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.connected.clear()
-                log.debug("event push connection lost (%r); reconnecting", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await RECONNECT.call(self._push_session, deadline=float("inf"), stop=self._stopping)
+            except retry.Interrupted:
+                return
+
+    async def _push_session(self) -> None:
+        """One subscription, until the socket closes (a failure raises, and is retried)."""
+        try:
+            async with websockets.connect(self.ws_url, max_size=None) as ws:
+                await ws.send(json.dumps({
+                    "jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                    "params": ["logs", {"address": self.client.address}],
+                }))
+                await ws.recv()  # the subscription ID
+                self.connected.set()
+                self._wake.set()  # catch up on what happened before the subscription
+                async for message in ws:
+                    self._on_push(json.loads(message))
+        finally:
+            self.connected.clear()
 
     def _on_push(self, message: dict[str, Any]) -> None:
         raw = message.get("params", {}).get("result")
-        if not raw or raw.get("removed"):
+        if not raw:
             return
-        log_entry = {
+        if self.confirmations:
+            self._wake.set()  # only the poll knows when an event is deep enough
+            return
+        event = self.client.events.decode({
             "topics": [HexBytes(t) for t in raw["topics"]],
             "data": HexBytes(raw["data"]),
             "blockNumber": int(raw["blockNumber"], 16),
@@ -160,35 +248,62 @@ class EventFollower:
             "address": raw["address"],
             "blockHash": HexBytes(raw["blockHash"]),
             "transactionIndex": int(raw["transactionIndex"], 16),
-        }
-        event = self.client.events.decode(log_entry)
-        if event is not None:
+            "removed": bool(raw.get("removed", False)),
+        })
+        if event is None:
+            return
+        if event.removed:
+            known = self._delivered.get(event.key)
+            if known is not None:
+                self._remove(known)
+        else:
             self._deliver(event)
 
     # ------------------------------------------------------------ shared
 
     def _deliver(self, event: ChainEvent) -> int:
-        key = (event.block_number, event.log_index)
-        if key in self._seen:
+        if event.key in self._delivered:
             return 0
-        self._seen[key] = None
-        if len(self._seen) > 4 * SEEN_KEEP_BLOCKS and self._cursor is not None:
-            floor = self._cursor - SEEN_KEEP_BLOCKS
-            self._seen = {k: None for k in self._seen if k[0] >= floor}
+        self._delivered[event.key] = event
         self._queue.put_nowait(event)
         return 1
 
-    def _load_cursor(self) -> int | None:
-        if self.cursor_path and self.cursor_path.exists():
-            try:
-                return int(self.cursor_path.read_text().strip())
-            except ValueError:
-                return None
-        return None
+    def _remove(self, event: ChainEvent) -> int:
+        """Take back a delivered event: the consumer sees it again, marked removed."""
+        if self._delivered.pop(event.key, None) is None:
+            return 0
+        self._queue.put_nowait(ChainEvent(
+            name=event.name, args=event.args, block_number=event.block_number,
+            transaction_hash=event.transaction_hash, log_index=event.log_index,
+            block_hash=event.block_hash, removed=True,
+        ))
+        return 1
+
+    def _prune(self) -> None:
+        """Forget what is too deep to be reorged (bounded memory)."""
+        assert self._cursor is not None
+        floor = self._cursor - REORG_WINDOW
+        if len(self._hashes) > 2 * REORG_WINDOW:
+            self._hashes = {n: h for n, h in self._hashes.items() if n >= floor}
+        if len(self._delivered) > 4 * REORG_WINDOW:
+            self._delivered = {k: e for k, e in self._delivered.items() if e.block_number >= floor}
+
+    def _load_cursor(self) -> None:
+        """``number`` or ``number hash`` (the hash lets a restarted follower notice a reorg)."""
+        if not (self.cursor_path and self.cursor_path.exists()):
+            return
+        parts = self.cursor_path.read_text().split()
+        try:
+            self._cursor = int(parts[0])
+            if len(parts) > 1:
+                self._hashes[self._cursor] = bytes.fromhex(parts[1])
+        except (ValueError, IndexError):
+            self._cursor = None
 
     def _save_cursor(self) -> None:
         if self.cursor_path and self._cursor is not None:
             self.cursor_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.cursor_path.with_suffix(".tmp")
-            tmp.write_text(str(self._cursor))
+            known = self._hashes.get(self._cursor)
+            tmp.write_text(f"{self._cursor} {known.hex()}" if known else str(self._cursor))
             tmp.replace(self.cursor_path)
