@@ -75,9 +75,16 @@ async def ledger(net: Devnet) -> dict[str, int]:
     return {"balance": balance, "escrow": escrow, "stakes": stakes, "owed": owed, **states}
 
 
-async def assert_all_ended_and_conserved(net: Devnet, *, expect: TaskState = TaskState.SUCCESS) -> dict[str, int]:
+async def assert_conserved(net: Devnet) -> dict[str, int]:
+    """Money is conserved: the contract holds exactly escrow + stakes + owed balances.
+    The one place this rule is checked; every e2e test ends with it (or the helper below)."""
     book = await ledger(net)
     assert book["balance"] == book["escrow"] + book["stakes"] + book["owed"], book
+    return book
+
+
+async def assert_all_ended_and_conserved(net: Devnet, *, expect: TaskState = TaskState.SUCCESS) -> dict[str, int]:
+    book = await assert_conserved(net)
     unfinished = {k: v for k, v in book.items() if k in {s.name for s in TaskState if not s.is_final}}
     assert not unfinished, f"tasks not ended: {book}"
     assert book.get(expect.name, 0) > 0, book

@@ -18,7 +18,7 @@ from gridtask.exceptions import TaskErrored, TransactionReverted, ValidationErro
 from gridtask.sdk import Client, Model, Simple, Task, TaskState, TaskType
 from gridtask.types import TaskErrorCode
 
-from .conftest import assert_all_ended_and_conserved, start_devnet
+from .conftest import assert_all_ended_and_conserved, assert_conserved, start_devnet
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,6 @@ async def test_echo_tasks_succeed_and_money_is_conserved(echo_net: Devnet, clien
     assert results == [{"echo": [i, "x"]} for i in range(4)]
     book = await assert_all_ended_and_conserved(echo_net)
     assert book["SUCCESS"] == 4
-    assert book["owed"] + book["stakes"] + book["escrow"] == book["balance"]
 
 
 async def test_node_is_paid_the_fee_on_success(echo_net: Devnet, client: Client) -> None:
@@ -41,6 +40,7 @@ async def test_node_is_paid_the_fee_on_success(echo_net: Devnet, client: Client)
     assert events == ["TaskCreated", "TaskStarted", "TaskScoreReady", "TaskValidated", "TaskSuccess"]
     success = [e for e in await client.events(handle.commitment) if e.name == "TaskSuccess"][0]
     assert success.args["fee"] == 12345 and success.args["node"] == info.node
+    await assert_all_ended_and_conserved(echo_net)
 
 
 async def test_parameters_that_do_not_match_their_hash_are_a_task_error(echo_net: Devnet, client: Client) -> None:
@@ -58,6 +58,7 @@ async def test_inputs_of_the_wrong_type_are_a_task_error_and_refunded(echo_net: 
         await client.run(TaskType.ECHO, "echo", {"not-data": 1}, fee=777)
     assert err.value.code == TaskErrorCode.INVALID_PARAMETERS
     assert await client.chain.balance_of() == before + 777
+    await assert_all_ended_and_conserved(echo_net, expect=TaskState.ERRORED)
 
 
 async def test_reverts_reach_the_user_with_the_contracts_reason(echo_net: Devnet, client: Client) -> None:
@@ -65,6 +66,8 @@ async def test_reverts_reach_the_user_with_the_contracts_reason(echo_net: Devnet
         await client.submit(TaskType.ECHO, "echo", {"data": 1}, stage_timeout=1)
     with pytest.raises(ValidationError):
         await client.submit(TaskType.ECHO, "a-model-name-that-is-far-too-long-for-bytes32", {"data": 1})
+    book = await assert_conserved(echo_net)  # a refused creation leaves nothing in escrow
+    assert book["escrow"] == 0 and book["balance"] == book["stakes"], book
 
 
 async def test_task_for_an_unserved_model_warns_and_queues(echo_net: Devnet, client: Client) -> None:
@@ -72,7 +75,8 @@ async def test_task_for_an_unserved_model_warns_and_queues(echo_net: Devnet, cli
         handle = await client.submit(TaskType.ECHO, "nobody-has-it", {"data": 1})
     info = await client.task(handle.commitment)
     assert info is not None and info.state == TaskState.QUEUED
-    await client.chain.transact("cancelTask", handle.commitment)
+    await client.chain.cancel_task(handle.commitment)
+    await assert_all_ended_and_conserved(echo_net, expect=TaskState.ABORTED)
 
 
 @pytest.mark.slow
