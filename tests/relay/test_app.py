@@ -475,3 +475,63 @@ async def test_long_poll_for_parameters_returns_as_soon_as_they_are_uploaded(
         assert time.monotonic() - started < 2
         with pytest.raises(NotReady):  # no upload within the wait: "task not ready"
             await as_other.download_params(other, wait=0.2)
+
+
+# -- deliveries: stored, then reported, recoverable from disk ------------------------------
+
+
+async def wait_until(condition: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@ONLY_FAKE
+async def test_a_failed_report_is_retried_in_the_background_until_the_chain_takes_it(
+    app: Starlette, chain: FakeChain, creator: Identity, node: Identity, tmp_path: Path
+) -> None:
+    commitment = chain.add(creator, node, TaskState.VALIDATED)
+    chain.report_error = ChainError("connection refused")
+    async with app.router.lifespan_context(app), client_for(app, node) as relay:
+        with pytest.raises(RelayError, match="could not report delivery"):
+            await relay.upload_result(commitment, RESULT)
+        assert (tmp_path / f"0x{commitment.hex()}.report-pending").exists()
+        await asyncio.sleep(0.3)
+        chain.report_error = None  # the chain comes back; nobody calls the relay again
+        await wait_until(lambda: chain.reported == [commitment])
+        await wait_until(lambda: not (tmp_path / f"0x{commitment.hex()}.report-pending").exists())
+    assert chain.tasks[commitment].state == TaskState.SUCCESS
+
+
+@ONLY_FAKE
+async def test_a_result_stored_but_not_reported_is_reported_at_start_up(
+    chain: FakeChain, creator: Identity, node: Identity, tmp_path: Path
+) -> None:
+    """As left by a relay killed between storing a result and reporting it."""
+    commitment = chain.add(creator, node, TaskState.VALIDATED)
+    hex_id = f"0x{commitment.hex()}"
+    store = FileStore(tmp_path)
+    await store.put(f"{hex_id}.report-pending", b"")
+    await store.put(f"{hex_id}.result", RESULT)
+    # ... and one killed between the marker and the blob: nothing was delivered.
+    await store.put("0x" + "ab" * 32 + ".report-pending", b"")
+    app = create_app(chain=chain, store=store)
+    async with app.router.lifespan_context(app):
+        await wait_until(lambda: chain.reported == [commitment])
+    assert await store.keys(".report-pending") == []
+    assert await store.get(f"{hex_id}.result") == RESULT
+
+
+@ONLY_FAKE
+async def test_a_pending_report_of_a_task_that_ended_otherwise_is_dropped(
+    chain: FakeChain, creator: Identity, node: Identity, tmp_path: Path
+) -> None:
+    commitment = chain.add(creator, node, TaskState.ABORTED)  # the creator aborted after the deadline
+    store = FileStore(tmp_path)
+    await store.put(f"0x{commitment.hex()}.report-pending", b"")
+    await store.put(f"0x{commitment.hex()}.result", RESULT)
+    app = create_app(chain=chain, store=store)
+    async with app.router.lifespan_context(app):
+        await wait_until(lambda: not (tmp_path / f"0x{commitment.hex()}.report-pending").exists())
+    assert chain.reported == []
