@@ -1,4 +1,4 @@
-"""The application's side of a task's life, in full (DESIGN steps 1, 2, 4, 6, 8, 9).
+"""The application's side of a task's life, in full (docs/design.md, "A task's life", steps 1-3 and 6-8).
 
 ``Client.submit`` creates the task on chain; ``Client.result`` follows it: on
 ``TaskStarted`` it encrypts the parameters to the selected node and uploads them, on
@@ -200,7 +200,7 @@ class Client:
         size: int = 1,
         stage_timeout: int = DEFAULT_STAGE_TIMEOUT_S,
     ) -> TaskHandle:
-        """Create the task on chain (DESIGN step 1) and return at once."""
+        """Create the task on chain (docs/design.md, "A task's life", step 1) and return at once."""
         await self.open()
         task_type = _task_type(task_type)
         if not isinstance(inputs, dict):
@@ -239,7 +239,7 @@ class Client:
     async def result(
         self, handle: TaskHandle, *, timeout: float = 120.0, on_status: StatusCallback | None = None
     ) -> Any:
-        """Follow the task to its end (DESIGN steps 2-9) and return the checked result."""
+        """Follow the task to its end (docs/design.md, "A task's life", steps 2-8) and return the checked result."""
         deadline = time.monotonic() + timeout
         uploaded = validated = False
         try:
