@@ -4,6 +4,9 @@ separate processes (``gridtask.devnet.Devnet``), and the checks every test makes
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -98,3 +101,15 @@ async def wait_state(client: Client, task_id: str, state: TaskState, timeout: fl
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"task {task_id} never reached {state.name}")
+
+
+GRIDTASK = Path(sys.executable).with_name("gridtask")
+"""The installed ``gridtask`` console script, as a user runs it."""
+
+
+def run_gridtask(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real ``gridtask`` executable in its own process, without the caller's GRIDTASK_*
+    variables: only there does an uncaught exception print its traceback to stderr, as a
+    user would see it (typer's CliRunner catches it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDTASK_")}
+    return subprocess.run([str(GRIDTASK), *args], capture_output=True, text=True, env=env, timeout=timeout)

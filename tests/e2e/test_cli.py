@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from gridtask.cli import app
 from gridtask.config import save_config
 from gridtask.devnet import Devnet, default_node_models
 
-from .conftest import start_devnet
+from .conftest import run_gridtask, start_devnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,17 +34,6 @@ def invoke(*args: str) -> tuple[int, str, str]:
     """The command in-process (typer's CliRunner): exit code, stdout, stderr."""
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
-
-
-GRIDTASK = Path(sys.executable).with_name("gridtask")
-"""The installed console script, as a user runs it."""
-
-
-def run_gridtask(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real ``gridtask`` executable in its own process: only there does an uncaught
-    exception print its traceback to stderr, as a user would see it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDTASK_")}
-    return subprocess.run([str(GRIDTASK), *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_run_prints_generated_text_and_json(config_file: Path) -> None:
