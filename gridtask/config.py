@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gridtask.exceptions import ConfigError
 
@@ -30,6 +30,12 @@ class NetworkConfig(BaseModel):
     private_key: str = ""
     ws_url: str = ""
     chain_id: int = 0
+    deploy_block: int | None = Field(default=None, ge=0)
+    """The block the contract was deployed in: log searches start there (found by bisection,
+    once per process, when not set)."""
+    confirmations: int = Field(default=0, ge=0)
+    """How many blocks deep an event must be before it is acted on (0 on the devnet); a reorg
+    shallower than this is never seen."""
 
 
 def config_path(path: Path | str | None = None) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from gridtask.chain.anvil import Anvil, free_port
+from gridtask.chain.client import ChainClient
 from gridtask.chain.deploy import ETHER, NetworkParams, deploy
 from gridtask.config import NetworkConfig
 from gridtask.keys import Identity
@@ -64,10 +65,13 @@ class Devnet:
             self.chain.fund(ident.address, FUNDING)
         contract = await deploy(self.chain.url, deployer, self.relay_identity.address, NetworkParams())
         log.info("chain: TaskNetwork deployed at %s", contract)
+        async with ChainClient(self.chain.url, contract, deployer) as chain:
+            deploy_block = await chain.deployment_block()  # log searches start there
         relay_port = free_port()
         self.config = NetworkConfig(
             rpc_url=self.rpc_url or self.chain.url, ws_url=self.ws_url or self.chain.ws_url, contract=contract,
             relay_url=f"http://127.0.0.1:{relay_port}", private_key="0x" + app.private_key.hex(),
+            deploy_block=deploy_block,
         )
         self.start_relay(relay_port)
         await self.wait_relay()
@@ -85,6 +89,8 @@ class Devnet:
             "GRIDTASK_WS_URL": self.config.ws_url,
             "GRIDTASK_CONTRACT": self.config.contract,
             "GRIDTASK_RELAY_URL": self.config.relay_url,
+            "GRIDTASK_DEPLOY_BLOCK": str(self.config.deploy_block or 0),
+            "GRIDTASK_CONFIRMATIONS": str(self.config.confirmations),
             "GRIDTASK_PRIVATE_KEY": "0x" + identity.private_key.hex(),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -136,8 +142,6 @@ class Devnet:
 
     async def wait_nodes(self, timeout: float = 300) -> None:
         """Until every node has joined on chain (model loading can take a while)."""
-        from gridtask.chain.client import ChainClient
-
         assert self.config is not None
         async with ChainClient(self.config.rpc_url, self.config.contract, self.relay_identity) as chain:
             deadline = time.monotonic() + timeout

@@ -40,6 +40,7 @@ from web3.types import TxReceipt
 from gridtask import retry
 from gridtask.chain import artifact
 from gridtask.chain.models import NodeInfo, TaskInfo
+from gridtask.config import NetworkConfig
 from gridtask.exceptions import ChainError, ChainUnreachable, TransactionReverted
 from gridtask.keys import Identity
 from gridtask.types import NodeStatus, TaskState
@@ -186,6 +187,11 @@ class ChainClient:
         self._log_range: int | None = None  # None: the provider has refused no range yet
         self._recent: dict[int, _Sent] = {}  # nonce -> our latest transactions, to fill gaps after reorgs
 
+    @classmethod
+    def from_config(cls, config: NetworkConfig, identity: Identity, **options: Any) -> ChainClient:
+        """The client a config names (its deployment block included)."""
+        return cls(config.rpc_url, config.contract, identity, deploy_block=config.deploy_block, **options)
+
     async def __aenter__(self) -> ChainClient:
         return self
 
@@ -279,7 +285,14 @@ class ChainClient:
 
     async def _bisect_deploy_block(self) -> int:
         async def has_code(block: int) -> bool:
-            code = await self.rpc(lambda: self.w3.eth.get_code(self.address, block), "eth_getCode")
+            try:
+                code = await self.rpc(lambda: self.w3.eth.get_code(self.address, block), "eth_getCode")
+            except ChainUnreachable:
+                raise
+            except ChainError as exc:
+                if "outofrange" in str(exc).lower().replace(" ", ""):
+                    return False  # before the chain's first block: nothing was deployed there
+                raise
             return len(code) > 0
 
         lo, hi = 0, await self.block_number()
@@ -294,8 +307,11 @@ class ChainClient:
                     lo = mid + 1
         except ChainUnreachable:
             raise
-        except ChainError:  # a node without archive state cannot answer for old blocks
-            log.info("cannot read old state at %s; searching logs from block %d", self.rpc_url, hi)
+        except ChainError as exc:  # a node without the old state cannot tell: search from the start
+            log.warning("cannot find the contract's deployment block at %s (%s): log searches start at block 0; "
+                        "set deploy_block in the config (GRIDTASK_DEPLOY_BLOCK) to make them cheap",
+                        self.rpc_url, exc)
+            return 0
         return hi
 
     # ------------------------------------------------------------ sending
@@ -549,9 +565,9 @@ class ChainClient:
 
     # ------------------------------------------------------------ transactions: the relay
 
-    async def report_result_uploaded(self, commitment: bytes) -> TxReceipt:
+    async def report_result_uploaded(self, commitment: bytes) -> None:
         """The relay holds the committed result: pay the node, which may then take queued work."""
-        return await self._transact("reportResultUploaded", [commitment], gas=SCANNING_GAS_LIMIT)
+        await self._transact("reportResultUploaded", [commitment], gas=SCANNING_GAS_LIMIT)
 
     # ------------------------------------------------------------ views
 
