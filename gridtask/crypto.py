@@ -13,7 +13,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from gridtask.exceptions import CryptoError
 
-__all__ = ["keccak", "params_hash", "seal", "task_commitment", "unseal"]
+__all__ = ["keccak", "params_hash", "seal", "task_commitment", "task_key", "unseal"]
 
 ENCRYPTION_KEY_LENGTH = 32
 
@@ -51,3 +51,13 @@ def params_hash(params: bytes, nonce: bytes) -> bytes:
 def task_commitment(task_id: bytes, nonce: bytes) -> bytes:
     """``keccak(task_id || nonce)``: hides which tasks share a task ID (a validation group)."""
     return keccak(task_id + nonce)
+
+
+def task_key(creator: str, commitment: bytes) -> bytes:
+    """``keccak(creator || commitment)``, packed (20 address bytes, then 32): the task's key
+    on chain. The contract derives it from the sender of ``createTask``, so nobody who sees
+    a pending creation can take its commitment first."""
+    address = bytes.fromhex(creator.removeprefix("0x"))
+    if len(address) != 20 or len(commitment) != 32:
+        raise ValueError("task_key takes a 20-byte address and a 32-byte commitment")
+    return keccak(address + commitment)

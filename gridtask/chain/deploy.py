@@ -8,17 +8,20 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.exceptions import ContractLogicError
 
 from gridtask.chain import artifact
-from gridtask.exceptions import ChainError
+from gridtask.exceptions import ChainError, ConfigError
 from gridtask.keys import Identity
 
 ETHER = 10**18
+DEPLOY_GAS = 5_000_000
 
 
 @dataclass(frozen=True)
 class NetworkParams:
-    """The contract's deploy-time settings."""
+    """The contract's deploy-time settings. Their bounds are the constructor's (e.g.
+    ``max_timeout`` at most 2**32 - 1 s); `deploy` reports a refusal with its reason."""
 
     min_stake: int = ETHER
     stake_cap_multiple: int = 10
@@ -27,7 +30,8 @@ class NetworkParams:
 
 
 async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: NetworkParams) -> str:
-    """Deploy and return the contract's checksum address."""
+    """Deploy and return the contract's checksum address. Settings the constructor refuses
+    raise ``ConfigError`` with its reason (a dry run first, so nothing is spent on them)."""
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     try:
         args = encode(
@@ -36,15 +40,22 @@ async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: N
              to_checksum_address(relay_address)],
         )
         data = artifact.bytecode() + args.hex()
+        sender = to_checksum_address(deployer.address)
+        try:
+            await w3.eth.call({"from": sender, "data": data, "gas": DEPLOY_GAS})
+        except ContractLogicError as exc:
+            raise ConfigError(f"TaskNetwork refused its settings {params}: {exc.message}") from None
         tx = {
-            "data": data, "value": 0, "gas": 5_000_000,
+            "data": data, "value": 0, "gas": DEPLOY_GAS,
             "gasPrice": await w3.eth.gas_price * 2,
-            "nonce": await w3.eth.get_transaction_count(to_checksum_address(deployer.address), "pending"),
+            "nonce": await w3.eth.get_transaction_count(sender, "pending"),
             "chainId": await w3.eth.chain_id,
         }
         signed = Account.from_key(deployer.private_key).sign_transaction(tx)
         tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
         receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ChainError(f"could not deploy TaskNetwork on {rpc_url}: {exc!r}") from exc
     finally:

@@ -17,7 +17,7 @@ from boa.contracts.vyper.vyper_contract import VyperContract
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
-from gridtask.crypto import task_commitment
+from gridtask.crypto import task_commitment, task_key
 
 CONTRACT = Path(__file__).resolve().parents[2] / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy"
 
@@ -40,13 +40,14 @@ def contract_constant(name: str) -> int:
     tests follow the contract's tuning (probes, scan window, list limits)."""
     import re
 
-    m = re.search(rf"^{name}: constant\(uint256\) = (\d+)\s*$", CONTRACT.read_text(), re.M)
+    m = re.search(rf"^{name}: constant\(uint256\) = (\d+)\s*(#.*)?$", CONTRACT.read_text(), re.M)
     assert m, name
     return int(m.group(1))
 
 
 MAX_PROBES = contract_constant("MAX_PROBES")
 QUEUE_SCAN = contract_constant("QUEUE_SCAN")
+SWEEP_SCAN = contract_constant("SWEEP_SCAN")
 MAX_NODE_MODELS = contract_constant("MAX_NODE_MODELS")
 MAX_TASK_MODELS = contract_constant("MAX_TASK_MODELS")
 
@@ -174,17 +175,22 @@ def commitment_of(task_id: bytes, nonce: bytes) -> bytes:
     return task_commitment(task_id, nonce)
 
 
+def key_of(creator, commitment: bytes) -> bytes:
+    """The task's key on chain: keccak(creator ‖ commitment)."""
+    return task_key(str(creator), commitment)
+
+
 def create_task(net, creator, models=("llama3-8b",), fee=ETHER // 100, min_vram=0, gpu=None,
                 size=1, timeout=60, task_type=0, nonce=None, commitment=None,
                 params_hash=b"\x22" * 32) -> bytes:
-    """createTask with a fresh nonce and commitment (unless given); returns the commitment."""
+    """createTask with a fresh nonce and commitment (unless given); returns the task's key."""
     nonce = nonce if nonce is not None else fresh_nonce()
     if commitment is None:
         commitment = commitment_of(keccak(b"task" + nonce), nonce)
     with boa.env.prank(creator):
         net.createTask(task_type, commitment, nonce, [b32(m) for m in models], min_vram, b32(gpu),
                        params_hash, size, timeout, value=fee)
-    return commitment
+    return key_of(creator, commitment)
 
 
 def task_view(net, commitment) -> dict:
@@ -267,6 +273,9 @@ class StorageReader:
     def node(self, addr: str) -> tuple[int, int]:
         """(status, stake)"""
         return self._get(self._entry("node_info", addr)) & 0xFF, self._get(self._entry("nodes", addr))
+
+    def pause_requested(self, addr: str) -> bool:
+        return bool(self._get(self._entry("node_info", addr)) >> 255)
 
     def balance_of(self, addr: str) -> int:
         return self._get(self._entry("balanceOf", addr))

@@ -55,7 +55,7 @@ def create(net, creator, models, fee=10**15, min_vram=0, gpu=None, size=1, timeo
     c = kit.commitment_of(kit.keccak(b"gas" + nonce), nonce)
     gas = measured(net, creator, "createTask", 0, c, nonce, [b32(m) for m in models], min_vram,
                    b32(gpu), b"\x01" * 32, size, timeout, value=fee)
-    return c, gas
+    return kit.key_of(creator, c), gas
 
 
 def finish(net, relay, creator, c) -> dict:
@@ -213,8 +213,8 @@ def test_queue_gas_flat_in_queue_length():
 
 @pytest.mark.parametrize("kind", ["expired", "unrunnable"])
 def test_worst_case_queue_scan_fits_the_clients_gas_limit(kind):
-    """A freed node with the most models looks at QUEUE_SCAN tasks of each, every one of them
-    expired (ended and refunded) or not runnable by it (moved back): the most a scan can cost.
+    """A freed node with the most models looks at QUEUE_SCAN + SWEEP_SCAN tasks of each, every
+    one of them expired (ended and refunded) or not runnable by it: the most a scan can cost.
     The chain client gives calls that scan SCANNING_GAS_LIMIT; this proves the room is enough."""
     from gridtask.chain.client import SCANNING_GAS_LIMIT
 
@@ -223,8 +223,8 @@ def test_worst_case_queue_scan_fits_the_clients_gas_limit(kind):
         worker = kit.NodeSpec(kit.seeded_address("gas", "scan"), "cpu", 0, models, ETHER)
         kit.join(net, worker)
         current, _ = create(net, creator, [models[0]])
-        for m in models:  # QUEUE_SCAN + 1 tasks per model, each in the worst state for the scan
-            for _ in range(kit.QUEUE_SCAN + 1):
+        for m in models:  # more tasks per model than a scan looks at, each in its worst state
+            for _ in range(kit.QUEUE_SCAN + kit.SWEEP_SCAN + 1):
                 if kind == "expired":
                     create(net, creator, [m], timeout=5)
                 else:

@@ -4,15 +4,21 @@ A Python model of the network follows every call. Checked after every step:
   (a) money: the contract's ether == fees of unfinished tasks + stakes + sum of balanceOf;
   (b) every task's state, node, fee and deadline match the model (each task is in one state);
   (c) every transition is first tried by a wrong party and must revert with its exact reason;
-  (d) after idle nodes have polled `takeQueuedTask`, no unexpired queued task sits next to an
-      idle node that matches it (except behind the contract's QUEUE_SCAN window: see the strict
-      xfail tests in test_tasks.py for that bug).
-Which queued task a freed node takes is predicted exactly (best bucket first, FIFO in a bucket,
-first QUEUE_SCAN entries of each model it serves, unexpired and matching, best fee per unit).
+  (d) once the idle nodes have claimed queued work (each node's daemon calls
+      `takeQueuedTask` while a task it can run is queued), no unexpired queued task sits
+      next to an idle node that can run it, read from the contract's storage. Each node
+      gets there within the polls the queue's sweep needs (a bound from QUEUE_SCAN and
+      SWEEP_SCAN, asserted), however many tasks it cannot run stand before.
+The population puts more nodes on one model than the contract probes per selection
+(MAX_PROBES), so random probing and its misses happen, and the daemon-side claim is what
+puts the missed tasks on a node. Which queued task a node takes is predicted exactly (the
+first QUEUE_SCAN tasks of each model it serves, best bucket first, then SWEEP_SCAN from the
+model's sweep cursor; unexpired and matching; best fee per unit across its models).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -31,6 +37,7 @@ from chain_kit import (
     SCORE_READY,
     STARTED,
     SUCCESS,
+    SWEEP_SCAN,
     VALIDATED,
     ZERO_ADDRESS,
     b32,
@@ -46,7 +53,9 @@ from hypothesis.stateful import (
 )
 
 TASK_MODELS = kit.MODEL_POOL + kit.UNSERVED_MODELS
-POOL_SIZE = 14
+COMMON_MODEL = kit.MODEL_POOL[0]
+# More nodes serve COMMON_MODEL than selection probes: the random-probe path, and its misses.
+POOL_SIZE = MAX_PROBES + 8
 SCORE = b"\x5c" * 32
 RESULT = b"\x7e" * 32
 
@@ -65,6 +74,7 @@ class TaskModel:
     deadline: int
     key: str
     seq: int
+    in_queue: bool = False
 
     @property
     def fpu(self) -> int:
@@ -83,10 +93,26 @@ def now() -> int:
     return boa.env.timestamp
 
 
+def population(seed) -> list[kit.NodeSpec]:
+    """The seeded mixed population, every node also serving COMMON_MODEL (at most 4 models)."""
+    specs = kit.make_population(POOL_SIZE, seed)
+    for s in specs:
+        if COMMON_MODEL not in s.models:
+            s.models = [COMMON_MODEL, *s.models[:3]]
+    return specs
+
+
+def sweep_bound(queue_length: int) -> int:
+    """Polls of one node that reach every task of a queue this long: the first window, then
+    sweep windows from wherever the cursor is, once round."""
+    return 1 + math.ceil(max(0, queue_length - QUEUE_SCAN) / SWEEP_SCAN)
+
+
 class NetworkMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ setup
 
-    @initialize(data=st.data(), seed=st.integers(0, 10_000), n_initial=st.integers(0, 9),
+    @initialize(data=st.data(), seed=st.integers(0, 10_000),
+                n_initial=st.one_of(st.integers(0, 9), st.integers(MAX_PROBES + 1, POOL_SIZE)),
                 n_tasks=st.integers(0, 8))
     def setup(self, data, seed, n_initial, n_tasks):
         self.relay = lower(kit.seeded_address("sm-relay", seed))
@@ -96,15 +122,16 @@ class NetworkMachine(RuleBasedStateMachine):
             boa.env.set_balance(a, 10**30)
         self.net = kit.deploy_fast(self.relay)
         self.rd = kit.StorageReader(self.net)
-        self.pool = {lower(s.addr): s for s in kit.make_population(POOL_SIZE, seed)}
+        self.pool = {lower(s.addr): s for s in population(seed)}
         self.status: dict[str, int] = {}  # registered nodes -> IDLE/BUSY/PAUSED
+        self.pausing: set[str] = set()  # busy nodes that asked to pause
         self.tasks: dict[bytes, TaskModel] = {}
         self.balances: dict[str, int] = defaultdict(int)
-        self.nonces: list[bytes] = []
+        self.nonces: list[tuple[bytes, str]] = []  # (nonce, the creator that used it)
         self.nonce_prefix = f"sm-nonce:{seed}:".encode()  # commitments must not depend on other examples
         self.seq = 0
-        self.settled = False  # all idle nodes polled since the last change
-        self.last_scan: dict[str, dict[str, list[bytes]]] = {}  # node -> model -> tasks looked at
+        self.cursor: dict[str, bytes | None] = {}  # model -> where its next sweep starts
+        self.settled = False  # the idle nodes have claimed queued work since the last change
         for addr in list(self.pool)[:n_initial]:
             self._join(addr)
         for _ in range(n_tasks):  # some work from the start, most of it runnable
@@ -126,54 +153,79 @@ class NetworkMachine(RuleBasedStateMachine):
     def matches(self, addr, t: TaskModel) -> bool:
         return self.spec(addr).matches(t.models, t.min_vram, t.gpu)
 
-    def queue_order(self, model: str) -> list[tuple[bytes, TaskModel]]:
-        q = [(c, t) for c, t in self.tasks.items() if t.state == QUEUED and t.key == model]
-        return sorted(q, key=lambda ct: (-ct[1].bucket, ct[1].seq))
+    def queue_order(self, model: str) -> list[bytes]:
+        q = [(c, t) for c, t in self.tasks.items() if t.in_queue and t.key == model]
+        return [c for c, _ in sorted(q, key=lambda ct: (-ct[1].bucket, ct[1].seq))]
+
+    def after(self, c: bytes) -> bytes | None:
+        order = self.queue_order(self.tasks[c].key)
+        i = order.index(c)
+        return order[i + 1] if i + 1 < len(order) else None
+
+    def unqueue(self, c: bytes):
+        """task_queue.remove: a sweep cursor on the task moves on to the one after it."""
+        t = self.tasks[c]
+        if self.cursor.get(t.key) == c:
+            self.cursor[t.key] = self.after(c)
+        t.in_queue = False
+
+    def runnable(self, addr, c: bytes) -> bool:
+        t = self.tasks[c]
+        if now() > t.deadline:
+            self.end(c, ABORTED)
+            event("queue: expired task ended by a scan")
+            return False
+        return self.matches(addr, t)
+
+    def scan(self, addr, m: str) -> bytes | None:
+        """Mirror of TaskNetwork._scan: the first QUEUE_SCAN tasks of m's queue, then
+        SWEEP_SCAN from m's cursor (or on from the first window when it met the cursor)."""
+        cursor = self.cursor.get(m)
+        met = cursor is None
+        order = self.queue_order(m)
+        candidate = order[0] if order else None
+        for _ in range(QUEUE_SCAN):
+            if candidate is None:
+                return None
+            if candidate == cursor:
+                met = True
+            following = self.after(candidate)
+            if self.runnable(addr, candidate):
+                return candidate
+            candidate = following
+        if not met:
+            candidate = cursor
+            event("queue: sweep resumed at its cursor")
+        for _ in range(SWEEP_SCAN):
+            if candidate is None:
+                break
+            following = self.after(candidate)
+            if self.runnable(addr, candidate):
+                self.cursor[m] = candidate
+                event("queue: found by the sweep")
+                return candidate
+            candidate = following
+        self.cursor[m] = candidate
+        return None
 
     def take_queued(self, addr):
-        """Mirror _take_queued(addr) on an idle node: for each model it serves, look at up to
-        QUEUE_SCAN entries, best bucket first; end the expired ones (refunded), move the ones it
-        cannot run to the tail of their bucket, stop at the first it can run; start the
-        best-paying of those. Records what it looked at, for invariant (d)."""
-        scanned = {}
-        self.last_scan[addr] = scanned
-        if not any(t.state == QUEUED for t in self.tasks.values()):
+        """Mirror of _take_queued on an idle node: the best fee per unit among what `scan`
+        finds in each model it serves (the first found wins a tie)."""
+        if not any(t.in_queue for t in self.tasks.values()):
             return None
-        best, best_fee = None, 0
+        best = None
         for m in self.spec(addr).models:
-            order = [c for c, _ in self.queue_order(m)]
-            candidate = order[0] if order else None
-            looked = scanned.setdefault(m, [])
-            moved = None  # the first task this scan sent to the back of its bucket
-            for _ in range(QUEUE_SCAN):
-                if candidate is None:
-                    break
-                order = [c for c, _ in self.queue_order(m)]
-                i = order.index(candidate)
-                following = order[i + 1] if i + 1 < len(order) else None
-                looked.append(candidate)
-                t = self.tasks[candidate]
-                if now() > t.deadline:
-                    self.end(candidate, ABORTED)
-                    event("queue: expired task ended by a scan")
-                elif self.matches(addr, t):
-                    if best is None or t.fpu > best_fee:
-                        best, best_fee = candidate, t.fpu
-                    break
-                else:
-                    moved = moved or candidate
-                    if following == moved:  # the bucket came round: on to a lower one
-                        lower = [c for c in order if self.tasks[c].bucket < t.bucket]
-                        following = lower[0] if lower else None
-                    self.seq += 1
-                    t.seq = self.seq  # requeue: to the tail of its bucket
-                candidate = following
+            found = self.scan(addr, m)
+            if found is not None and (best is None or self.tasks[found].fpu > self.tasks[best].fpu):
+                best = found
         if best is not None:
             self.start(best, addr)
         return best
 
     def start(self, c, addr):
         t = self.tasks[c]
+        if t.in_queue:
+            self.unqueue(c)
         t.state, t.node, t.deadline = STARTED, addr, now() + t.timeout
         self.status[addr] = BUSY
 
@@ -183,20 +235,32 @@ class NetworkMachine(RuleBasedStateMachine):
 
     def end(self, c, state):
         t = self.tasks[c]
+        if t.in_queue:
+            self.unqueue(c)
         t.state, t.deadline = state, 0
         if state == SUCCESS:
             self.balances[t.node] += t.fee
         else:
             self.balances[t.creator] += t.fee
         if t.node is not None and self.status.get(t.node) == BUSY:
-            self.status[t.node] = IDLE
-            self.took_queued(t.node)
+            if t.node in self.pausing:  # it asked to pause: it pauses, takes nothing
+                self.pausing.discard(t.node)
+                self.status[t.node] = PAUSED
+                event("node paused after its task")
+            else:
+                self.status[t.node] = IDLE
+                self.took_queued(t.node)
 
     def tasks_in(self, *states):
         return sorted(c for c, t in self.tasks.items() if t.state in states)
 
     def nodes_in(self, *states):
         return sorted(a for a, s in self.status.items() if s in states)
+
+    def stranded(self):
+        """(idle node, queued unexpired task it can run) pairs, by the model."""
+        return [(a, c) for c in self.tasks_in(QUEUED) if now() <= self.tasks[c].deadline
+                for a in self.nodes_in(IDLE) if self.matches(a, self.tasks[c])]
 
     def wrong_parties(self, right: set[str]):
         return [a for a in (*self.creators, self.relay, self.stranger, *sorted(self.status)) if a not in right]
@@ -217,6 +281,12 @@ class NetworkMachine(RuleBasedStateMachine):
             t.creator, t.node or ZERO_ADDRESS, t.fee, t.state, t.deadline, t.timeout), c.hex()
         if t.state in (SCORE_READY, VALIDATED, SUCCESS):
             assert (score, result_hash) == (SCORE, RESULT)
+
+    def poll(self, addr) -> bool:
+        got = self.tx(addr, "takeQueuedTask")
+        expected = self.take_queued(addr)
+        assert got == (expected is not None), (addr, expected)
+        return got
 
     def _join(self, addr):
         kit.join(self.net, self.spec(addr))
@@ -242,26 +312,40 @@ class NetworkMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.status)
     @rule(data=st.data())
     def pause(self, data):
+        """Idle: pauses at once. Busy: asks to pause after its task."""
         addr = data.draw(st.sampled_from(sorted(self.status)))
-        if self.status[addr] != IDLE:
-            self.refused("nodes: node is not idle", addr, "pause")
-            return
         self.refused("nodes: not a node", self.stranger, "pause")
+        if self.status[addr] == PAUSED:
+            self.refused("nodes: node is already paused", addr, "pause")
+            return
+        if addr in self.pausing:
+            self.refused("nodes: pause already requested", addr, "pause")
+            return
         self.tx(addr, "pause")
-        self.status[addr] = PAUSED
+        if self.status[addr] == BUSY:
+            self.pausing.add(addr)
+            event("pause requested while busy")
+        else:
+            self.status[addr] = PAUSED
         self.settled = False
 
     @precondition(lambda self: self.status)
     @rule(data=st.data())
     def resume(self, data):
+        """Paused: idle again, takes queued work. Busy and pausing: the request is withdrawn."""
         addr = data.draw(st.sampled_from(sorted(self.status)))
-        if self.status[addr] != PAUSED:
+        self.refused("nodes: node is not paused", self.stranger, "resume")
+        if addr in self.pausing:
+            self.tx(addr, "resume")
+            self.pausing.discard(addr)
+            event("pause request withdrawn")
+        elif self.status[addr] == PAUSED:
+            self.tx(addr, "resume")
+            self.status[addr] = IDLE
+            self.took_queued(addr)
+        else:
             self.refused("nodes: node is not paused", addr, "resume")
             return
-        self.refused("nodes: node is not paused", self.stranger, "resume")
-        self.tx(addr, "resume")
-        self.status[addr] = IDLE
-        self.took_queued(addr)
         self.settled = False
 
     @precondition(lambda self: self.status)
@@ -277,15 +361,24 @@ class NetworkMachine(RuleBasedStateMachine):
         del self.status[addr]
         self.settled = False
 
-    @rule()
-    def poll_idle_nodes(self):
-        """Every idle node's daemon calls takeQueuedTask (as on TaskQueued)."""
-        for addr in self.nodes_in(IDLE):
-            if self.status[addr] != IDLE:
-                continue
-            got = self.tx(addr, "takeQueuedTask")
-            expected = self.take_queued(addr)
-            assert got == (expected is not None), (addr, expected)
+    @rule(everyone=st.booleans())
+    def poll_idle_nodes(self, everyone=True):
+        """The daemons' claim: (if `everyone`) every idle node polls once, as on a TaskQueued
+        event; then each node that can run a queued task keeps polling while one is queued.
+        Each such run of polls ends within the bound of the queue's sweep."""
+        for addr in self.nodes_in(IDLE) if everyone else []:
+            if self.status[addr] == IDLE:
+                self.poll(addr)
+        while pairs := self.stranded():
+            addr = pairs[0][0]
+            bound = sweep_bound(max(len(self.queue_order(m)) for m in self.spec(addr).models))
+            polls = 0
+            while any(a == addr for a, _ in self.stranded()):
+                polls += 1
+                assert polls <= bound, ("no task found within the sweep's bound", addr, bound)
+                if self.poll(addr):
+                    break
+            event(f"claim: {polls} poll(s)")
         self.settled = True
 
     @rule(seconds=st.sampled_from([10, 60, 600, 4000]))
@@ -316,13 +409,53 @@ class NetworkMachine(RuleBasedStateMachine):
     )
     def create_task(self, data, models, fee, size, min_vram, gpu, timeout):
         creator = data.draw(st.sampled_from(self.creators))
+        self._create(creator, self.fresh_nonce(), models, fee, size, min_vram, gpu, timeout)
+
+    @precondition(lambda self: self.nodes_in(IDLE))
+    @rule(data=st.data(), fee=st.integers(1, 10**12))
+    def create_task_few_can_run(self, data, fee):
+        """A task only an idle node's like can run (its GPU, VRAM and models): with more nodes
+        on the model than selection probes, the probes often miss, and the daemons' claim has
+        to put it on a node."""
+        s = self.spec(data.draw(st.sampled_from(self.nodes_in(IDLE))))
+        models = data.draw(st.lists(st.sampled_from(s.models), min_size=1, max_size=2, unique=True))
+        creator = data.draw(st.sampled_from(self.creators))
+        self._create(creator, self.fresh_nonce(), models, fee, 1, s.vram, s.gpu, 300)
+
+    @rule(data=st.data(), count=st.integers(QUEUE_SCAN, QUEUE_SCAN + 2 * SWEEP_SCAN))
+    def block_the_queue(self, data, count):
+        """The audit's starvation: well-paid tasks nobody can run (a GPU no node has) on the
+        model every node serves, ahead of everything else in its queue."""
+        creator = data.draw(st.sampled_from(self.creators))
+        for _ in range(count):
+            self._create(creator, self.fresh_nonce(), [COMMON_MODEL], 2**60, 1, 0, "tpu-v9", 3600)
+
+    @precondition(lambda self: [c for c in self.tasks_in(STARTED) if self.tasks[c].node not in self.pausing])
+    @rule(data=st.data(), count=st.integers(QUEUE_SCAN + SWEEP_SCAN, QUEUE_SCAN + 3 * SWEEP_SCAN))
+    def strand_a_task_behind_blockers(self, data, count):
+        """A busy node's like is wanted by a poorly paid task queued behind `count` blockers
+        on the model every node serves; then the node gives its task up. Its own look at the
+        queue cannot reach the task: the daemons' claim has to, poll after poll."""
+        c = data.draw(st.sampled_from(
+            [c for c in self.tasks_in(STARTED) if self.tasks[c].node not in self.pausing]))
+        s = self.spec(self.tasks[c].node)
+        self.block_the_queue(data, count)
+        creator = data.draw(st.sampled_from(self.creators))
+        self._create(creator, self.fresh_nonce(), [COMMON_MODEL], 1, 1, s.vram, s.gpu, 600)
+        self.do_report_error(data, c)
+        self.poll_idle_nodes(everyone=False)
+
+    def fresh_nonce(self) -> bytes:
+        return kit.keccak(self.nonce_prefix + str(len(self.nonces)).encode())
+
+    def _create(self, creator, nonce, models, fee, size, min_vram, gpu, timeout):
         key = min(models, key=self.active_count)  # first of the least-served models
         assert self.net.model_node_count(b32(key)) == self.active_count(key)
         idle_matches = [a for a in self.nodes_in(IDLE) if self.spec(a).matches(models, min_vram, gpu)]
-        nonce = kit.keccak(self.nonce_prefix + str(len(self.nonces)).encode())
         c = kit.create_task(self.net, creator, models=models, fee=fee, min_vram=min_vram, gpu=gpu,
                             size=size, timeout=timeout, nonce=nonce)
-        self.nonces.append(nonce)
+        assert c not in self.tasks
+        self.nonces.append((nonce, creator))
         self.seq += 1
         t = TaskModel(creator, fee, list(models), min_vram, gpu, size, timeout, QUEUED, None,
                       now() + timeout, key, self.seq)
@@ -334,6 +467,7 @@ class NetworkMachine(RuleBasedStateMachine):
             self.start(c, node)
             event("create: started at once")
         else:
+            t.in_queue = True
             if self.active_count(key) <= MAX_PROBES:
                 # selection probes every entry of a short array: it cannot miss
                 assert not idle_matches, ("queued next to idle matching nodes", idle_matches)
@@ -342,13 +476,22 @@ class NetworkMachine(RuleBasedStateMachine):
             event("create: queued")
         self.check_view(c)
         self.settled = False
+        return c
 
     @precondition(lambda self: self.nonces)
     @rule(data=st.data())
-    def create_task_reused_nonce(self, data):
-        nonce = data.draw(st.sampled_from(self.nonces))
+    def reuse_a_nonce(self, data):
+        """The creator that used a nonce cannot use it again; another creator copying it (and
+        the commitment derived from it, as a front-runner would) gets a task of its own."""
+        nonce, first = data.draw(st.sampled_from(self.nonces))
         with boa.reverts("tasks: nonce already used"):
-            kit.create_task(self.net, self.creators[0], nonce=nonce)
+            kit.create_task(self.net, first, nonce=nonce)
+        other = data.draw(st.sampled_from([c for c in self.creators if c != first]))
+        if (nonce, other) in self.nonces:
+            return
+        c = self._create(other, nonce, [COMMON_MODEL], 10**15, 1, 0, None, 300)
+        event("nonce copied by another creator")
+        assert c == kit.key_of(other, kit.commitment_of(kit.keccak(b"task" + nonce), nonce))
 
     # each transition: first by a wrong party (exact revert), then by the right one
 
@@ -504,6 +647,24 @@ class NetworkMachine(RuleBasedStateMachine):
         assert boa.env.get_balance(who) - before == amount
         self.balances[who] = 0
 
+    @rule(data=st.data(), fresh=st.booleans())
+    def withdraw_to(self, data, fresh):
+        """Paid to another account (one of the network's, or one that never appeared)."""
+        owed = sorted(a for a, v in self.balances.items() if v > 0)
+        who = data.draw(st.sampled_from(owed or self.accounts()))
+        recipient = (lower(kit.seeded_address("sm-recipient", len(self.tasks))) if fresh
+                     else data.draw(st.sampled_from(self.accounts())))
+        self.refused("funds: empty recipient", who, "withdrawTo", ZERO_ADDRESS)
+        amount = self.balances[who]
+        if amount == 0:
+            self.refused("funds: nothing to withdraw", who, "withdrawTo", recipient)
+            return
+        before = boa.env.get_balance(recipient)
+        self.tx(who, "withdrawTo", recipient)
+        assert boa.env.get_balance(recipient) - before == amount
+        self.balances[who] = 0
+        event("withdrawTo")
+
     # ------------------------------------------------------------ invariants
 
     @invariant()
@@ -535,27 +696,24 @@ class NetworkMachine(RuleBasedStateMachine):
             status, stake = self.rd.node(a)
             assert status == self.status.get(a, 0), (a, status, self.status.get(a))
             assert stake == (self.spec(a).stake if a in self.status else 0)
+            assert self.rd.pause_requested(a) == (a in self.pausing), a
         for m in TASK_MODELS:
             assert self.rd.model_node_count(m) == self.active_count(m), m
 
     @invariant()
     def no_task_stranded_next_to_an_idle_node(self):
-        """(d) After the idle nodes polled: a queued, unexpired task that an idle node can run
-        is allowed only where that node's last scan of the task's key model used up its
-        QUEUE_SCAN window on other tasks (the bounded window; test_tasks.py has the strict
-        xfail for the stranding this allows)."""
+        """(d) Once the idle nodes have claimed: no queued, unexpired task (by the contract's
+        storage) that an idle node (by the contract's storage) can run. Strict: no window,
+        no exception."""
         if not self.settled:
             return
+        idle = [a for a in self.pool if self.rd.node(a)[0] == IDLE]
         for c, t in self.tasks.items():
-            if t.state != QUEUED or now() > t.deadline:
+            v = self.rd.task(c)
+            if v["state"] != QUEUED or now() > v["deadline"]:
                 continue
-            for a in self.nodes_in(IDLE):
-                if not self.matches(a, t):
-                    continue
-                looked = self.last_scan.get(a, {}).get(t.key, [])
-                assert c not in looked and len(looked) == QUEUE_SCAN, (
-                    "stranded task", c.hex(), a, [x.hex()[:8] for x in looked])
-                event("stranded behind the QUEUE_SCAN window (known bug)")
+            stranded = [a for a in idle if self.matches(a, t)]
+            assert not stranded, ("queued next to idle matching nodes", c.hex(), stranded)
 
 
 TestNetworkStateMachine = NetworkMachine.TestCase

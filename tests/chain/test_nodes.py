@@ -82,7 +82,7 @@ def test_pause_and_resume(net, make_node, make_task, node, task):
     call(net, n.addr, "pause")
     assert node(n.addr)["status"] == PAUSED
     assert net.model_node_count(b32("llama3-8b")) == 0 and net.model_node_count(b32("qwen2-7b")) == 0
-    with boa.reverts("nodes: node is not idle"):
+    with boa.reverts("nodes: node is already paused"):
         call(net, n.addr, "pause")
     with boa.reverts("nodes: node is not idle"):
         call(net, n.addr, "takeQueuedTask")
@@ -96,11 +96,9 @@ def test_pause_and_resume(net, make_node, make_task, node, task):
         call(net, n.addr, "resume")
 
 
-def test_pause_refused_when_busy_or_not_a_node(net, stranger, make_node, make_task):
+def test_pause_refused_when_not_a_node_and_resume_when_not_paused(net, stranger, make_node, make_task):
     n = make_node()
     make_task()
-    with boa.reverts("nodes: node is not idle"):
-        call(net, n.addr, "pause")
     with boa.reverts("nodes: not a node"):
         call(net, stranger, "pause")
     with boa.reverts("nodes: node is not paused"):
@@ -196,17 +194,85 @@ def test_paused_node_is_never_selected(net, creator, make_node, make_task, task)
 
 
 def test_paused_nodes_never_selected_in_a_population(net, population, make_task, task):
+    """Every task has an idle node that can run it, so each one starts, and never on a paused
+    node; the same tasks with every node paused all queue."""
     specs = population(30, seed=3)
     paused = {s.addr.lower() for s in specs[::2]}
     for s in specs[::2]:
         call(net, s.addr, "pause")
+    active = [s for s in specs if s.addr.lower() not in paused]
+    models = sorted({m for s in active for m in s.models})
+    assert len(models) >= 4
+    picked = set()
     for i in range(40):
-        c = make_task(models=(kit.MODEL_POOL[i % len(kit.MODEL_POOL)],))
+        c = make_task(models=(models[i % len(models)],))
         v = task(c)
-        if v["state"] == STARTED:
-            assert v["node"].lower() not in paused
-            with boa.env.prank(v["node"]):
-                net.reportTaskError(c, 0)
+        assert v["state"] == STARTED, (i, v)
+        assert v["node"].lower() not in paused
+        picked.add(v["node"].lower())
+        with boa.env.prank(v["node"]):
+            net.reportTaskError(c, 0)
+    assert len(picked) >= 5
+    for s in active:
+        call(net, s.addr, "pause")
+    for m in models:
+        assert task(make_task(models=(m,)))["state"] == QUEUED
+
+
+# ---------------------------------------------------------------- pause while busy
+
+
+def test_busy_node_pauses_when_its_task_ends_and_takes_no_queued_work(
+        net, creator, make_node, make_task, node, task, complete):
+    n = make_node(models=("llama3-8b",))
+    current = make_task(models=("llama3-8b",))
+    waiting = make_task(models=("llama3-8b",))
+    assert task(waiting)["state"] == QUEUED
+    call(net, n.addr, "pause")
+    assert [type(e).__name__ for e in net.get_logs()] == ["NodePauseRequested"]
+    assert node(n.addr)["status"] == BUSY and net.pauseRequested(n.addr)
+    with boa.reverts("nodes: pause already requested"):
+        call(net, n.addr, "pause")
+    with boa.reverts("nodes: node is busy"):
+        call(net, n.addr, "quit")
+    complete(current)
+    assert node(n.addr)["status"] == PAUSED and not net.pauseRequested(n.addr)
+    assert task(waiting)["state"] == QUEUED  # not handed the queued task
+    assert net.model_node_count(b32("llama3-8b")) == 0
+    assert net.balanceOf(n.addr) == task(current)["fee"]
+    call(net, n.addr, "quit")  # and now it can leave
+    assert net.balanceOf(n.addr) == task(current)["fee"] + n.stake
+
+
+@pytest.mark.parametrize("end", ["abort", "error"])
+def test_node_that_asked_to_pause_is_not_handed_work_when_it_gives_up_a_task(
+        net, creator, make_node, make_task, node, task, end):
+    """The audit's case: a node that aborts is handed the next queued task in the same
+    transaction, so it could never leave; once it asked to pause, it pauses instead."""
+    n = make_node(models=("llama3-8b",))
+    current = make_task(models=("llama3-8b",))
+    waiting = [make_task(models=("llama3-8b",)) for _ in range(3)]
+    call(net, n.addr, "pause")
+    if end == "abort":
+        with boa.env.prank(n.addr):
+            net.abortTask(current, "leaving")
+    else:
+        call(net, n.addr, "reportTaskError", current, 2)
+    ended = "TaskAborted" if end == "abort" else "TaskErrorReported"
+    assert [type(e).__name__ for e in net.get_logs()] == [ended, "NodePaused"]  # no TaskStarted
+    assert node(n.addr)["status"] == PAUSED
+    assert all(task(c)["state"] == QUEUED for c in waiting)
+
+
+def test_resume_withdraws_a_pause_request(net, make_node, make_task, node, task, complete):
+    n = make_node(models=("llama3-8b",))
+    current = make_task(models=("llama3-8b",))
+    waiting = make_task(models=("llama3-8b",))
+    call(net, n.addr, "pause")
+    call(net, n.addr, "resume")
+    assert node(n.addr)["status"] == BUSY and not net.pauseRequested(n.addr)
+    complete(current)  # freed as usual: takes the queued task
+    assert task(waiting)["state"] == STARTED and same(task(waiting)["node"], n.addr)
 
 
 def _pick_counts(net, make_task, task, rounds, models=("llama3-8b",)):

@@ -56,7 +56,7 @@ def _create_raw(net, creator, *, fee=10**15, nonce=None, commitment=None, models
     ids = raw_models if raw_models is not None else [b32(m) for m in models]
     with boa.env.prank(creator):
         net.createTask(0, commitment, nonce, ids, 0, b32(None), b"\x01" * 32, size, timeout, value=fee)
-    return commitment
+    return kit.key_of(creator, commitment)
 
 
 @pytest.mark.parametrize(
@@ -90,16 +90,49 @@ def test_create_task_empty_commitment_refused(net, creator):
 def test_create_task_nonce_used_before(net, creator, other_creator):
     nonce = kit.fresh_nonce()
     _create_raw(net, creator, nonce=nonce)
-    assert net.nonce_used(nonce)
-    # the same nonce, another commitment, even another creator: refused
+    assert net.nonce_used(creator, nonce) and not net.nonce_used(other_creator, nonce)
+    # the same creator, the same nonce, another commitment: refused
     with boa.reverts("tasks: nonce already used"):
-        _create_raw(net, other_creator, nonce=nonce, commitment=b"\x33" * 32)
+        _create_raw(net, creator, nonce=nonce, commitment=b"\x33" * 32)
 
 
 def test_create_task_commitment_exists(net, creator):
-    c = _create_raw(net, creator)
+    commitment = b"\x44" * 32
+    _create_raw(net, creator, commitment=commitment)
     with boa.reverts("tasks: commitment exists"):
-        _create_raw(net, creator, commitment=c)  # fresh nonce, same commitment
+        _create_raw(net, creator, commitment=commitment)  # fresh nonce, same commitment
+
+
+def test_task_key_binds_the_commitment_to_its_creator(net, creator, task):
+    """The key on chain is keccak(creator ‖ commitment), packed, as gridtask.crypto computes it."""
+    commitment = b"\x45" * 32
+    key = _create_raw(net, creator, commitment=commitment)
+    created, queued = net.get_logs()
+    assert created.commitment == key and queued.commitment == key
+    packed = kit.keccak(bytes.fromhex(str(creator)[2:]) + commitment)
+    assert key == packed and task(key)["state"] == QUEUED and same(task(key)["creator"], creator)
+    assert task(commitment)["creator"] == ZERO_ADDRESS  # the bare commitment names no task
+
+
+@pytest.mark.parametrize("copied", ["commitment", "nonce", "both"])
+def test_copying_a_pending_creation_does_not_make_it_revert(net, creator, stranger, task, copied):
+    """A front-runner who sees the creator's createTask in the mempool sends its commitment
+    and/or nonce first: the creator's transaction still goes through, and the two tasks are
+    separate (own key, own creator, own fee, own queue entry)."""
+    nonce, commitment = kit.fresh_nonce(), b"\x46" * 32
+    theirs = _create_raw(net, stranger, fee=7,
+                         nonce=nonce if copied != "commitment" else None,
+                         commitment=commitment if copied != "nonce" else None)
+    mine = _create_raw(net, creator, fee=10**15, nonce=nonce, commitment=commitment)
+    assert mine != theirs
+    assert mine == kit.key_of(creator, commitment)
+    assert (task(mine)["fee"], task(theirs)["fee"]) == (10**15, 7)
+    assert same(task(mine)["creator"], creator) and same(task(theirs)["creator"], stranger)
+    assert net.queuedCount() == 2
+    with boa.env.prank(creator):
+        net.cancelTask(mine)
+    assert task(mine)["state"] == ABORTED and task(theirs)["state"] == QUEUED
+    assert net.balanceOf(creator) == 10**15 and net.balanceOf(stranger) == 0
 
 
 def test_create_task_bounds_accepted(net, creator, task):
@@ -590,3 +623,127 @@ def test_one_unrunnable_task_does_not_hide_a_lower_bucket(net, creator, make_nod
     victim = make_task(models=("llama3-8b",), fee=2**20)
     complete(busy)
     assert task(victim)["state"] == STARTED and same(task(victim)["node"], n.addr)
+
+
+@pytest.mark.parametrize("blockers", [kit.QUEUE_SCAN, 3 * kit.QUEUE_SCAN + 1])
+def test_unrunnable_tasks_in_a_higher_bucket_do_not_starve_a_lower_one(
+        net, creator, make_node, make_task, task, complete, blockers):
+    """The audit's starvation: tasks nobody can run (an H100 floor no node has) fill a
+    better-paying bucket; a runnable task in a lower bucket is still reached by an idle
+    matching node within the polls the queue's sweep needs, and the blockers stay queued."""
+    n = make_node(gpu="rtx4090", vram=24576, models=("llama3-8b",))
+    busy = make_task(models=("llama3-8b",))
+    blocking = [make_task(models=("llama3-8b",), fee=2**52, gpu="h100", min_vram=81920)
+                for _ in range(blockers)]
+    victim = make_task(models=("llama3-8b",), fee=2**30)
+    complete(busy)  # the freed node's own look is the first poll
+    polls = 1
+    # each look sees the first QUEUE_SCAN tasks, and SWEEP_SCAN more from the sweep cursor
+    bound = max(1, -(-(blockers + 1 - kit.QUEUE_SCAN) // kit.SWEEP_SCAN))
+    while task(victim)["state"] == QUEUED and polls < 50:
+        with boa.env.prank(n.addr):
+            net.takeQueuedTask()
+        polls += 1
+    assert task(victim)["state"] == STARTED and same(task(victim)["node"], n.addr)
+    assert polls <= bound, (polls, bound)
+    assert all(task(c)["state"] == QUEUED for c in blocking)
+
+
+def test_the_sweep_keeps_its_place_when_the_task_at_its_cursor_leaves(
+        net, creator, make_node, make_task, task, complete):
+    """The sweep cursor sits on the next task to look at; when that task leaves the queue
+    (here: cancelled) the cursor moves on to the one after it. A cursor left on a task that
+    is gone would end that task a second time and refund it twice."""
+    n = make_node(gpu="rtx4090", vram=24576, models=("llama3-8b",))
+    busy = make_task(models=("llama3-8b",))
+    blocking = [make_task(models=("llama3-8b",), fee=2**52, gpu="h100") for _ in range(
+        kit.QUEUE_SCAN + kit.SWEEP_SCAN + 2)]
+    victim = make_task(models=("llama3-8b",), fee=2**30)
+    complete(busy)  # looks at the first window and one sweep window: the cursor is on the next
+    at_cursor = blocking[kit.QUEUE_SCAN + kit.SWEEP_SCAN]
+    assert task(victim)["state"] == QUEUED
+    with boa.env.prank(creator):
+        net.cancelTask(at_cursor)
+    with boa.env.prank(n.addr):
+        assert net.takeQueuedTask() is True
+    assert task(victim)["state"] == STARTED and same(task(victim)["node"], n.addr)
+    assert net.balanceOf(creator) == 2**52  # the cancelled task, refunded once
+    assert net.queuedCount() == len(blocking) - 1
+    owed = net.balanceOf(creator) + net.balanceOf(n.addr)
+    assert boa.env.get_balance(net.address) == n.stake + owed + len(blocking) * 2**52 - 2**52 + 2**30
+
+
+# ---------------------------------------------------------------- withdrawTo
+
+CONTRACT_CREATOR = """
+# pragma version 0.4.3
+interface TaskNetwork:
+    def createTask(task_type: uint256, commitment: bytes32, nonce: bytes32,
+                   model_ids: DynArray[bytes32, 16], min_vram: uint256, required_gpu: bytes32,
+                   params_hash: bytes32, task_size: uint256, timeout: uint256): payable
+    def cancelTask(key: bytes32): nonpayable
+    def withdraw(): nonpayable
+    def withdrawTo(recipient: address): nonpayable
+
+net: TaskNetwork
+
+@deploy
+@payable
+def __init__(net: address):
+    self.net = TaskNetwork(net)
+
+@external
+def create(commitment: bytes32, nonce: bytes32, model: bytes32, fee: uint256):
+    extcall self.net.createTask(0, commitment, nonce, [model], 0, empty(bytes32),
+                                keccak256(nonce), 1, 60, value=fee)
+
+@external
+def cancel(key: bytes32):
+    extcall self.net.cancelTask(key)
+
+@external
+def withdraw():
+    extcall self.net.withdraw()
+
+@external
+def withdraw_to(recipient: address):
+    extcall self.net.withdrawTo(recipient)
+"""  # no __default__: this contract cannot receive ether
+
+
+def test_withdraw_to_moves_a_contract_creators_refund(net, creator, stranger):
+    """A creator that is a contract without a payable fallback cannot take its refund with
+    `withdraw` (the payment to it reverts); `withdrawTo` pays it to another account."""
+    with boa.env.prank(creator):
+        app = boa.loads(CONTRACT_CREATOR, net.address, value=ETHER)
+    commitment, nonce = b"\x51" * 32, kit.fresh_nonce()
+    app.create(commitment, nonce, b32("whisper-xl"), 10**15)
+    key = kit.key_of(app.address, commitment)
+    assert kit.task_view(net, key)["state"] == QUEUED
+    app.cancel(key)
+    assert net.balanceOf(app.address) == 10**15
+    with boa.reverts():
+        app.withdraw()  # the ether cannot land on the app: the whole call reverts
+    assert net.balanceOf(app.address) == 10**15
+    before = boa.env.get_balance(stranger)
+    app.withdraw_to(stranger)
+    assert boa.env.get_balance(stranger) - before == 10**15
+    assert net.balanceOf(app.address) == 0 and boa.env.get_balance(net.address) == 0
+    with boa.reverts("funds: nothing to withdraw"):
+        app.withdraw_to(stranger)
+
+
+def test_withdraw_to_refusals_and_event(net, creator, stranger, make_task):
+    with boa.env.prank(creator), boa.reverts("funds: nothing to withdraw"):
+        net.withdrawTo(creator)
+    c = make_task(models=("whisper-xl",), fee=999)
+    with boa.env.prank(creator):
+        net.cancelTask(c)
+    with boa.env.prank(creator), boa.reverts("funds: empty recipient"):
+        net.withdrawTo(ZERO_ADDRESS)
+    assert net.balanceOf(creator) == 999
+    with boa.env.prank(creator):
+        net.withdrawTo(stranger)
+    (withdrawal,) = net.get_logs()
+    assert same(withdrawal.account, creator) and same(withdrawal.recipient, stranger)
+    assert withdrawal.amount == 999 and net.balanceOf(creator) == 0

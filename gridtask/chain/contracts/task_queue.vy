@@ -8,6 +8,11 @@
         wait first in, first out, in a doubly linked list; a 256-bit map per
         model marks the buckets that hold something, so the best-paying bucket
         is found by a binary search over one word instead of a loop over tasks.
+        Queue order is best bucket first, then first in, first out.
+        A sweep cursor per model marks where the next look beyond the first few
+        tasks resumes: scan after scan it walks the whole queue in queue order,
+        so every waiting task is looked at again however many tasks stand
+        before it (see TaskNetwork._take_queued).
 """
 
 
@@ -31,40 +36,33 @@ bitmap: HashMap[bytes32, uint256]
 # @notice How many tasks wait, all models together.
 queued_count: uint256
 
+# @notice Per model, the task the next sweep starts at; empty = the sweep starts over,
+#         right after the first tasks of the queue (which every scan looks at anyway).
+cursor: HashMap[bytes32, bytes32]
+
 
 @internal
-def push(commitment: bytes32, model: bytes32, fee_per_unit: uint256):
+def push(task: bytes32, model: bytes32, fee_per_unit: uint256):
     """@dev Append at the tail of its bucket."""
-    self._append(commitment, model, self._msb(fee_per_unit))
-
-
-@internal
-def requeue(commitment: bytes32):
-    """@dev Move to the tail of its own bucket, so the next look sees what was behind it."""
-    entry: Entry = self.entries[commitment]
-    if entry.next == empty(bytes32):
-        return  # already last
-    self.remove(commitment)
-    self._append(commitment, entry.model, entry.bucket)
-
-
-@internal
-def _append(commitment: bytes32, model: bytes32, bucket: uint256):
+    bucket: uint256 = self._msb(fee_per_unit)
     tail: bytes32 = self.tails[model][bucket]
-    self.entries[commitment] = Entry(prev=tail, next=empty(bytes32), model=model, bucket=bucket)
+    self.entries[task] = Entry(prev=tail, next=empty(bytes32), model=model, bucket=bucket)
     if tail == empty(bytes32):
-        self.heads[model][bucket] = commitment
+        self.heads[model][bucket] = task
         self.bitmap[model] |= (1 << bucket)
     else:
-        self.entries[tail].next = commitment
-    self.tails[model][bucket] = commitment
+        self.entries[tail].next = task
+    self.tails[model][bucket] = task
     self.queued_count += 1
 
 
 @internal
-def remove(commitment: bytes32):
-    """@dev Unlink from anywhere in its list; the bucket's bit clears when it empties."""
-    entry: Entry = self.entries[commitment]
+def remove(task: bytes32):
+    """@dev Unlink from anywhere in its list; the bucket's bit clears when it empties. A
+    cursor on the task moves on to the task after it, so the sweep keeps its place."""
+    entry: Entry = self.entries[task]
+    if self.cursor[entry.model] == task:
+        self.cursor[entry.model] = self.after(task)
     if entry.prev == empty(bytes32):
         self.heads[entry.model][entry.bucket] = entry.next
     else:
@@ -75,8 +73,14 @@ def remove(commitment: bytes32):
         self.entries[entry.next].prev = entry.prev
     if self.heads[entry.model][entry.bucket] == empty(bytes32):
         self.bitmap[entry.model] &= ~(1 << entry.bucket)
-    self.entries[commitment] = empty(Entry)
+    self.entries[task] = empty(Entry)
     self.queued_count -= 1
+
+
+@internal
+def set_cursor(model: bytes32, task: bytes32):
+    """@dev Where the next sweep of `model` starts (empty: start over)."""
+    self.cursor[model] = task
 
 
 @internal
@@ -91,20 +95,12 @@ def first(model: bytes32) -> bytes32:
 
 @internal
 @view
-def after(commitment: bytes32) -> bytes32:
-    """@dev The task after `commitment` in queue order: the next in its bucket, else the
+def after(task: bytes32) -> bytes32:
+    """@dev The task after `task` in queue order: the next in its bucket, else the
     head of the next lower non-empty bucket of the same model, else empty."""
-    entry: Entry = self.entries[commitment]
+    entry: Entry = self.entries[task]
     if entry.next != empty(bytes32):
         return entry.next
-    return self.lower_head(commitment)
-
-
-@internal
-@view
-def lower_head(commitment: bytes32) -> bytes32:
-    """@dev The head of the next lower non-empty bucket than `commitment`'s, or empty."""
-    entry: Entry = self.entries[commitment]
     lower: uint256 = self.bitmap[entry.model] & ((1 << entry.bucket) - 1)
     if lower == 0:
         return empty(bytes32)
