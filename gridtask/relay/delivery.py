@@ -57,7 +57,11 @@ class ReportFailed(Exception):
 
 
 class Deliveries:
-    """Stores results and reports them, one writer per task at a time."""
+    """Stores results and reports them, one writer per task at a time.
+
+    Background retries run once ``start()`` was called (the app's lifespan does it);
+    before that a failed report is only answered with ``ReportFailed``.
+    """
 
     def __init__(self, chain: RelayChain, store: BlobStore) -> None:
         self.chain = chain
@@ -80,8 +84,9 @@ class Deliveries:
         """Store ``body`` as the task's result, then report it; ``ReportFailed`` if the
         report did not go through (it is then retried in the background)."""
         async with self.lock(hex_id):
-            if not await self.store.exists(hex_id + RESULT_SUFFIX):
+            if not await self.store.exists(hex_id + PENDING_SUFFIX):
                 await self.store.put(hex_id + PENDING_SUFFIX, b"")
+            if not await self.store.exists(hex_id + RESULT_SUFFIX):
                 await self.store.put(hex_id + RESULT_SUFFIX, body)
             await self._report_locked(commitment, hex_id)
 
