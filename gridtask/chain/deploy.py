@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from eth_abi import encode
 from eth_account import Account
+from eth_typing import HexStr
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import ContractLogicError
@@ -39,7 +40,7 @@ async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: N
             [params.min_stake, params.stake_cap_multiple, params.min_timeout, params.max_timeout,
              to_checksum_address(relay_address)],
         )
-        data = artifact.bytecode() + args.hex()
+        data = HexStr(artifact.bytecode() + args.hex())
         sender = to_checksum_address(deployer.address)
         try:
             await w3.eth.call({"from": sender, "data": data, "gas": DEPLOY_GAS})
