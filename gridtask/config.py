@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from gridtask.exceptions import ConfigError
 
@@ -27,7 +27,9 @@ class NetworkConfig(BaseModel):
     rpc_url: str
     contract: str
     relay_url: str
-    private_key: str = ""
+    private_key: SecretStr = SecretStr("")
+    """Secret: its repr, ``str`` and ``model_dump`` show ``**********``; only
+    ``get_secret_value()`` (``Identity.from_hex`` takes either) and ``save_config`` read it."""
     ws_url: str = ""
     chain_id: int = 0
     deploy_block: int | None = Field(default=None, ge=0)
@@ -81,9 +83,15 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> NetworkConf
         ) from None
 
 
+def secret_value(secret: SecretStr | str) -> str:
+    """The text of a secret that may still be a plain ``str`` (``model_copy`` does not validate)."""
+    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+
+
 def save_config(config: NetworkConfig, path: Path | str | None = None) -> Path:
     file = config_path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    data = config.model_dump() | {"private_key": secret_value(config.private_key)}
+    file.write_text(json.dumps(data, indent=2) + "\n")
     file.chmod(0o600)
     return file

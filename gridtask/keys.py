@@ -17,7 +17,9 @@ from coincurve import PrivateKey as _SecpPrivateKey
 from coincurve import PublicKey as _SecpPublicKey
 from eth_utils import keccak, to_checksum_address
 from nacl.public import PrivateKey as EncryptionPrivateKey
+from pydantic import SecretStr
 
+from gridtask.config import secret_value
 from gridtask.exceptions import CryptoError, ValidationError
 
 __all__ = ["Identity", "eip191_hash", "recover_signer"]
@@ -51,9 +53,13 @@ class Identity:
         self._encryption = EncryptionPrivateKey(keccak(_ENCRYPTION_KEY_DOMAIN + self._private_key))
 
     @classmethod
-    def from_hex(cls, hex_str: str) -> Identity:
-        """Load a key as wallets and ``anvil`` print it, with or without ``0x``."""
-        text = hex_str.strip()
+    def from_hex(cls, hex_str: str | SecretStr) -> Identity:
+        """Load a key as wallets and ``anvil`` print it, with or without ``0x``.
+
+        Takes the config's ``SecretStr`` as it is, so the key is never copied into a plain
+        string that a log line or a traceback could show.
+        """
+        text = secret_value(hex_str).strip()
         if text[:2].lower() == "0x":
             text = text[2:]
         try:

@@ -26,7 +26,7 @@ from gridtask.chain.client import ChainClient, ChainEvent, to_bytes32
 from gridtask.chain.events import EventFollower
 from gridtask.chain.models import TaskInfo
 from gridtask.config import NetworkConfig, load_config
-from gridtask.crypto import params_hash, seal, task_commitment, unseal
+from gridtask.crypto import params_hash, seal, task_commitment, task_key, unseal
 from gridtask.exceptions import (
     ChainError,
     ConfigError,
@@ -42,6 +42,7 @@ from gridtask.exceptions import (
     ValidationError,
 )
 from gridtask.keys import Identity
+from gridtask.limits import check_model_type, check_params_size, check_positive, check_task, explain_task_error
 from gridtask.params import TaskParams
 from gridtask.relay.client import RelayClient
 from gridtask.scoring import score
@@ -54,6 +55,10 @@ DEFAULT_STAGE_TIMEOUT_S = 60
 RETRY_S = 0.02
 RETRY_MAX_S = 0.5
 WAKE_CHECK_S = 1.0
+ABORT_GRACE_S = 1.0  # past a stage deadline by the local clock, a block's timestamp is past it too
+# States in which the task waits on someone else (a node to take it, to score, to deliver):
+# past the stage's deadline with the state unchanged, nothing more will happen.
+STALLABLE = (TaskState.QUEUED, TaskState.STARTED, TaskState.VALIDATED)
 
 
 class ClientState(Enum):
@@ -111,9 +116,12 @@ class Client:
             config_path, rpc_url=rpc_url, contract=contract, relay_url=relay_url,
             private_key=private_key, ws_url=ws_url,
         )
-        if not self.config.private_key:
+        if not self.config.private_key.get_secret_value():
             raise ConfigError("no private key configured: set GRIDTASK_PRIVATE_KEY or the config file")
-        self.identity = Identity.from_hex(self.config.private_key)
+        try:
+            self.identity = Identity.from_hex(self.config.private_key)
+        except ValidationError as exc:  # the message never repeats the key
+            raise ConfigError(f"the configured private key is unusable: {exc}") from None
         self.state = ClientState.UNOPENED
         self._chain: ChainClient | None = None
         self._relay: RelayClient | None = None
@@ -123,6 +131,9 @@ class Client:
         self._wake: dict[bytes, asyncio.Event] = {}
         # A node's encryption key is derived from its account: one look-up per node is enough.
         self._node_keys: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"Client(address={self.identity.address!r}, rpc_url={self.config.rpc_url!r}, state={self.state.name})"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -138,9 +149,10 @@ class Client:
             return
         if self.state == ClientState.CLOSED:
             raise GridtaskError("this client is closed; make a new one")
-        self._chain = ChainClient(self.config.rpc_url, self.config.contract, self.identity)
+        self._chain = ChainClient.from_config(self.config, self.identity)
         self._relay = RelayClient(self.config.relay_url, self.identity)
-        self._follower = EventFollower(self._chain, ws_url=self.config.ws_url)
+        self._follower = EventFollower(self._chain, ws_url=self.config.ws_url,
+                                       confirmations=self.config.confirmations)
         await self._follower.start()
         self._pump = asyncio.create_task(self._pump_events())
         self.state = ClientState.OPENED
@@ -184,6 +196,7 @@ class Client:
         **requirements: Any,
     ) -> Any:
         """Submit a task and return its checked result."""
+        check_positive("timeout", timeout, "seconds")  # before paying: a wait of 0 only loses the fee
         handle = await self.submit(task_type, model, inputs, fee=fee, **requirements)
         return await self.result(handle, timeout=timeout, on_status=on_status)
 
@@ -200,46 +213,64 @@ class Client:
         size: int = 1,
         stage_timeout: int = DEFAULT_STAGE_TIMEOUT_S,
     ) -> TaskHandle:
-        """Create the task on chain (docs/design.md, "A task's life", step 1) and return at once."""
-        await self.open()
+        """Create the task on chain (docs/design.md, "A task's life", step 1) and return at once.
+
+        Everything a node would refuse is refused here first, before anything is paid
+        (``ValidationError`` naming the limit, see ``gridtask.limits``).
+        """
         task_type = _task_type(task_type)
         if not isinstance(inputs, dict):
-            raise ValidationError(f"inputs must be a dict, got {type(inputs).__name__}")
-        if not isinstance(fee, int) or isinstance(fee, bool) or fee <= 0:
-            raise ValidationError("fee must be a positive integer (wei)")
+            raise ValidationError(f"inputs: must be a dict (got {type(inputs).__name__})")
+        if not isinstance(fee, int) or isinstance(fee, bool):
+            raise ValidationError(f"fee: must be an integer number of wei (got {fee!r})")
+        check_positive("fee", fee, "wei")
+        check_positive("stage_timeout", stage_timeout, "seconds")
         for name, number, least in (("size", size, 1), ("min_vram", min_vram, 0), ("stage_timeout", stage_timeout, 1)):
             if not isinstance(number, int) or isinstance(number, bool) or number < least:
-                raise ValidationError(f"{name} must be an integer of at least {least}, got {number!r}")
+                raise ValidationError(f"{name}: must be an integer of at least {least} (got {number!r})")
         wanted = models or [model]
         if model not in wanted:
-            raise ValidationError(f"model {model!r} is not among the task's models {wanted}")
+            raise ValidationError(f"model: {model!r} is not among the task's models {wanted}")
         try:
             model_ids = [to_bytes32(m) for m in wanted]
             gpu_id = to_bytes32(gpu) if gpu else bytes(32)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
+        check_task(task_type, model, inputs)
+        for other in wanted:
+            check_model_type(task_type, other)
+        params = TaskParams(
+            task_type=task_type, model=model, inputs=inputs,
+            reply_key=self.identity.encryption_public_key.hex(),
+        ).encode()
+        check_params_size(params)
+        await self.open()
         for m, raw in zip(wanted, model_ids, strict=True):
             if await self.chain.call("model_node_count", raw) == 0:
                 warnings.warn(f"no node serves {m} yet: the task waits until one joins",
                               NoNodeWarning, stacklevel=2)
         task_id, nonce = os.urandom(32), os.urandom(32)
         commitment = task_commitment(task_id, nonce)
-        params = TaskParams(
-            task_type=task_type, model=model, inputs=inputs,
-            reply_key=self.identity.encryption_public_key.hex(),
-        ).encode()
-        self._watch(commitment)
+        key = task_key(self.identity.address, commitment)  # the task's name on chain
+        self._watch(key)
         await self.chain.transact(
             "createTask", int(task_type), commitment, nonce, model_ids, min_vram, gpu_id,
             params_hash(params, nonce), size, stage_timeout, value=fee,
         )
-        log.info("task 0x%s: created (fee %d wei)", commitment.hex()[:8], fee)
-        return TaskHandle(commitment=commitment, nonce=nonce, params=params, model=model, fee=fee)
+        log.info("task 0x%s: created (fee %d wei)", key.hex()[:8], fee)
+        return TaskHandle(commitment=key, nonce=nonce, params=params, model=model, fee=fee)
 
     async def result(
         self, handle: TaskHandle, *, timeout: float = 120.0, on_status: StatusCallback | None = None
     ) -> Any:
-        """Follow the task to its end (docs/design.md, "A task's life", steps 2-8) and return the checked result."""
+        """Follow the task to its end (docs/design.md, "A task's life", steps 2-8) and return the checked result.
+
+        A task that waits on someone else (a node to take it, to score, to deliver) past
+        its stage's deadline will not move again: this aborts it at once, which refunds
+        the fee, and raises ``TaskAborted``. ``TaskTimeout`` means only that ``timeout``
+        ran out first.
+        """
+        check_positive("timeout", timeout, "seconds")
         deadline = time.monotonic() + timeout
         uploaded = validated = False
         try:
@@ -249,7 +280,16 @@ class Client:
                     handle.state = info.state
                     if on_status:
                         on_status(handle, info.state)
-                if info.state == TaskState.STARTED and not uploaded:
+                if info.state == TaskState.SUCCESS:
+                    return await self._download(handle, info, deadline)
+                elif info.state == TaskState.ABORTED:
+                    raise TaskAborted(await self._abort_reason(handle), task_id=handle.task_id, fee=info.fee)
+                elif info.state == TaskState.ERRORED:
+                    code = await self._error_code(handle)
+                    raise TaskErrored(code, task_id=handle.task_id, message=explain_task_error(code, handle.params))
+                elif info.state in STALLABLE and time.time() > info.deadline + ABORT_GRACE_S:
+                    await self._abort_stalled(handle, info, deadline)
+                elif info.state == TaskState.STARTED and not uploaded:
                     await self._upload_params(handle, info, deadline)
                     uploaded = True
                 elif info.state == TaskState.SCORE_READY and not validated:
@@ -259,13 +299,6 @@ class Client:
                     except (ChainError, TransactionReverted) as exc:  # re-read the state, then retry
                         log.warning("task %s: validate failed (%s); retrying", handle.task_id[:10], exc)
                         await asyncio.sleep(RETRY_MAX_S)
-                elif info.state == TaskState.SUCCESS:
-                    return await self._download(handle, info, deadline)
-                elif info.state == TaskState.ABORTED:
-                    raise TaskAborted(await self._abort_reason(handle), task_id=handle.task_id)
-                elif info.state == TaskState.ERRORED:
-                    code = await self._error_code(handle)
-                    raise TaskErrored(code, task_id=handle.task_id)
                 else:
                     await self._sleep_until_event(handle, deadline)
         finally:
@@ -365,6 +398,18 @@ class Client:
             f"stage deadline passes, `gridtask task abort {handle.task_id}` refunds the fee",
             task_id=handle.task_id)
 
+    async def _abort_stalled(self, handle: TaskHandle, info: TaskInfo, deadline: float) -> None:
+        """Abort a task that outlived its stage's deadline; the loop then sees it ABORTED."""
+        reason = f"creator: no progress by the {info.state.name} deadline"
+        log.warning("task %s: %s; aborting it (the fee is refunded)", handle.task_id[:10], reason)
+        try:
+            await self.chain.abort_task(handle.commitment, reason)
+        except ChainError as exc:
+            # Reverted because it moved meanwhile (a late score, a node's own abort) or the
+            # chain's clock is behind ours, or the chain is away: read its state again.
+            log.info("task %s: abort did not go through (%s)", handle.task_id[:10], exc)
+            await self._sleep_until_event(handle, deadline)
+
     async def _abort_reason(self, handle: TaskHandle) -> str:
         event = await self._find_event(handle, "TaskAborted")
         return str(event.args["reason"]) if event else "unknown reason"
@@ -393,14 +438,15 @@ class Client:
 
     async def abort(self, task_id: str | bytes, reason: str = "creator: aborted") -> None:
         await self.open()
-        await self.chain.transact("abortTask", parse_task_id(task_id), reason[:64])
+        await self.chain.abort_task(parse_task_id(task_id), reason[:64])
 
     async def withdraw(self) -> int:
-        """Take out refunds owed to this account; returns the amount (wei)."""
+        """Take out refunds owed to this account; returns the amount (wei), 0 (and sends
+        nothing) when nothing is owed."""
         await self.open()
         amount = await self.chain.balance_of()
         if amount:
-            await self.chain.transact("withdraw")
+            await self.chain.withdraw()
         return amount
 
     # ------------------------------------------------------------ events

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from gridtask.chain.client import to_bytes32
 from gridtask.exceptions import ValidationError
+from gridtask.limits import check_positive
 from gridtask.types import TaskType
 from gridtask.workflows import Step, Workflow
 
@@ -65,6 +66,7 @@ class Simple:
 
 async def execute(client: Client, task: Task | list[Task], *, timeout: float = 300) -> list[TaskResult]:
     """Run one task or several at once; results come back in the same order."""
+    check_positive("timeout", timeout, "seconds")
     tasks = [task] if isinstance(task, Task) else task
     if not tasks or not all(isinstance(t, Task) for t in tasks):
         raise ValidationError("execute takes a Task or a non-empty list of Task objects")

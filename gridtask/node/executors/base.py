@@ -15,13 +15,12 @@ loop keeps following the chain while a model runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Protocol, TypeVar, runtime_checkable
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
 
+from gridtask.exceptions import ValidationError
 from gridtask.types import TaskErrorCode, TaskType
-
-T = TypeVar("T")
-_MISSING: Any = object()
 
 
 class InvalidTaskParameters(Exception):
@@ -96,20 +95,14 @@ def check_model(executor: Executor, model: str) -> None:
         )
 
 
-def input_field(inputs: object, name: str, kind: type[T], *, default: T = _MISSING) -> T:
-    """``inputs[name]`` if it is a ``kind``, else ``InvalidTaskParameters``.
+@contextlib.contextmanager
+def task_fault() -> Iterator[None]:
+    """Inputs that break a rule of ``gridtask.limits`` are the task's fault: a task error.
 
-    ``bool`` never passes for ``int``: JSON ``true`` is not a token count.
+    The SDK refused the same inputs with the same message before paying; a node sees
+    them only from a client that did not check.
     """
-    if not isinstance(inputs, dict):
-        raise InvalidTaskParameters(f"inputs must be an object, got {type(inputs).__name__}")
-    if name not in inputs:
-        if default is _MISSING:
-            raise InvalidTaskParameters(f"missing input {name!r}")
-        return default
-    value = inputs[name]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InvalidTaskParameters(
-            f"input {name!r} must be {kind.__name__}, got {type(value).__name__}"
-        )
-    return value
+    try:
+        yield
+    except ValidationError as exc:
+        raise InvalidTaskParameters(str(exc)) from None

@@ -6,15 +6,14 @@ scoring, delivery) without a model, and benchmarks the network's own overhead.
 
 from __future__ import annotations
 
-import json
-
-from gridtask.node.executors.base import InvalidTaskParameters, check_model
+from gridtask.limits import ECHO_MODEL, MAX_ECHO_DATA_CHARS, check_echo
+from gridtask.node.executors.base import check_model, task_fault
 from gridtask.types import TaskType
 
-ECHO = "echo"
+ECHO = ECHO_MODEL
 """The model ID of the echo executor."""
 
-MAX_DATA_CHARS = 1_000_000
+MAX_DATA_CHARS = MAX_ECHO_DATA_CHARS
 
 
 class EchoExecutor:
@@ -27,13 +26,6 @@ class EchoExecutor:
 
     async def run(self, model: str, inputs: dict) -> dict:
         check_model(self, model)
-        if not isinstance(inputs, dict) or "data" not in inputs:
-            raise InvalidTaskParameters("echo needs inputs {'data': <JSON value>}")
-        data = inputs["data"]
-        try:
-            size = len(json.dumps(data, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise InvalidTaskParameters(f"echo data is not JSON: {exc}") from None
-        if size > MAX_DATA_CHARS:
-            raise InvalidTaskParameters(f"echo data is {size} chars, over {MAX_DATA_CHARS}")
+        with task_fault():
+            data = check_echo(inputs)
         return {"echo": data}

@@ -13,14 +13,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gridtask.node.executors.base import InvalidTaskParameters, check_model, input_field
+from gridtask.limits import EMBED_MODEL, MAX_TEXTS, check_embed
+from gridtask.node.executors.base import check_model, task_fault
 from gridtask.types import TaskType
 
-MINILM = "all-minilm-l6-v2"
+MINILM = EMBED_MODEL
 """The model ID of the MiniLM embedder."""
 
+__all__ = ["EMBEDDING_DIM", "MAX_TEXTS", "MINILM", "EmbedExecutor", "minilm_path"]
+
 EMBEDDING_DIM = 384
-MAX_TEXTS = 256
 DEFAULT_BATCH_SIZE = 32
 DECIMALS = 6
 
@@ -57,11 +59,8 @@ class EmbedExecutor:
 
     async def run(self, model: str, inputs: dict) -> dict:
         check_model(self, model)
-        texts = input_field(inputs, "texts", list)
-        if not 1 <= len(texts) <= MAX_TEXTS:
-            raise InvalidTaskParameters(f"'texts' must hold 1 to {MAX_TEXTS} texts")
-        if not all(isinstance(text, str) for text in texts):
-            raise InvalidTaskParameters("every item of 'texts' must be a string")
+        with task_fault():
+            texts = check_embed(inputs)
         vectors = await asyncio.to_thread(self._encode, texts)
         return {"embeddings": vectors, "dim": EMBEDDING_DIM}
 

@@ -22,19 +22,24 @@ from typing import Any
 
 import httpx
 
+from gridtask.limits import DEFAULT_MAX_TOKENS, MAX_PROMPT_CHARS, MAX_TOKENS_LIMIT, check_llm, check_prompt
 from gridtask.node.executors.base import (
     ExecutorFailure,
     InvalidTaskParameters,
     check_model,
-    input_field,
+    task_fault,
 )
 from gridtask.types import TaskType
 from gridtask.workflows import WorkflowError, run_workflow
 
-DEFAULT_MAX_TOKENS = 32
-DEFAULT_MAX_NEW_TOKENS_LIMIT = 128
-MAX_PROMPT_CHARS = 100_000
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS_LIMIT", "DEFAULT_MAX_TOKENS", "MAX_PROMPT_CHARS", "LocalLLMExecutor",
+    "OpenAICompatibleExecutor",
+]
+
+DEFAULT_MAX_NEW_TOKENS_LIMIT = MAX_TOKENS_LIMIT
 EMPTY_ANSWER = "<empty>"
+REPLACEMENT_CHARACTER = "\ufffd"  # what a lossy UTF-8 decoder puts for bytes that are not UTF-8
 DEFAULT_SEED = 0
 DEFAULT_HTTP_TIMEOUT = 120.0
 
@@ -50,23 +55,19 @@ class _LLMExecutor:
 
     async def run(self, model: str, inputs: dict) -> dict:
         check_model(self, model)
-        max_tokens = input_field(inputs, "max_tokens", int, default=DEFAULT_MAX_TOKENS)
-        if not 1 <= max_tokens <= self.max_new_tokens_limit:
-            raise InvalidTaskParameters(
-                f"'max_tokens' must be between 1 and {self.max_new_tokens_limit}"
-            )
-        if ("prompt" in inputs) == ("workflow" in inputs):
-            raise InvalidTaskParameters("give exactly one of 'prompt' and 'workflow'")
+        with task_fault():
+            checked = check_llm(inputs, max_tokens_limit=self.max_new_tokens_limit)
 
         async def generate(prompt: str) -> str:
-            if len(prompt) > MAX_PROMPT_CHARS:
-                raise InvalidTaskParameters(f"prompt is over {MAX_PROMPT_CHARS} characters")
-            return await self.generate(prompt, max_tokens)
+            with task_fault():  # a workflow's prompt is known only once its placeholders are filled
+                check_prompt(prompt)
+            return await self.generate(prompt, checked.max_tokens)
 
-        if "prompt" in inputs:
-            return {"text": await generate(input_field(inputs, "prompt", str))}
+        if checked.prompt is not None:
+            return {"text": await generate(checked.prompt)}
+        assert checked.workflow is not None
         try:
-            text, memory = await run_workflow(input_field(inputs, "workflow", dict), generate)
+            text, memory = await run_workflow(checked.workflow, generate)
         except WorkflowError as exc:
             raise InvalidTaskParameters(f"workflow: {exc}") from None
         return {"text": text, "memory": memory}
@@ -137,7 +138,7 @@ class LocalLLMExecutor(_LLMExecutor):
                     pad_token_id=self._pad_token_id(),
                 )
             new_ids = output[0, input_ids.shape[1] :].tolist()
-        text = self._tokenizer.decode(new_ids, skip_special_tokens=True)
+        text = without_invalid_bytes(self._tokenizer.decode(new_ids, skip_special_tokens=True))
         if not text.strip():  # only special or blank tokens: show them, deterministically
             text = " ".join(str(t) for t in self._tokenizer.convert_ids_to_tokens(new_ids))
         return text if text.strip() else EMPTY_ANSWER
@@ -217,7 +218,21 @@ class OpenAICompatibleExecutor(_LLMExecutor):
             content = ""
         if not isinstance(content, str):
             raise ExecutorFailure(f"{self.url} gave a non-text completion")
+        # A server decodes bytes as the local executor does (transformers serve puts U+FFFD
+        # too): the same rule for both backends, so the same weights give the same text.
+        content = without_invalid_bytes(content)
         return content if content.strip() else EMPTY_ANSWER
+
+
+def without_invalid_bytes(text: str) -> str:
+    """The answer without the bytes that are not UTF-8.
+
+    A byte-level model picks bytes, not characters: it may stop half-way through a
+    character or emit a byte that no character starts with, and the tokenizer decodes each
+    such run to U+FFFD. Those runs are not text the model wrote; dropping them leaves
+    exactly the characters it did write, the same on every node.
+    """
+    return text.replace(REPLACEMENT_CHARACTER, "")
 
 
 def _max_positions(config: Any) -> int | None:

@@ -1,0 +1,195 @@
+"""What a node will run, written once: the SDK checks a task with it before it pays, and
+the node's executors check the parameters they receive with the very same functions.
+
+Why one module: a rule written twice drifts, and then a task that the SDK let through is
+refused by a node after its fee was paid and its transactions mined. Every check raises
+``ValidationError`` with a message that names the limit, as ``texts: at most 256 per task
+(got 8000)``; the node's executors turn it into a task error (``InvalidTaskParameters``).
+
+Which task type a model runs is decided by its name, because that is all the chain keeps
+of a model (a ``bytes32``) and all a node can announce: ``echo`` and ``all-minilm-l6-v2``
+are the fixed names of the echo and embedding executors, and every other name is a
+language model that an operator serves with ``llm:NAME=DIR`` or ``openai:NAME=URL``
+(``gridtask node --help``). ``task_type_of`` is that rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gridtask.exceptions import ValidationError
+from gridtask.relay.app import DEFAULT_MAX_PARAMS_BYTES
+from gridtask.types import TaskType
+from gridtask.workflows import Workflow, WorkflowError, parse_workflow
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+ECHO_MODEL = "echo"
+EMBED_MODEL = "all-minilm-l6-v2"
+FIXED_MODELS: dict[str, TaskType] = {ECHO_MODEL: TaskType.ECHO, EMBED_MODEL: TaskType.EMBED}
+"""Models with a fixed name and task type; any other model name is a language model."""
+
+MAX_PARAMS_BYTES = DEFAULT_MAX_PARAMS_BYTES
+"""The most encrypted parameter bytes the relay stores for one task (its default limit)."""
+SEAL_OVERHEAD_BYTES = 48
+"""What sealing adds to the parameters: an ephemeral X25519 key (32) and a MAC (16)."""
+
+MAX_TEXTS = 256
+MAX_ECHO_DATA_CHARS = 1_000_000
+MAX_PROMPT_CHARS = 100_000
+DEFAULT_MAX_TOKENS = 32
+MAX_TOKENS_LIMIT = 128
+"""The ``max_tokens`` a node allows by default; an operator may configure a lower one."""
+
+
+def task_type_of(model: str) -> TaskType:
+    """The task type ``model`` runs: fixed for echo and MiniLM, text generation otherwise."""
+    return FIXED_MODELS.get(model, TaskType.LLM)
+
+
+def check_model_name(model: str) -> None:
+    """A model ID is a ``bytes32`` on chain: 1 to 32 bytes of UTF-8."""
+    size = len(model.encode()) if isinstance(model, str) else 0
+    if not 1 <= size <= 32:
+        raise ValidationError(f"model: a name on chain must be 1 to 32 bytes (got {size}: {model!r})")
+
+
+def check_model_type(task_type: TaskType, model: str) -> None:
+    """Refuse a model that runs another task type (``--model echo`` for a prompt)."""
+    check_model_name(model)
+    served = task_type_of(model)
+    if served != task_type:
+        what = {TaskType.ECHO: "echo", TaskType.EMBED: "embedding", TaskType.LLM: "text-generation"}
+        fits = [m for m, t in FIXED_MODELS.items() if t == task_type] or ["tiny-llm or any language model"]
+        raise ValidationError(
+            f"model: {model!r} runs {what[served]} tasks, not {what[task_type]} tasks "
+            f"(use {', '.join(fits)})"
+        )
+
+
+def check_positive(name: str, value: object, unit: str) -> None:
+    """A fee, a wait or a stage timeout of zero or less can only lose the fee: refuse it."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValidationError(f"{name}: must be a positive number of {unit} (got {value!r})")
+
+
+def input_field(inputs: object, name: str, kind: type[T], *, default: T = _MISSING) -> T:
+    """``inputs[name]`` if it is a ``kind``; ``bool`` never passes for ``int``."""
+    if not isinstance(inputs, dict):
+        raise ValidationError(f"inputs: must be an object (got {type(inputs).__name__})")
+    if name not in inputs:
+        if default is _MISSING:
+            raise ValidationError(f"{name}: missing from the inputs")
+        return default
+    value = inputs[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        raise ValidationError(f"{name}: must be {kind.__name__} (got {type(value).__name__})")
+    return value
+
+
+def check_echo(inputs: object) -> Any:
+    """``{"data": <JSON value>}``, at most ``MAX_ECHO_DATA_CHARS`` of JSON; returns the data."""
+    data = input_field(inputs, "data", object)
+    try:
+        size = len(json.dumps(data, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"data: not JSON ({exc})") from None
+    if size > MAX_ECHO_DATA_CHARS:
+        raise ValidationError(f"data: at most {MAX_ECHO_DATA_CHARS} characters of JSON (got {size})")
+    return data
+
+
+def check_embed(inputs: object) -> list[str]:
+    """``{"texts": [str, ...]}`` with 1 to ``MAX_TEXTS`` texts; returns the texts."""
+    texts = input_field(inputs, "texts", list)
+    if not texts:
+        raise ValidationError("texts: at least 1 per task (got 0)")
+    if len(texts) > MAX_TEXTS:
+        raise ValidationError(f"texts: at most {MAX_TEXTS} per task (got {len(texts)})")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValidationError(f"texts[{index}]: must be str (got {type(text).__name__})")
+    return texts
+
+
+def check_prompt(prompt: str) -> str:
+    """One prompt as the model will read it (a workflow's after its placeholders are filled)."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValidationError(f"prompt: at most {MAX_PROMPT_CHARS} characters (got {len(prompt)})")
+    return prompt
+
+
+@dataclass(frozen=True)
+class LLMInputs:
+    """A text-generation task's inputs once checked: a prompt or a workflow, and ``max_tokens``."""
+
+    max_tokens: int
+    prompt: str | None = None
+    workflow: Workflow | None = None
+
+
+def check_llm(inputs: object, *, max_tokens_limit: int = MAX_TOKENS_LIMIT) -> LLMInputs:
+    """``{"prompt": str}`` or ``{"workflow": Workflow}``, and ``max_tokens`` (1 to the limit)."""
+    max_tokens = input_field(inputs, "max_tokens", int, default=DEFAULT_MAX_TOKENS)
+    if max_tokens < 1:
+        raise ValidationError(f"max_tokens: at least 1 (got {max_tokens})")
+    if max_tokens > max_tokens_limit:
+        raise ValidationError(f"max_tokens: at most {max_tokens_limit} (got {max_tokens})")
+    assert isinstance(inputs, dict)  # input_field checked it
+    if ("prompt" in inputs) == ("workflow" in inputs):
+        raise ValidationError("inputs: give exactly one of 'prompt' and 'workflow'")
+    if "prompt" in inputs:
+        return LLMInputs(max_tokens, prompt=check_prompt(input_field(inputs, "prompt", str)))
+    try:
+        workflow = parse_workflow(input_field(inputs, "workflow", dict))
+        workflow.check()
+    except WorkflowError as exc:
+        raise ValidationError(f"workflow: {exc}") from None
+    return LLMInputs(max_tokens, workflow=workflow)
+
+
+def check_inputs(task_type: TaskType, inputs: object) -> None:
+    """Everything a node checks in a task's inputs before it runs them."""
+    if task_type == TaskType.ECHO:
+        check_echo(inputs)
+    elif task_type == TaskType.EMBED:
+        check_embed(inputs)
+    else:
+        check_llm(inputs)
+
+
+def check_params_size(params: bytes) -> None:
+    """Parameters the relay would refuse to store (HTTP 413) can never reach a node."""
+    size = len(params) + SEAL_OVERHEAD_BYTES
+    if size > MAX_PARAMS_BYTES:
+        raise ValidationError(
+            f"parameters: at most {MAX_PARAMS_BYTES} bytes encrypted, as the relay stores (got {size})"
+        )
+
+
+def check_task(task_type: TaskType, model: str, inputs: object) -> None:
+    """What the SDK checks before it pays: the model's task type and the inputs' limits."""
+    check_model_type(task_type, model)
+    check_inputs(task_type, inputs)
+
+
+def explain_task_error(code: int, params: bytes | None = None) -> str:
+    """A task error in words: the limit the task's own parameters break, if the creator still
+    holds them (``params``) and they break one, else the documented meaning of the code."""
+    from gridtask.params import TaskParams
+    from gridtask.types import TaskErrorCode
+
+    try:
+        known = TaskErrorCode(code)
+    except ValueError:
+        return f"the node reported task error code {code}, which this version does not know"
+    if params is not None and known in (TaskErrorCode.INVALID_PARAMETERS, TaskErrorCode.UNKNOWN_MODEL):
+        try:
+            decoded = TaskParams.decode(params)
+            check_task(decoded.task_type, decoded.model, decoded.inputs)
+        except ValueError as exc:  # ValidationError, or parameters that do not even parse
+            return str(exc)
+    return known.explanation
