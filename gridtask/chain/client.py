@@ -623,6 +623,10 @@ class ChainClient:
     async def min_stake(self) -> int:
         return int(await self._view("min_stake"))
 
+    async def stake_cap_multiple(self) -> int:
+        """Stakes above this multiple of the minimum add no selection weight."""
+        return int(await self._view("stake_cap_multiple"))
+
     async def timeout_bounds(self) -> tuple[int, int]:
         """The stage timeouts the contract accepts: (min, max) seconds."""
         return int(await self._view("min_timeout")), int(await self._view("max_timeout"))
