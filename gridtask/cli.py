@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -101,14 +102,13 @@ def _task(
     as_json: bool,
     config: Path | None,
 ) -> dict[str, Any]:
-    from gridtask.limits import check_positive, check_task
     from gridtask.sdk import Client
 
+    if fee <= 0:
+        console.print("[red]error:[/] --fee must be positive")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
     async def go() -> dict[str, Any]:
-        # What no node would run is refused before anything is paid (the SDK checks it again).
-        check_positive("fee", fee, "ETH")
-        check_positive("timeout", timeout, "seconds")
-        check_task(task_type, model, inputs)
         async with Client(config_path=config) as client:
             await _check_model_served(client, model)
             with console.status(f"creating {task_type.name.lower()} task on {model}...") as status:
@@ -158,7 +158,6 @@ _STATE_WORDS = {
 @task_app.command("show")
 def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """A task's state on chain and its events."""
-    from gridtask.limits import explain_task_error
     from gridtask.sdk import Client, parse_task_id
 
     try:
@@ -173,8 +172,6 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
             if info is None:
                 raise ValidationError(f"unknown task {task_id}: no such task on this network")
             events = await client.events(commitment)
-            error = next((int(e.args["error_code"]) for e in events if e.name == "TaskErrorReported"), None)
-            aborted = next((str(e.args["reason"]) for e in events if e.name == "TaskAborted"), None)
             doc: dict[str, Any] = {
                 "task_id": "0x" + commitment.hex(),
                 "state": info.state.name,
@@ -182,8 +179,6 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
                 "node": info.node,
                 "fee_wei": info.fee,
                 "deadline": info.deadline,
-                "error": None if error is None else {"code": error, "message": explain_task_error(error)},
-                "abort_reason": aborted,
                 "events": [
                     {
                         "name": e.name,
@@ -200,10 +195,6 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
                 f"task {doc['task_id']}\n  state   {info.state.name}\n  creator {info.creator}\n"
                 f"  node    {info.node}\n  fee     {info.fee / ETHER} ETH"
             )
-            if error is not None:
-                out.print(f"  error   {explain_task_error(error)} (task error {error}; the fee was refunded)")
-            if aborted is not None:
-                out.print(f"  reason  {aborted} (the fee was refunded)")
             for e in doc["events"]:
                 out.print(f"  block {e['block']:>6}  {e['name']}")
 
@@ -231,10 +222,7 @@ def withdraw(config: ConfigOpt = None) -> None:
     async def go() -> None:
         async with Client(config_path=config) as client:
             amount = await client.withdraw()
-            if amount:
-                console.print(f"withdrew {amount / ETHER} ETH")
-            else:
-                console.print(f"nothing to withdraw: the contract owes {client.identity.address} nothing")
+            console.print(f"withdrew {amount / ETHER} ETH")
 
     _run(go)
 
@@ -374,9 +362,20 @@ def _network(config: Path | None) -> NetworkConfig:
 
 
 def _on_signals(callback: Callable[[], None]) -> None:
+    """SIGINT or SIGTERM asks to stop (``callback``); a second one exits at once. A daemon
+    keeps on disk, before each step, what it needs later, so exiting hard loses nothing."""
     loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            console.print(f"{sig.name} again: exiting now")
+            os._exit(128 + sig)
+        received.append(sig)
+        callback()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, callback)
+        loop.add_signal_handler(sig, on_signal, sig)
 
 
 def main() -> None:

@@ -5,7 +5,11 @@ every task that is still its own, so a restart loses nothing. The main loop foll
 the contract's events: a ``TaskStarted`` or ``TaskValidated`` for this node wakes its
 task; a ``TaskQueued`` that it could run while idle makes it claim queued work (the
 contract's bounded selection can miss an idle node; this is how it never strands a
-task). A signal sets a flag; the loop stops, and what is left resumes on restart.
+task). A signal sets a flag (``shutdown``): whatever the node is waiting on (start-up,
+a retry back-off, a relay long-poll, a chain that is down, a task in flight) is
+cancelled at once, because everything it needs to finish later is on disk before
+each step (its sealed result before ``submitScore``, its event cursor after each
+poll) or on chain. What is left resumes on restart.
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
-from gridtask.chain.client import ChainClient, ChainEvent, to_bytes32
+from gridtask import retry
+from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.chain.events import EventFollower
 from gridtask.chain.models import same_address
 from gridtask.exceptions import ChainError, GridtaskError, TransactionReverted
@@ -29,6 +39,8 @@ from gridtask.types import NodeStatus, TaskState
 log = logging.getLogger("gridtask.node")
 
 QUEUE_POLLS = 4
+MAX_QUEUED_SEEN = 1024  # TaskQueued events kept for claiming while the node is busy
+CLOSE_TIMEOUT_S = 1.0  # each connection closed at shutdown; the whole stop stays well under 5 s
 MY_EVENTS = {"TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported"}
 
 
@@ -39,19 +51,21 @@ class NodeDaemon:
         self.settings = settings
         self.executors = executors
         self.identity = Identity.from_hex(settings.network.private_key)
-        self.chain = ChainClient(settings.network.rpc_url, settings.network.contract, self.identity)
+        self.chain = ChainClient.from_config(settings.network, self.identity)
         self.relay = RelayClient(settings.network.relay_url, self.identity)
         state_dir = settings.state_dir / self.identity.address.lower()
-        self.worker = TaskWorker(self.chain, self.relay, executors, state_dir / "results")
+        self.should_exit = asyncio.Event()
+        self.worker = TaskWorker(self.chain, self.relay, executors, state_dir / "results", stop=self.should_exit)
         self.follower = EventFollower(
-            self.chain, ws_url=settings.network.ws_url, cursor_path=state_dir / "cursor"
+            self.chain, ws_url=settings.network.ws_url, cursor_path=state_dir / "cursor",
+            confirmations=settings.network.confirmations,
         )
         self.models = executors.all_models()
-        self.should_exit = asyncio.Event()
         self._mine: dict[bytes, asyncio.Task[None]] = {}
         self._wake: dict[bytes, asyncio.Event] = {}
         self._last_withdraw = time.monotonic()
         self._claiming: asyncio.Task[None] | None = None
+        self._queued: dict[bytes, ChainEvent] = {}  # TaskQueued not yet claimed, oldest first
 
     @property
     def address(self) -> str:
@@ -60,33 +74,62 @@ class NodeDaemon:
     # ------------------------------------------------------------ lifecycle
 
     async def serve(self) -> None:
-        await self.startup()
+        """Start-up, then the main loop, until ``shutdown()``; then close everything.
+
+        A stop request cancels whichever of the two is running, wherever it waits."""
+        asyncio.get_running_loop().set_default_executor(DetachedThreads())
+        work = asyncio.create_task(self._start_and_loop(), name="node")
+        stop = asyncio.create_task(self.should_exit.wait(), name="node-stop")
         try:
-            await self.main_loop()
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await self.shutdown_cleanup()
+            stop.cancel()
+            if not work.done():
+                log.info("node %s: stopping", self.address)
+                work.cancel()
+            try:
+                await work
+            except (asyncio.CancelledError, retry.Interrupted):
+                if not self.should_exit.is_set():
+                    raise  # cancelled from outside, not stopped by us
+            finally:
+                await self.shutdown_cleanup()
+
+    async def _start_and_loop(self) -> None:
+        await self.startup()
+        await self.main_loop()
 
     def shutdown(self) -> None:
+        """Ask the node to stop (signal handlers call this); ``serve()`` returns soon after."""
         self.should_exit.set()
 
     async def startup(self) -> None:
+        """Load the models, then join (or resume) and pick up this node's tasks. A chain that
+        does not answer is waited for, not fatal: a node started before its chain (or during
+        an outage, or by a service manager at boot) comes up when the chain does."""
         await self.load_models()
-        await self.follower.start()
+        for step in (self.follower.start, self._join_and_recover):
+            async for attempt in retry.CHAIN_UNREACHABLE.attempts(deadline=math.inf, stop=self.should_exit):
+                with attempt:
+                    await step()
+        log.info("node %s: ready", self.address)
+
+    async def _join_and_recover(self) -> None:
+        """Each step reads the chain first, so repeating it after a failure is harmless."""
         node = await self.chain.get_node(self.address)
         if node is None:
             log.info("node %s: joining with models %s", self.address, self.models)
-            await self.chain.transact(
-                "join", to_bytes32(self.settings.gpu), self.settings.vram,
-                [to_bytes32(m) for m in self.models], self.identity.encryption_public_key,
-                self.settings.version, value=self.settings.stake,
+            await self.chain.join(
+                gpu=self.settings.gpu, vram=self.settings.vram, models=self.models,
+                public_key=self.identity.encryption_public_key, version=self.settings.version,
+                stake=self.settings.stake,
             )
         elif node.status == NodeStatus.PAUSED:
-            await self.chain.transact("resume")
+            await self.chain.resume()
         await self.recover()
         if not self._mine:  # work queued while this node was away waits no longer
             with contextlib.suppress(TransactionReverted):
-                await self.chain.transact("takeQueuedTask")
-        log.info("node %s: ready", self.address)
+                await self.chain.take_queued_task()
 
     async def load_models(self) -> None:
         """Load every model before joining, so that the first task does not wait for it."""
@@ -119,16 +162,17 @@ class NodeDaemon:
                 log.warning("node %s: chain error: %s", self.address, exc)
 
     async def shutdown_cleanup(self) -> None:
-        if self._claiming is not None:
-            self._claiming.cancel()
-        for task in self._mine.values():
+        """Cancel the tasks in flight and close connections, each close bounded in time.
+
+        Nothing needs saving here: results and the cursor are written before they matter."""
+        pending = [t for t in [self._claiming, *self._mine.values()] if t is not None]
+        for task in pending:
             task.cancel()
-        for task in list(self._mine.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.follower.stop()
-        await self.relay.aclose()
-        await self.chain.aclose()
+        if pending:
+            await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S)
+        for close in (self.follower.stop, self.relay.aclose, self.chain.aclose):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), CLOSE_TIMEOUT_S)
         log.info("node %s: stopped", self.address)
 
     # ------------------------------------------------------------ events
@@ -142,9 +186,11 @@ class NodeDaemon:
                 self._track(commitment)
             elif commitment in self._wake:
                 self._wake[commitment].set()
-        elif event.name == "TaskQueued" and self._claiming is None:
-            # In the background: the node's own events must not wait behind it.
-            self._claiming = asyncio.create_task(self._claim(event))
+        elif event.name == "TaskQueued":
+            self._queued[event.commitment or b""] = event
+            while len(self._queued) > MAX_QUEUED_SEEN:  # the oldest are the likeliest taken
+                del self._queued[next(iter(self._queued))]
+            self._claim_queued()
 
     async def tick(self) -> None:
         """Quiet moments: wake tasks to check deadlines, take out earnings."""
@@ -158,23 +204,31 @@ class NodeDaemon:
         amount = await self.chain.balance_of()
         if amount > 0:
             with contextlib.suppress(TransactionReverted):
-                await self.chain.transact("withdraw")
+                await self.chain.withdraw()
                 log.info("node %s: withdrew %d wei", self.address, amount)
         return amount
 
-    async def _claim(self, event: ChainEvent) -> None:
-        try:
-            await self._maybe_take_queued(event)
-        except GridtaskError as exc:
-            log.warning("node %s: claiming queued work failed: %s", self.address, exc)
-        finally:
-            self._claiming = None
+    def _claim_queued(self) -> None:
+        """Claim the queued tasks seen so far, in the background (the node's own events must
+        not wait behind it). One claimer at a time; a ``TaskQueued`` that arrives while it
+        runs is in ``_queued`` and gets its turn, so none is dropped."""
+        if self._queued and not self._mine and (self._claiming is None or self._claiming.done()):
+            self._claiming = asyncio.create_task(self._claim_loop(), name="node-claim")
 
-    async def _maybe_take_queued(self, event: ChainEvent) -> None:
+    async def _claim_loop(self) -> None:
+        while self._queued and not self._mine:
+            commitment = next(iter(self._queued))
+            try:
+                await self._maybe_take_queued(commitment)
+            except GridtaskError as exc:
+                log.warning("node %s: claiming queued work failed: %s", self.address, exc)
+                return  # kept in _queued: tried again after the next event or task
+            self._queued.pop(commitment, None)
+
+    async def _maybe_take_queued(self, commitment: bytes) -> None:
         """A task was queued that this node may run: while idle, claim queued work. The
         contract looks at a bounded window of the queue and rotates what this node cannot
         run, so a few polls reach a runnable task behind others."""
-        commitment = event.commitment or b""
         spec = self.worker.known_spec(commitment)
         if spec is not None and not set(spec.models) <= set(self.models):
             return
@@ -186,7 +240,7 @@ class NodeDaemon:
             if node is None or node.status != NodeStatus.IDLE or task is None or task.state != TaskState.QUEUED:
                 return
             with contextlib.suppress(TransactionReverted):
-                await self.chain.transact("takeQueuedTask")
+                await self.chain.take_queued_task()
 
     # ------------------------------------------------------------ tasks
 
@@ -201,7 +255,7 @@ class NodeDaemon:
         """Advance one task each time something happens to it, until it ends."""
         wake = self._wake[commitment]
         try:
-            while True:
+            while not self.should_exit.is_set():
                 wake.clear()
                 try:
                     task = await self.chain.get_task(commitment)
@@ -221,4 +275,29 @@ class NodeDaemon:
         finally:
             self._mine.pop(commitment, None)
             self._wake.pop(commitment, None)
+            if not self.should_exit.is_set():
+                self._claim_queued()  # queued work seen while busy, if the contract left any
+
+
+class DetachedThreads(ThreadPoolExecutor):
+    """The node's default executor: each blocking call (model loading, inference) in a
+    daemon thread, so that a stop request never waits for it, and neither does the
+    interpreter's exit. The work is lost, which is fine: the task resumes on restart."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="node-blocking", daemon=True).start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to wait for: the threads end with their call or with the process."""
 

@@ -12,16 +12,17 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridtask import retry
 from gridtask.chain.client import ChainClient, ChainEvent, from_bytes32
 from gridtask.chain.models import TaskInfo
 from gridtask.crypto import keccak, params_hash, seal, unseal
 from gridtask.exceptions import (
     ChainError,
     CryptoError,
-    NotReady,
     RelayError,
     TransactionReverted,
 )
@@ -33,8 +34,6 @@ from gridtask.types import TaskErrorCode, TaskState
 
 log = logging.getLogger("gridtask.node")
 
-RETRY_S = 0.05
-RETRY_MAX_S = 1.0
 SPEC_CACHE = 1024
 PARAMS_WAIT_S = 5.0  # long poll: the relay answers the moment the creator uploads
 
@@ -53,12 +52,14 @@ class TaskWorker:
     """Drives the node's side of tasks; shared by every task of one node."""
 
     def __init__(
-        self, chain: ChainClient, relay: RelayClient, executors: ExecutorSet, results_dir: Path
+        self, chain: ChainClient, relay: RelayClient, executors: ExecutorSet, results_dir: Path,
+        *, stop: asyncio.Event | None = None,
     ) -> None:
         self.chain = chain
         self.relay = relay
         self.executors = executors
         self.results_dir = results_dir
+        self.stop = stop or asyncio.Event()  # set when the node stops: every retry wait ends at once
         results_dir.mkdir(parents=True, exist_ok=True)
         self._specs: OrderedDict[bytes, TaskSpec] = OrderedDict()
 
@@ -70,15 +71,12 @@ class TaskWorker:
 
     async def advance(self, task: TaskInfo) -> None:
         """Do what the task's current state asks of its node (nothing if it waits on others)."""
-        name = task.commitment.hex()[:10]
-        late = time.time() > task.deadline
         if task.state == TaskState.STARTED:
             await self._execute(task)
         elif task.state == TaskState.VALIDATED:
             await self._deliver(task)
-        elif task.state == TaskState.SCORE_READY and late:
-            log.info("task %s: creator did not validate in time; aborting", name)
-            await self._abort(task, "node: validation deadline passed")
+        elif task.state == TaskState.SCORE_READY:
+            await self.give_up_if_late(task, "node: validation deadline passed")
 
     # ------------------------------------------------------------ execute and score
 
@@ -89,13 +87,14 @@ class TaskWorker:
             # Sealing is randomized: after a failed or unconfirmed submitScore, commit the
             # same bytes again rather than running the task twice.
             sealed, committed_score = saved
-            await self.chain.transact("submitScore", task.commitment, committed_score, keccak(sealed))
+            await self.chain.submit_score(task.commitment, committed_score, keccak(sealed))
             log.info("task %s: score submitted (saved result)", name)
             return
         spec = await self.spec(task.commitment)
         ciphertext = await self._fetch_params(task)
         if ciphertext is None:
             return
+        log.info("task %s: parameters fetched", name)
         try:
             plain = unseal(ciphertext, self.chain.identity.encryption_private_key)
         except CryptoError:
@@ -126,24 +125,25 @@ class TaskWorker:
         sealed = seal(plain_result, params.reply_key_bytes)
         result_score = score(plain_result)
         self._save(task.commitment, sealed, result_score)
-        await self.chain.transact("submitScore", task.commitment, result_score, keccak(sealed))
+        await self.chain.submit_score(task.commitment, result_score, keccak(sealed))
         log.info("task %s: score submitted", name)
 
     async def _fetch_params(self, task: TaskInfo) -> bytes | None:
-        """The encrypted parameters, retrying "task not ready" until the stage's deadline."""
-        delay = RETRY_S
-        while True:
-            try:
-                return await self.relay.download_params(task.commitment, wait=PARAMS_WAIT_S)
-            except (NotReady, RelayError) as exc:
-                if time.time() > task.deadline:
-                    log.info("task %s: no parameters before the deadline (%s)", task.commitment.hex()[:10], exc)
-                    await self._abort(task, "node: parameters never arrived")
-                    return None
-                if not isinstance(exc, NotReady):
-                    log.warning("relay: %s; retrying", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, RETRY_MAX_S)
+        """The encrypted parameters, retrying "task not ready" until the stage's deadline;
+        ``None`` when there are none (yet): the node gave up, or the relay refused."""
+        reason = "node: parameters never arrived"
+
+        async def give_up(_: BaseException) -> None:
+            await self.give_up_if_late(task, reason)
+
+        try:
+            return await retry.NOT_READY.call(
+                lambda: self.relay.download_params(task.commitment, wait=PARAMS_WAIT_S),
+                deadline=retry.until_wall(task.deadline), stop=self.stop, on_give_up=give_up)
+        except RelayError as exc:  # refused for good: tried again on the next wake, until the deadline
+            log.warning("task %s: parameters refused by the relay: %s", task.commitment.hex()[:10], exc)
+            await self.give_up_if_late(task, reason)
+            return None
 
     # ------------------------------------------------------------ deliver
 
@@ -153,27 +153,41 @@ class TaskWorker:
         if saved is None or keccak(saved[0]) != task.result_hash:
             # Nothing deliverable: free the node once the stage's deadline allows it.
             log.error("task %s: validated but the committed result is lost", name)
-            if time.time() > task.deadline:
-                await self._abort(task, "node: result lost")
+            await self.give_up_if_late(task, "node: result lost")
             return
-        delay = RETRY_S
-        while True:
-            try:
-                await self.relay.upload_result(task.commitment, saved[0])
+        reason = "node: delivery deadline passed"
+
+        async def upload() -> bool:
+            await self.relay.upload_result(task.commitment, saved[0])
+            return True
+
+        async def give_up(_: BaseException) -> bool:
+            await self.give_up_if_late(task, reason)
+            return False
+
+        try:
+            if await retry.RELAY_TRANSIENT.call(
+                upload, deadline=retry.until_wall(task.deadline), stop=self.stop, on_give_up=give_up
+            ):
                 log.info("task %s: result delivered", name)
                 self._forget(task.commitment)
-                return
-            except RelayError as exc:
-                current = await self.chain.get_task(task.commitment)
-                if current is None or current.state != TaskState.VALIDATED:
-                    return  # delivered meanwhile, or ended
-                if time.time() > current.deadline:
-                    log.warning("task %s: could not deliver before the deadline (%s); aborting", name, exc)
-                    await self._abort(current, "node: delivery deadline passed")
-                    return
+        except RelayError as exc:  # refused: delivered meanwhile, ended, or tried again on the next wake
+            current = await self.chain.get_task(task.commitment)
+            if current is not None and current.state == TaskState.VALIDATED:
                 log.warning("task %s: upload refused (%s); retrying", name, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, RETRY_MAX_S)
+                await self.give_up_if_late(current, reason)
+
+    # ------------------------------------------------------------ giving up
+
+    async def give_up_if_late(self, task: TaskInfo, reason: str) -> bool:
+        """The node's one rule for giving up on a task: once the stage's deadline has
+        passed, abort it (the fee goes back to its creator and the node is free again).
+        Returns whether it gave up; before the deadline, the caller keeps trying."""
+        if time.time() <= task.deadline:
+            return False
+        log.info("task %s: giving up, aborting (%s)", task.commitment.hex()[:10], reason)
+        await self._abort(task, reason)
+        return True
 
     # ------------------------------------------------------------ helpers
 
@@ -191,16 +205,17 @@ class TaskWorker:
 
     async def _error(self, task: TaskInfo, code: TaskErrorCode) -> None:
         log.info("task %s: reporting task error %s", task.commitment.hex()[:10], code.name)
-        await self._send_final("reportTaskError", task, int(code))
+        await self._end_task(self.chain.report_task_error(task.commitment, int(code)), task)
 
     async def _abort(self, task: TaskInfo, reason: str) -> None:
-        await self._send_final("abortTask", task, reason)
+        await self._end_task(self.chain.abort_task(task.commitment, reason), task)
 
-    async def _send_final(self, function: str, task: TaskInfo, arg: object) -> None:
+    @staticmethod
+    async def _end_task(send: Awaitable[object], task: TaskInfo) -> None:
         try:
-            await self.chain.transact(function, task.commitment, arg)
+            await send
         except TransactionReverted as exc:  # someone else ended it first
-            log.info("task %s: %s refused: %s", task.commitment.hex()[:10], function, exc.reason)
+            log.info("task %s: %s refused: %s", task.commitment.hex()[:10], exc.function, exc.reason)
 
     def _result_path(self, commitment: bytes) -> Path:
         return self.results_dir / f"{commitment.hex()}.bin"

@@ -1,17 +1,30 @@
 """Daemons killed and restarted mid-task, the chain unreachable for 10 s, one-second
-blocks: every task still reaches a correct end on chain, and money is conserved."""
+blocks: every task still reaches a correct end on chain, and money is conserved.
+
+A node killed at an exact moment (after it fetched the parameters, before ``submitScore``)
+runs an LLM task against a model server this test holds: the node's request reaching it
+proves the parameters were fetched, decrypted and checked, and nothing can be scored
+until the test lets the server answer, so the kill lands in that window without a race.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gridtask.chain.anvil import free_port
 from gridtask.devnet import Devnet
-from gridtask.sdk import Client, TaskState, TaskType
+from gridtask.exceptions import TaskAborted
+from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
 from .netcut import CuttableProxy
@@ -105,3 +118,120 @@ async def test_one_second_blocks(tmp_path: Path) -> None:
         assert book["SUCCESS"] == 3
     finally:
         net.stop()
+
+
+# ---------------------------------------------------------------- killed after fetching
+
+
+class HeldModelServer:
+    """An OpenAI-compatible chat server that answers only once ``release`` is set;
+    ``asked`` is set as soon as a node's request arrives."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                server.requests += 1
+                server.asked.set()
+                while not server.release.wait(0.1):
+                    pass
+                prompt = body["messages"][-1]["content"]
+                answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": f"re: {prompt}"}}]})
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.http.shutdown()
+
+
+@pytest.fixture
+def model_server() -> Iterator[HeldModelServer]:
+    server = HeldModelServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def held_net(tmp_path: Path, model_server: HeldModelServer) -> AsyncIterator[Devnet]:
+    """One node whose only model is the held server's."""
+    net = await start_devnet(tmp_path, nodes=1, node_models=[f"openai:held={model_server.url}"])
+    yield net
+    net.stop()
+
+
+async def kill_after_parameters_fetched(net: Devnet, client: Client, server: HeldModelServer,
+                                        stage_timeout: int) -> tuple[TaskHandle, asyncio.Task[Any]]:
+    """Submit a task, let the SDK upload its parameters, and SIGKILL the node the moment it
+    runs them: after the fetch, before ``submitScore``."""
+    handle = await client.submit(TaskType.LLM, "held", {"prompt": "hold on"}, stage_timeout=stage_timeout)
+    running = asyncio.create_task(client.result(handle, timeout=stage_timeout + 40))
+    assert await asyncio.to_thread(server.asked.wait, 60), "the node never ran the task"
+    assert f"task {handle.commitment.hex()[:10]}: parameters fetched" in (net.home / "node0.log").read_text()
+    net.stop_process("node0", signal.SIGKILL)
+    info = await client.task(handle.commitment)
+    assert info is not None and info.state == TaskState.STARTED and info.score == bytes(32)  # no score yet
+    return handle, running
+
+
+async def test_node_killed_after_fetching_parameters_finishes_after_restart(
+    held_net: Devnet, model_server: HeldModelServer,
+) -> None:
+    assert held_net.config is not None
+    async with Client(config=held_net.config) as client:
+        handle, running = await kill_after_parameters_fetched(held_net, client, model_server, stage_timeout=60)
+        model_server.release.set()
+        held_net.start_node(0)
+        assert await running == {"text": "re: hold on"}
+        assert model_server.requests == 2  # run again from the chain's STARTED, by the restarted node
+        info = await client.task(handle.commitment)
+        assert info is not None and info.state == TaskState.SUCCESS
+        assert await client.chain.balance_of(info.node) == handle.fee
+    await assert_all_ended_and_conserved(held_net)
+
+
+# PENDING ON ANOTHER CHANGE: the SDK's own abort once a stage deadline passed with no
+# progress (issue 6, gridtask/sdk/_client.py, another helper's). Until it lands this test is
+# expected to fail (TaskTimeout instead of TaskAborted); once it lands the mark lifts itself
+# and the test must pass (strict). Delete the mark then.
+SDK_ABORTS_STALLED = hasattr(Client, "_abort_stalled")
+
+
+@pytest.mark.xfail(not SDK_ABORTS_STALLED, strict=True, reason="the SDK does not abort stalled tasks yet")
+async def test_node_killed_after_fetching_parameters_and_never_restarted_the_sdk_aborts(
+    held_net: Devnet, model_server: HeldModelServer,
+) -> None:
+    """Never restarted: the SDK aborts the task itself a few seconds after the stage deadline
+    and raises ``TaskAborted``; the fee is back with its creator, with nothing else done."""
+    assert held_net.config is not None
+    stage_s = 8
+    async with Client(config=held_net.config) as client:
+        handle, running = await kill_after_parameters_fetched(held_net, client, model_server, stage_timeout=stage_s)
+        info = await client.task(handle.commitment)
+        assert info is not None
+        with pytest.raises(TaskAborted):
+            await running
+        late = time.time() - info.deadline
+        print(f"the SDK aborted the task {late:.1f} s after its stage deadline")
+        assert late < 10
+        assert await client.chain.balance_of() == handle.fee  # refunded
+    await assert_all_ended_and_conserved(held_net, expect=TaskState.ABORTED)

@@ -1,0 +1,149 @@
+"""The node daemon's claim path on a real anvil, with more idle nodes than the contract
+probes per selection: a task can then be queued next to an idle node that could run it
+(the selection missed it), and only that node's daemon, claiming on ``TaskQueued``,
+starts it. A ``TaskQueued`` that arrives while the daemon is already claiming must not be
+dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gridtask.chain.anvil import ROOT
+from gridtask.chain.client import ChainClient, ChainEvent
+from gridtask.config import NetworkConfig
+from gridtask.devnet import FUNDING, Devnet
+from gridtask.keys import Identity
+from gridtask.node.daemon import NodeDaemon
+from gridtask.node.settings import NodeSettings, build_executors
+from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
+from gridtask.types import NodeStatus
+
+from .conftest import assert_all_ended_and_conserved
+
+pytestmark = pytest.mark.e2e
+
+ETHER = 10**18
+BIG_VRAM = 8000  # only the daemon under test has it; the crowd of idle nodes has none
+MAX_TRIES = 30  # tasks created until one is queued (each is with probability ~0.45)
+
+
+def contract_probes() -> int:
+    source = (ROOT / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy").read_text()
+    found = re.search(r"^MAX_PROBES: constant\(uint256\) = (\d+)", source, re.M)
+    assert found, "MAX_PROBES not found in TaskNetwork.vy"
+    return int(found.group(1))
+
+
+@pytest.fixture
+async def crowded(tmp_path: Path) -> AsyncIterator[tuple[Devnet, NodeDaemon]]:
+    """Anvil, the contract and the relay; MAX_PROBES + 4 idle echo nodes with no VRAM; and,
+    in this process, the daemon under test: an echo node with ``BIG_VRAM``, started up."""
+    net = Devnet(nodes=0, home=tmp_path / "devnet")
+    try:
+        await net.start()
+        assert net.config is not None and net.chain is not None
+        crowd = [Identity.generate() for _ in range(contract_probes() + 4)]
+        for ident in crowd:
+            net.chain.fund(ident.address, FUNDING)
+            async with ChainClient(net.config.rpc_url, net.config.contract, ident) as chain:
+                await chain.join(gpu="cpu", vram=0, models=["echo"], public_key=ident.encryption_public_key,
+                                 version=1, stake=ETHER)
+        me = Identity.generate()
+        net.chain.fund(me.address, FUNDING)
+        network = NetworkConfig(rpc_url=net.config.rpc_url, ws_url=net.config.ws_url, contract=net.config.contract,
+                                relay_url=net.config.relay_url, private_key="0x" + me.private_key.hex())
+        settings = NodeSettings(network=network, models=["echo"], vram=BIG_VRAM, state_dir=tmp_path / "node")
+        daemon = NodeDaemon(settings, build_executors(["echo"]))
+        yield net, daemon
+    finally:
+        net.stop()
+
+
+async def queued_next_to_idle(client: Client, daemon: NodeDaemon) -> TaskHandle:
+    """A task only the daemon's node can run that the contract's selection missed: queued,
+    with that node idle. A task the selection gave it is aborted by the node (which frees
+    it) and another is created."""
+    for _ in range(MAX_TRIES):
+        handle = await client.submit(TaskType.ECHO, "echo", {"data": "queued"}, min_vram=BIG_VRAM)
+        info = await client.task(handle.commitment)
+        assert info is not None
+        if info.state == TaskState.QUEUED:
+            node = await client.chain.get_node(daemon.address)
+            assert node is not None and node.status == NodeStatus.IDLE
+            return handle
+        assert info.node == daemon.address
+        await daemon.chain.abort_task(handle.commitment, "node: not now")
+    raise AssertionError(f"the selection found the only matching node {MAX_TRIES} times in a row")
+
+
+async def events_of(client: Client, commitment: bytes) -> dict[str, ChainEvent]:
+    head = await client.chain.block_number()
+    return {e.name: e for e in await client.chain.get_logs(0, head) if e.commitment == commitment}
+
+
+async def wait_task(client: Client, commitment: bytes, state: TaskState, timeout: float = 20) -> None:
+    for _ in range(int(timeout / 0.1)):
+        info = await client.task(commitment)
+        if info is not None and info.state == state:
+            return
+        await asyncio.sleep(0.1)
+    info = await client.task(commitment)
+    raise AssertionError(f"task never reached {state.name}; it is {info.state.name if info else None}")
+
+
+async def test_task_queued_while_claiming_is_claimed(crowded: tuple[Devnet, NodeDaemon]) -> None:
+    """Two ``TaskQueued`` in a row: the first for a model this node does not serve (its claim
+    ends at once), the second for a task it can run. The second must not be dropped."""
+    net, daemon = crowded
+    assert net.config is not None
+    await daemon.startup()
+    try:
+        async with Client(config=net.config) as client:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no node serves other": that is the point
+                other = await client.submit(TaskType.ECHO, "other", {"data": "nobody runs this"})
+            runnable = await queued_next_to_idle(client, daemon)
+            first, second = await events_of(client, other.commitment), await events_of(client, runnable.commitment)
+            for event in (first["TaskCreated"], second["TaskCreated"], first["TaskQueued"], second["TaskQueued"]):
+                await daemon.handle(event)  # as the main loop does, back to back
+            await wait_task(client, runnable.commitment, TaskState.STARTED)
+            info = await client.task(runnable.commitment)
+            assert info is not None and info.node == daemon.address
+            assert (await client.task(other.commitment)).state == TaskState.QUEUED  # type: ignore[union-attr]
+    finally:
+        await daemon.shutdown_cleanup()
+
+
+async def test_running_daemon_claims_what_the_selection_missed(crowded: tuple[Devnet, NodeDaemon]) -> None:
+    """The whole daemon (``serve()``) with the crowd around it: tasks that the contract queued
+    next to it are claimed and run to success; money is conserved."""
+    net, daemon = crowded
+    assert net.config is not None
+    serving = asyncio.create_task(daemon.serve())
+    try:
+        async with Client(config=net.config) as client:
+            for _ in range(100):
+                if await client.chain.get_node(daemon.address) is not None:
+                    break
+                await asyncio.sleep(0.1)
+            claimed = 0
+            for _ in range(MAX_TRIES):
+                handle = await client.submit(TaskType.ECHO, "echo", {"data": claimed}, min_vram=BIG_VRAM)
+                assert await client.result(handle, timeout=60) == {"echo": claimed}
+                events = await events_of(client, handle.commitment)
+                assert events["TaskStarted"].args["node"] == daemon.address
+                if "TaskQueued" in events:  # the selection missed it; the daemon's claim started it
+                    claimed += 1
+                    if claimed == 2:
+                        break
+            assert claimed == 2
+    finally:
+        daemon.shutdown()
+        await asyncio.wait_for(serving, 10)
+    await assert_all_ended_and_conserved(net)
