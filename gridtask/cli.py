@@ -102,13 +102,14 @@ def _task(
     as_json: bool,
     config: Path | None,
 ) -> dict[str, Any]:
+    from gridtask.limits import check_positive, check_task
     from gridtask.sdk import Client
 
-    if fee <= 0:
-        console.print("[red]error:[/] --fee must be positive")
-        raise typer.Exit(EXIT_BAD_INPUT)
-
     async def go() -> dict[str, Any]:
+        # What no node would run is refused before anything is paid (the SDK checks it again).
+        check_positive("fee", fee, "ETH")
+        check_positive("timeout", timeout, "seconds")
+        check_task(task_type, model, inputs)
         async with Client(config_path=config) as client:
             await _check_model_served(client, model)
             with console.status(f"creating {task_type.name.lower()} task on {model}...") as status:
@@ -158,6 +159,7 @@ _STATE_WORDS = {
 @task_app.command("show")
 def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """A task's state on chain and its events."""
+    from gridtask.limits import explain_task_error
     from gridtask.sdk import Client, parse_task_id
 
     try:
@@ -172,6 +174,8 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
             if info is None:
                 raise ValidationError(f"unknown task {task_id}: no such task on this network")
             events = await client.events(commitment)
+            error = next((int(e.args["error_code"]) for e in events if e.name == "TaskErrorReported"), None)
+            aborted = next((str(e.args["reason"]) for e in events if e.name == "TaskAborted"), None)
             doc: dict[str, Any] = {
                 "task_id": "0x" + commitment.hex(),
                 "state": info.state.name,
@@ -179,6 +183,8 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
                 "node": info.node,
                 "fee_wei": info.fee,
                 "deadline": info.deadline,
+                "error": None if error is None else {"code": error, "message": explain_task_error(error)},
+                "abort_reason": aborted,
                 "events": [
                     {
                         "name": e.name,
@@ -195,6 +201,10 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
                 f"task {doc['task_id']}\n  state   {info.state.name}\n  creator {info.creator}\n"
                 f"  node    {info.node}\n  fee     {info.fee / ETHER} ETH"
             )
+            if error is not None:
+                out.print(f"  error   {explain_task_error(error)} (task error {error}; the fee was refunded)")
+            if aborted is not None:
+                out.print(f"  reason  {aborted} (the fee was refunded)")
             for e in doc["events"]:
                 out.print(f"  block {e['block']:>6}  {e['name']}")
 
@@ -222,7 +232,10 @@ def withdraw(config: ConfigOpt = None) -> None:
     async def go() -> None:
         async with Client(config_path=config) as client:
             amount = await client.withdraw()
-            console.print(f"withdrew {amount / ETHER} ETH")
+            if amount:
+                console.print(f"withdrew {amount / ETHER} ETH")
+            else:
+                console.print(f"nothing to withdraw: the contract owes {client.identity.address} nothing")
 
     _run(go)
 
