@@ -11,6 +11,16 @@ after checking the result against the hash the node committed with its score.
     PUT  /v1/tasks/{commitment}/result    the task's node, once the task is validated
     GET  /v1/tasks/{commitment}/result    the task's creator, once the result is delivered
 
+Checks run in a fixed order, and everything that needs no body comes first, so a call
+that will be refused is never read: signature headers (the signature covers the body's
+SHA-256, sent beside it), task ID, declared size (413), task on chain (404), the caller's
+role (403), the task's state (409). Only then is the body read, cut off at the limit,
+matched to the signed digest, and the call recorded against replays (``relay.auth``).
+
+Results are stored, then reported, recoverably (``relay.delivery``). The app's lifespan
+picks up reports a previous run left pending; ``app.state.stop`` answers every long-poll
+at once when a shutdown begins (``relay.server`` calls it on the first signal).
+
 Every error is JSON ``{"error": "..."}``; the strings are part of the API (clients map
 "task not ready" and "task results not uploaded" to ``NotReady``).
 """
@@ -104,7 +114,6 @@ def _parse_commitment(text: str) -> tuple[bytes, str]:
         raise _Refused(400, f"malformed task ID {text[:80]!r}: expected 0x and 64 hex characters")
     hex_id = text.lower()
     return bytes.fromhex(hex_id[2:]), hex_id
-
 
 
 class _Arrivals:
