@@ -535,3 +535,22 @@ async def test_a_pending_report_of_a_task_that_ended_otherwise_is_dropped(
     async with app.router.lifespan_context(app):
         await wait_until(lambda: not (tmp_path / f"0x{commitment.hex()}.report-pending").exists())
     assert chain.reported == []
+
+
+@ONLY_FAKE
+async def test_shutdown_ends_a_pending_report_retry_at_once_and_keeps_it_on_disk(
+    app: Starlette, chain: FakeChain, creator: Identity, node: Identity, tmp_path: Path
+) -> None:
+    commitment = chain.add(creator, node, TaskState.VALIDATED)
+    chain.report_error = ChainError("connection refused")  # the chain stays down
+    async with client_for(app, node) as relay:
+        async with app.router.lifespan_context(app):
+            with pytest.raises(RelayError, match="could not report delivery"):
+                await relay.upload_result(commitment, RESULT)
+            await asyncio.sleep(1)  # retrying, backing off
+            assert app.state.relay.deliveries.pending == [f"0x{commitment.hex()}"]
+            stopping = time.monotonic()
+        took = time.monotonic() - stopping
+    assert took < 0.5, f"lifespan shutdown took {took:.2f}s"
+    assert app.state.relay.deliveries.pending == []  # no retry outlives the app
+    assert (tmp_path / f"0x{commitment.hex()}.report-pending").exists()  # for the next start
