@@ -1,7 +1,12 @@
-"""The OpenAI-compatible executor against a small real HTTP server (starlette + uvicorn).
+"""The OpenAI-compatible executor against a small fake HTTP server (starlette + uvicorn),
+for what a real server does not do on demand: answer garbage, an empty or null completion,
+a 500, or show which requests and headers reached it.
 
-The server answers like Ollama or llama.cpp's server would, deterministically: the reply
-is the last user message with its words reversed. A few model names make it misbehave.
+The executor against a real OpenAI-compatible server (``transformers serve`` with the tiny
+model), and a devnet node using it, are in ``tests/e2e/test_openai_server.py``.
+
+The fake answers deterministically: the reply is the last user message with its words
+reversed. A few model names make it misbehave.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from starlette.routing import Route
 
 from gridtask.node.executors.base import ExecutorFailure, InvalidTaskParameters
 from gridtask.node.executors.llm import EMPTY_ANSWER, OpenAICompatibleExecutor
-from gridtask.workflows import Step, Workflow
 
 MODEL = "llama3.2:1b"
 
@@ -46,7 +50,9 @@ class FakeChatServer:
         if model == "garbage":
             return JSONResponse({"object": "not a completion"})
         last = body["messages"][-1]["content"]
-        content = {"empty": "", "null": None}.get(model, reverse_words(last))
+        content = {"empty": "", "null": None, "lossy": "caf\ufffd au lait\ufffd", "all-lossy": "\ufffd\ufffd"}.get(
+            model, reverse_words(last)
+        )
         message = {"role": "assistant", "content": content}
         return JSONResponse({"object": "chat.completion", "choices": [{"message": message}]})
 
@@ -77,7 +83,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_prompt_is_answered_by_the_server(server: tuple[str, FakeChatServer]) -> None:
+async def test_request_carries_the_key_the_remote_name_and_greedy_settings(
+    server: tuple[str, FakeChatServer],
+) -> None:
+    """What the server is sent (a real server answers without showing it)."""
     url, fake = server
     executor = OpenAICompatibleExecutor("llama-1b", url, api_key="sk-test", remote_model=MODEL)
     result = await executor.run("llama-1b", {"prompt": "one two three", "max_tokens": 7})
@@ -85,34 +94,23 @@ async def test_prompt_is_answered_by_the_server(server: tuple[str, FakeChatServe
     body, authorization = fake.requests[-1]
     assert body["model"] == MODEL
     assert body["messages"] == [{"role": "user", "content": "one two three"}]
-    assert (body["temperature"], body["seed"], body["max_tokens"]) == (0, 0, 7)
+    assert (body["temperature"], body["seed"], body["max_tokens"], body["stream"]) == (0, 0, 7, False)
     assert authorization == "Bearer sk-test"
 
 
-async def test_base_url_may_end_in_v1(server: tuple[str, FakeChatServer]) -> None:
+async def test_no_key_sends_no_authorization_header(server: tuple[str, FakeChatServer]) -> None:
     url, fake = server
-    executor = OpenAICompatibleExecutor(MODEL, f"{url}/v1/")
-    assert (await executor.run(MODEL, {"prompt": "a b"}))["text"] == "b a"
-    assert fake.requests[-1][1] is None  # no key, no Authorization header
-    assert fake.requests[-1][0]["max_tokens"] == 32
+    await OpenAICompatibleExecutor(MODEL, url).run(MODEL, {"prompt": "a b"})
+    assert fake.requests[-1][1] is None
 
 
-async def test_workflow_runs_step_by_step(server: tuple[str, FakeChatServer]) -> None:
+async def test_bytes_the_server_could_not_decode_are_dropped(server: tuple[str, FakeChatServer]) -> None:
+    """U+FFFD marks bytes that were not UTF-8, as the local executor drops them."""
     url, _ = server
-    workflow = Workflow(
-        steps=[
-            Step(prompt="x {{topic}} y", output="first"),
-            Step(prompt="{{first}} z", output="second"),
-        ],
-        return_value="second",
-        memory={"topic": "sea"},
-    )
-    executor = OpenAICompatibleExecutor(MODEL, url)
-    result = await executor.run(MODEL, {"workflow": workflow.model_dump()})
-    assert result == {
-        "text": "z x sea y",
-        "memory": {"topic": "sea", "first": "y sea x", "second": "z x sea y"},
-    }
+    executor = OpenAICompatibleExecutor(MODEL, url, remote_model="lossy")
+    assert await executor.run(MODEL, {"prompt": "hi"}) == {"text": "caf au lait"}
+    executor = OpenAICompatibleExecutor(MODEL, url, remote_model="all-lossy")
+    assert await executor.run(MODEL, {"prompt": "hi"}) == {"text": EMPTY_ANSWER}
 
 
 @pytest.mark.parametrize("remote_model", ["empty", "null"])
