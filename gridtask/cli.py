@@ -7,6 +7,7 @@ Errors that gridtask raises on purpose become one line and a non-zero exit code
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import typer
 from rich.console import Console
 
 from gridtask.config import NetworkConfig, config_path, load_config, save_config
-from gridtask.exceptions import GridtaskError, ValidationError
+from gridtask.exceptions import ChainError, GridtaskError, ValidationError
 from gridtask.logs import configure_logging
 from gridtask.types import TaskState, TaskType
 
@@ -330,38 +331,59 @@ def devnet(
     block_time: Annotated[
         float | None, typer.Option(help="seconds per block (default: a block per transaction)")
     ] = None,
+    node_model: Annotated[
+        list[str] | None,
+        typer.Option("--node-model", help="a model spec every node serves, as `node --model` (default: the demo's)"),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start a whole local network (anvil, contract, relay, nodes) and run a demo job."""
     from gridtask.devnet import Devnet, run_demo
 
     configure_logging(role="devnet")
+    if demo and node_model:
+        console.print("[red]error:[/] the demo needs the default models: add --no-demo with --node-model")
+        raise typer.Exit(EXIT_BAD_INPUT)
 
     async def go() -> None:
-        net = Devnet(nodes=nodes, port=port, block_time=block_time)
+        net = Devnet(nodes=nodes, port=port, block_time=block_time, node_models=node_model or None,
+                     report=out.print)
         stop = asyncio.Event()
         _on_signals(stop.set)
-        try:
-            with console.status("starting anvil, the contract and the relay..."):
-                cfg = await net.start()
-            path = save_config(cfg, config_path(config))
-            out.print(
-                f"chain    {cfg.rpc_url}\ncontract {cfg.contract}\nrelay    {cfg.relay_url}\n"
-                f"config   {path} (the SDK and the CLI use it by default)"
-            )
-            with console.status(f"loading models and joining {nodes} node(s)..."):
-                await net.wait_nodes()
-            out.print(f"{nodes} node(s) joined")
-            if demo:
-                with console.status("demo: 3 embedding tasks and a prompt..."):
-                    ok = await run_demo(cfg, say=out.print)
-                out.print(
-                    "demo finished: every task ended in success on chain" if ok else "[red]demo: some tasks failed[/]"
-                )
-            out.print("devnet running; press Ctrl-C to stop")
-            await stop.wait()
+        body = asyncio.create_task(bring_up(net))
+        stopped = asyncio.create_task(stop.wait())
+        try:  # Ctrl-C interrupts whatever the devnet is doing, start-up included
+            await asyncio.wait({body, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            net.stop()
+            body.cancel()
+            stopped.cancel()
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await body  # re-raises what made the devnet fail, if it did
+            finally:
+                net.stop()
+
+    async def bring_up(net: Devnet) -> None:
+        with console.status("starting anvil, the contract and the relay..."):
+            cfg = await net.start()
+        path = save_config(cfg, config_path(config))
+        out.print(
+            f"chain    {cfg.rpc_url}\ncontract {cfg.contract}\nrelay    {cfg.relay_url}\n"
+            f"config   {path} (the SDK and the CLI use it by default)"
+        )
+        with console.status(f"loading models and joining {nodes} node(s)..."):
+            await net.wait_nodes()
+        out.print(f"{nodes} node(s) joined")
+        supervisor = asyncio.create_task(net.supervise())  # ends only if the chain dies
+        if demo:
+            with console.status("demo: 3 embedding tasks and a prompt..."):
+                ok = await run_demo(cfg, say=out.print)
+            out.print(
+                "demo finished: every task ended in success on chain" if ok else "[red]demo: some tasks failed[/]"
+            )
+        out.print("devnet running; press Ctrl-C to stop")
+        await supervisor
+        raise ChainError("the devnet's chain exited; stopping the devnet")
 
     _run(go)
 

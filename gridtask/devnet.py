@@ -3,7 +3,13 @@
 Each daemon runs as its own process (``gridtask relay``, ``gridtask node``), exactly as
 an operator would start it, configured only through ``GRIDTASK_*`` variables. The
 devnet writes a config file that the SDK and the CLI pick up by default, runs a short
-demo job, and on Ctrl-C stops every process it started.
+demo job, and on Ctrl-C stops every process it started: the nodes first, then the
+relay, then the chain, each step reported.
+
+Nothing it starts outlives it: every child dies with the devnet, however the devnet
+ends (``gridtask.children``), and a pid file in its home lets the next devnet find
+and end what a devnet on another platform, or an older one, left behind. While it
+runs, ``supervise()`` restarts a node or the relay that dies, and says so.
 """
 
 from __future__ import annotations
@@ -21,17 +27,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from gridtask.chain.anvil import Anvil, free_port
 from gridtask.chain.client import ChainClient
 from gridtask.chain.deploy import ETHER, NetworkParams, deploy
+from gridtask.children import PidFile, die_with_parent, end_processes
 from gridtask.config import NetworkConfig
+from gridtask.exceptions import ConfigError
 from gridtask.keys import Identity
 
 log = logging.getLogger("gridtask.devnet")
 
 FUNDING = 10_000 * ETHER
 DEVNET_MODELS_DIR = Path(".gridtask") / "models"
+PID_FILE = "devnet.pid"
+# Stopping: each group gets SIGTERM, then SIGKILL after its share of a 5 s budget.
+NODE_STOP_S = 2.5
+RELAY_STOP_S = 1.5
+CHAIN_STOP_S = 0.5
+SUPERVISE_S = 0.5  # how often the children are looked at
+MAX_RESTARTS = 5  # within RESTART_WINDOW_S, after which a child that keeps dying is left down
+RESTART_WINDOW_S = 60.0
+
+
+def _log_line(message: str) -> None:
+    log.info("%s", message)
 
 
 @dataclass
@@ -51,13 +72,24 @@ class Devnet:
     relay_identity: Identity = field(default_factory=Identity.generate)
     node_identities: list[Identity] = field(default_factory=list)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Where the devnet says what happens to its processes (the CLI prints it).
+    report: Callable[[str], object] = _log_line
+    _commands: dict[str, tuple[list[str], Identity]] = field(default_factory=dict, init=False)
+    _restarts: dict[str, list[float]] = field(default_factory=dict, init=False)
+    _stopping: bool = field(default=False, init=False)
+
+    @property
+    def pid_file(self) -> PidFile:
+        return PidFile(self.home / PID_FILE)
 
     # ------------------------------------------------------------ start
 
     async def start(self) -> NetworkConfig:
         self.home.mkdir(parents=True, exist_ok=True)
+        self.clean_leftovers()
         self.chain = Anvil(port=self.port, block_time=self.block_time,
                            log_path=self.home / "anvil.log").start()
+        self._write_pids()
         log.info("chain: anvil at %s", self.chain.url)
         deployer, app = Identity.generate(), Identity.generate()
         self.node_identities = [Identity.generate() for _ in range(self.nodes)]
@@ -70,14 +102,15 @@ class Devnet:
         relay_port = free_port()
         self.config = NetworkConfig(
             rpc_url=self.rpc_url or self.chain.url, ws_url=self.ws_url or self.chain.ws_url, contract=contract,
-            relay_url=f"http://127.0.0.1:{relay_port}", private_key="0x" + app.private_key.hex(),
+            relay_url=f"http://127.0.0.1:{relay_port}", private_key=SecretStr("0x" + app.private_key.hex()),
             deploy_block=deploy_block,
         )
         self.start_relay(relay_port)
         await self.wait_relay()
-        models = self.node_models or default_node_models()
-        for index in range(self.nodes):
-            self.start_node(index, models)
+        if self.nodes:
+            models = self.node_models or default_node_models()
+            for index in range(self.nodes):
+                self.start_node(index, models)
         return self.config
 
     def env_for(self, identity: Identity) -> dict[str, str]:
@@ -121,12 +154,73 @@ class Devnet:
         return index
 
     def _spawn(self, name: str, args: list[str], identity: Identity) -> None:
-        out = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "gridtask", *args], env=self.env_for(identity),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        """Start a daemon in its own session (a Ctrl-C in the terminal reaches only the
+        devnet, which stops things in order) that dies with the devnet."""
+        with open(self.home / f"{name}.log", "ab") as out:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "gridtask", *args], env=self.env_for(identity),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
+        self._commands[name] = (args, identity)
+        self._write_pids()
         log.info("%s: started (pid %d, log %s)", name, self.processes[name].pid, out.name)
+
+    def pids(self) -> dict[str, int]:
+        """Every process of this devnet by name (``chain``, ``relay``, ``node0``...)."""
+        found = {name: proc.pid for name, proc in self.processes.items()}
+        if self.chain is not None and self.chain.pid is not None:
+            found["chain"] = self.chain.pid
+        return found
+
+    def _write_pids(self) -> None:
+        self.pid_file.write(self.pids())
+
+    def clean_leftovers(self) -> None:
+        """End what a devnet that used this home before left running (its children, if
+        they outlived it), and refuse to start beside a devnet that still runs there."""
+        owner, children = self.pid_file.leftovers()
+        if owner is not None:
+            raise ConfigError(
+                f"another devnet (pid {owner}) is running in {self.home}: stop it (kill {owner}) "
+                "or give this one another home")
+        if children:
+            listed = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(children.items()))
+            self.report(f"devnet: a previous devnet in {self.home} left {listed} running; ending them")
+            stuck = end_processes(list(children.values()))
+            if stuck:
+                raise ConfigError(f"could not end the previous devnet's processes {stuck}: end them by hand")
+        self.pid_file.remove()
+
+    # ------------------------------------------------------------ supervise
+
+    async def supervise(self, interval: float = SUPERVISE_S) -> None:
+        """Until cancelled: a node or the relay that dies is reported and restarted (a node
+        resumes its tasks from the chain and its state directory; the relay keeps its
+        blobs on disk). The chain cannot come back (its state lives in anvil's memory):
+        its death is reported and ends the supervision."""
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            for name, proc in list(self.processes.items()):
+                if proc.poll() is None or self._stopping:
+                    continue
+                self.report(f"{name}: exited with code {proc.returncode} (see {self.home / (name + '.log')})")
+                if self._may_restart(name):
+                    self.report(f"{name}: restarting")
+                    self._spawn(name, *self._commands[name])
+                else:
+                    self.report(f"{name}: died {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f} s; left down")
+                    del self.processes[name]
+            if self.chain is not None and self.chain.proc is not None and self.chain.proc.poll() is not None:
+                self.report(f"chain: anvil exited with code {self.chain.proc.returncode}; the devnet "
+                            "cannot go on without it (stop it with Ctrl-C and start it again)")
+                return
+
+    def _may_restart(self, name: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+        self._restarts[name] = [*recent, now]
+        return len(recent) < MAX_RESTARTS
 
     async def wait_relay(self, timeout: float = 60) -> None:
         assert self.config is not None
@@ -161,27 +255,52 @@ class Devnet:
 
     # ------------------------------------------------------------ stop
 
-    def stop_process(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = NODE_STOP_S) -> None:
+        """Stop one process (it is not restarted: it leaves the supervision)."""
+        self._end({name: self.processes.pop(name)} if name in self.processes else {}, sig, timeout)
 
     def stop(self) -> None:
-        for name in list(self.processes):
-            proc = self.processes[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name in list(self.processes):
-            self.stop_process(name)
-        if self.chain:
-            self.chain.stop()
+        """The nodes first (a node mid-task still reaches the chain and the relay while it
+        stops), then the relay, then the chain; each step reported, the whole in under 5 s."""
+        self._stopping = True
+        nodes = {n: p for n, p in self.processes.items() if n != "relay"}
+        relay = {n: p for n, p in self.processes.items() if n == "relay"}
+        for what, group, timeout in ((f"{len(nodes)} node(s)", nodes, NODE_STOP_S),
+                                     ("the relay", relay, RELAY_STOP_S)):
+            if not group:
+                continue
+            started = time.monotonic()
+            self.report(f"stopping {what}...")
+            killed = self._end(group, signal.SIGTERM, timeout)
+            note = f" (killed after {timeout:.1f} s: {', '.join(killed)})" if killed else ""
+            self.report(f"stopped {what} in {time.monotonic() - started:.1f} s{note}")
+            for name in group:
+                self.processes.pop(name, None)
+        if self.chain and self.chain.proc is not None:
+            started = time.monotonic()
+            self.report("stopping the chain...")
+            self.chain.stop(CHAIN_STOP_S)
+            self.report(f"stopped the chain in {time.monotonic() - started:.1f} s")
+        if self.pid_file.read()[0] == os.getpid():  # never another devnet's
+            self.pid_file.remove()
         log.info("devnet: stopped")
+
+    @staticmethod
+    def _end(group: dict[str, subprocess.Popen[bytes]], sig: int, timeout: float) -> list[str]:
+        """Signal every process of the group at once, wait for all of them up to ``timeout``,
+        SIGKILL those still running; returns their names."""
+        running = {name: proc for name, proc in group.items() if proc.poll() is None}
+        for proc in running.values():
+            proc.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while any(proc.poll() is None for proc in running.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        killed = [name for name, proc in running.items() if proc.poll() is None]
+        for name in killed:
+            running[name].kill()
+        for proc in running.values():
+            proc.wait()
+        return killed
 
 
 def default_node_models() -> list[str]:
