@@ -173,3 +173,47 @@ async def test_a_task_in_flight_when_the_chain_goes_back_and_the_next_ones_compl
         assert book["SUCCESS"] == 2 and book["ABORTED"] == 1, book
     finally:
         net.stop()
+
+
+async def test_a_reorg_that_takes_back_the_creators_validation_is_validated_again(tmp_path: Path) -> None:
+    """Blocks are mined by hand. The creator's validateSingleTask is mined, its receipt read;
+    then a reorg replaces that block with an empty one: the task is SCORE_READY again. The SDK,
+    told by the removed TaskValidated (or its own re-read), validates again and the task
+    succeeds; the node is paid once and money is conserved."""
+    net = await start_devnet(tmp_path, nodes=1, node_models=["echo"])
+    try:
+        assert net.config is not None and net.chain is not None
+        url = net.chain.url
+
+        def pending() -> int:
+            block = rpc_call(url, "eth_getBlockByNumber", ["pending", False])
+            return len(block["transactions"]) if isinstance(block, dict) else 0
+
+        async def mine_when_pending(timeout: float = 30) -> None:
+            for _ in range(int(timeout / 0.05)):
+                if pending():
+                    rpc_call(url, "evm_mine", [])
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError("no transaction came")
+
+        async with Client(config=net.config) as client:
+            x = await client.submit(TaskType.ECHO, "echo", {"data": "x"}, stage_timeout=30)
+            await wait_state(client, x.task_id, TaskState.STARTED)
+            rpc_call(url, "evm_setAutomine", [False])
+            running = asyncio.create_task(client.result(x, timeout=90))
+            await mine_when_pending()  # the node's submitScore
+            await wait_state(client, x.task_id, TaskState.SCORE_READY)
+            await mine_when_pending()  # the creator's validateSingleTask
+            await wait_state(client, x.task_id, TaskState.VALIDATED)
+            await asyncio.sleep(1.5)  # the SDK has its receipt
+            rpc_call(url, "anvil_reorg", [1, []])
+            info = await client.task(x.task_id)
+            assert info is not None and info.state == TaskState.SCORE_READY
+            rpc_call(url, "evm_setAutomine", [True])
+            rpc_call(url, "evm_mine", [])  # anything left in the pool
+            assert await running == {"echo": "x"}
+        book = await assert_all_ended_and_conserved(net)
+        assert book["SUCCESS"] == 1, book
+    finally:
+        net.stop()
