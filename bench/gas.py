@@ -11,6 +11,11 @@ sender and the contract, as a transaction does), and afterwards charge
 
 Each scenario runs in a fresh ``boa.Env`` (no snapshot open, which ``lock_changes``
 would break). The population and the tasks are seeded, so two runs charge the same gas.
+
+That accounting is checked against a real chain: the lifecycle scenario also runs as
+transactions on anvil, and every one of them is replayed in titanoboa with the block's
+timestamp and prevrandao (the selection seed), so both execute the same code on the same
+state; the receipts' ``gasUsed`` and titanoboa's figure must agree within 1%.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 import gridtask
 from bench.report import Section, mean, table
-from gridtask.crypto import keccak, task_commitment
+from gridtask.crypto import keccak, task_commitment, task_key
 
 ETHER = 10**18
 CONTRACT = Path(gridtask.__file__).resolve().parent / "chain" / "contracts" / "TaskNetwork.vy"
@@ -41,6 +46,25 @@ VRAM_FLOORS = [0, 8192, 24576, 81920]
 UNSERVED = ["gpt-oss-120b", "whisper-large-v3"]  # served by no node: tasks for them queue
 
 QUEUED, STARTED = 1, 2
+
+# Gas ceilings, each just above what the code reaches on this benchmark's population
+# (1,000 and 10 nodes, the seeded tasks of `run`): per transaction, and per completed task
+# (its 4 transactions, plus the takeQueuedTask of a node that claimed it after a missed
+# selection). tests/chain/test_gas.py holds the code to them; raise one only on purpose.
+CALL_CEILINGS = {
+    "createTask (started)": 265_000,
+    "createTask (queued)": 475_000,  # the selection missed: the requirements are stored
+    "takeQueuedTask": 125_000,  # the idle node's claim of that task
+    "submitScore": 82_000,
+    "validateSingleTask": 40_500,
+    "reportResultUploaded": 70_500,
+    "join": 530_000,
+    "withdraw": 31_000,
+}
+TASK_CEILING_WORST = 790_000  # a task the selection missed at 1,000 nodes; 455k if none did
+TASK_CEILING_AVG = 375_000
+# Transactions on anvil and their replay in titanoboa: receipts' gasUsed vs titanoboa's.
+ANVIL_AGREEMENT = 0.01
 SCORE = b"\x5c" * 32
 RESULT_HASH = b"\x7e" * 32
 PARAMS_HASH = b"\x22" * 32
@@ -122,6 +146,17 @@ def _canon(addr: Any) -> bytes:
     return bytes.fromhex(str(addr)[2:])
 
 
+def bench_address(tag: str) -> str:
+    return "0x" + hashlib.sha256(f"bench-account:{tag}".encode()).digest()[:20].hex()
+
+
+def constructor_args(relay: str) -> bytes:
+    from eth_abi import encode
+
+    return encode(["uint256", "uint256", "uint256", "uint256", "address"],
+                  [*CONSTRUCTOR.values(), relay])
+
+
 class Chain:
     """The contract in the current boa env; `tx` sends one metered transaction."""
 
@@ -129,15 +164,18 @@ class Chain:
         import boa
 
         self.boa = boa
-        self.relay = self.funded("relay")
-        self.creator = self.funded("creator")
-        self.net = _deployer().deploy(CONSTRUCTOR["min_stake"], CONSTRUCTOR["stake_cap_multiple"],
-                                      CONSTRUCTOR["min_timeout"], CONSTRUCTOR["max_timeout"], self.relay)
+        self.relay = self.funded(bench_address("relay"))
+        self.creator = self.funded(bench_address("creator"))
+        # the committed bytecode, which anvil runs too (the same as boa compiles: a test says so)
+        from gridtask.chain import artifact
+
+        code = bytes.fromhex(artifact.bytecode().removeprefix("0x")) + constructor_args(self.relay)
+        address, _ = boa.env.deploy_code(bytecode=code)
+        self.net = _deployer().at(address)
         self.gas: dict[str, list[int]] = defaultdict(list)
         self._n = 0
 
-    def funded(self, tag: str, balance: int = 10**9 * ETHER) -> Any:
-        addr = self.boa.env.generate_address(tag)
+    def funded(self, addr: str, balance: int = 10**9 * ETHER) -> str:
         self.boa.env.set_balance(addr, balance)
         return addr
 
@@ -166,7 +204,7 @@ class Chain:
         commitment = task_commitment(keccak(b"bench-task" + nonce), nonce)
         gas = self.tx(self.creator, "createTask", 0, commitment, nonce, [b32(m) for m in t.models], t.min_vram,
                       b32(t.gpu), PARAMS_HASH, t.size, TIMEOUT, value=t.fee, label=label or "_create")
-        return commitment, gas
+        return task_key(str(self.creator), commitment), gas
 
     def task(self, c: bytes) -> tuple[int, str]:
         creator, node, fee, state, *_ = self.net.getTask(c)
@@ -177,6 +215,94 @@ class Chain:
         return (self.tx(node, "submitScore", c, SCORE, RESULT_HASH)
                 + self.tx(self.creator, "validateSingleTask", c, b"")
                 + self.tx(self.relay, "reportResultUploaded", c))
+
+
+class AnvilChain(Chain):
+    """The same calls as real transactions on anvil (from impersonated accounts, one block
+    each); `tx` returns the receipt's gasUsed and records what a replay needs."""
+
+    def __init__(self, url: str) -> None:
+        from web3 import Web3
+
+        from gridtask.chain import artifact
+
+        self.w3 = Web3(Web3.HTTPProvider(url))
+        self.relay = self.funded(bench_address("relay"))
+        self.creator = self.funded(bench_address("creator"))
+        deployer = self.funded(bench_address("deployer"))
+        code = artifact.bytecode() + constructor_args(self.relay).hex()
+        receipt = self._send({"from": deployer, "data": code, "gas": 8_000_000})
+        self.net = self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi())
+        self.gas = defaultdict(list)
+        self.sent: list[dict[str, Any]] = []
+        self._n = 0
+
+    def funded(self, addr: str, balance: int = 10**9 * ETHER) -> str:
+        from eth_utils import to_checksum_address
+
+        addr = to_checksum_address(addr)
+        self.w3.provider.make_request("anvil_setBalance", [addr, hex(balance)])  # type: ignore[arg-type]
+        self.w3.provider.make_request("anvil_impersonateAccount", [addr])  # type: ignore[arg-type]
+        return addr
+
+    def _send(self, tx: dict[str, Any]) -> Any:
+        receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_transaction(tx))  # type: ignore[arg-type]
+        if receipt["status"] != 1:
+            raise AssertionError(f"anvil: transaction reverted: {tx.get('data', '')[:10]}")
+        return receipt
+
+    def tx(self, sender: Any, fn: str, *args: Any, value: int = 0, label: str | None = None) -> int:
+        sender = self.funded(str(sender), self.w3.eth.get_balance(self.w3.to_checksum_address(str(sender))))
+        data = self.net.encode_abi(fn, args=list(args))
+        receipt = self._send({"from": sender, "to": self.net.address, "data": data, "value": value,
+                              "gas": 8_000_000})
+        block = self.w3.eth.get_block(receipt["blockNumber"])
+        self.sent.append(dict(sender=sender, fn=fn, args=args, value=value, gas=receipt["gasUsed"],
+                              timestamp=block["timestamp"], prevrandao=bytes(block["mixHash"])))
+        self.gas[label or fn].append(receipt["gasUsed"])
+        return int(receipt["gasUsed"])
+
+    def join(self, s: NodeSpec, label: str = "join") -> int:
+        self.funded(s.addr, s.stake + 10 * ETHER)
+        return self.tx(s.addr, "join", b32(s.gpu), s.vram, [b32(m) for m in s.models], s.public_key, 1,
+                       value=s.stake, label=label)
+
+    def task(self, c: bytes) -> tuple[int, str]:
+        creator, node, fee, state, *_ = self.net.functions.getTask(c).call()
+        return int(state), str(node)
+
+
+def replay(sent: list[dict[str, Any]]) -> list[int]:
+    """Each recorded anvil transaction again in titanoboa, in a block like anvil's (its
+    timestamp and prevrandao): titanoboa's gas for each."""
+    with fresh_env():
+        import boa
+
+        chain = Chain()
+        out = []
+        for rec in sent:
+            boa.env.evm.patch.timestamp = rec["timestamp"]
+            boa.env.evm.patch.prevrandao = rec["prevrandao"]
+            boa.env.set_balance(rec["sender"], max(boa.env.get_balance(rec["sender"]), rec["value"] + ETHER))
+            out.append(chain.tx(rec["sender"], rec["fn"], *rec["args"], value=rec["value"]))
+        return out
+
+
+def anvil_agreement(n_nodes: int, tasks: list[TaskReq], seed: int) -> dict[str, Any]:
+    """The lifecycle on anvil, then replayed in titanoboa: per transaction, the two gas figures."""
+    from gridtask.chain.anvil import Anvil
+
+    t0 = time.perf_counter()
+    with Anvil() as node:
+        chain = AnvilChain(node.url)
+        run = _lifecycle(chain, n_nodes, tasks, seed)
+    boa_gas = replay(chain.sent)
+    pairs = [(rec["fn"], rec["gas"], g) for rec, g in zip(chain.sent, boa_gas, strict=True)]
+    worst = max(pairs, key=lambda p: abs(p[2] - p[1]) / p[1])
+    return dict(nodes=n_nodes, txs=len(pairs), pairs=pairs, run=run,
+                max_rel_diff=abs(worst[2] - worst[1]) / worst[1], worst=worst,
+                anvil_total=sum(p[1] for p in pairs), boa_total=sum(p[2] for p in pairs),
+                seconds=time.perf_counter() - t0)
 
 
 def fresh_env() -> Any:
@@ -205,39 +331,44 @@ def lifecycle(n_nodes: int, tasks: list[TaskReq], seed: int) -> LifecycleRun:
     as its daemon does on `TaskQueued`); that transaction counts towards the task."""
     t0 = time.perf_counter()
     with fresh_env():
-        chain = Chain()
-        specs = make_population(n_nodes, seed)
-        by_addr = {s.addr.lower(): s for s in specs}
-        for s in specs:
-            chain.join(s)
-        run = LifecycleRun(n_nodes, chain.gas)
-        earned: list[str] = []
-        for t in tasks:
-            c, g = chain.create(t)
-            run.create.append(g)
-            state, node = chain.task(c)
-            total = g
-            if state == QUEUED:
-                run.queued += 1
-                chain.gas["createTask (queued)"].append(g)
-                idle = [s for s in specs if not s.busy and s.matches(t)]
-                if not idle:
-                    raise AssertionError("a task queued although no idle node matches: bad task mix")
-                run.misses += 1
-                total += chain.tx(idle[0].addr, "takeQueuedTask")
-                state, node = chain.task(c)
-            else:
-                chain.gas["createTask (started)"].append(g)
-            assert state == STARTED, f"task not started (state {state})"
-            assert by_addr[node.lower()].matches(t), "contract picked a node that does not match"
-            total += chain.finish(c, node)
-            run.per_task.append(total)
-            if node not in earned:
-                earned.append(node)
-        for node in earned[:60]:
-            chain.tx(node, "withdraw")
-        chain.gas["createTask"] = run.create
+        run = _lifecycle(Chain(), n_nodes, tasks, seed)
     run.seconds = time.perf_counter() - t0
+    return run
+
+
+def _lifecycle(chain: Chain, n_nodes: int, tasks: list[TaskReq], seed: int) -> LifecycleRun:
+    """The lifecycle scenario on `chain` (titanoboa or anvil)."""
+    specs = make_population(n_nodes, seed)
+    by_addr = {s.addr.lower(): s for s in specs}
+    for s in specs:
+        chain.join(s)
+    run = LifecycleRun(n_nodes, chain.gas)
+    earned: list[str] = []
+    for t in tasks:
+        c, g = chain.create(t)
+        run.create.append(g)
+        state, node = chain.task(c)
+        total = g
+        if state == QUEUED:
+            run.queued += 1
+            chain.gas["createTask (queued)"].append(g)
+            idle = [s for s in specs if not s.busy and s.matches(t)]
+            if not idle:
+                raise AssertionError("a task queued although no idle node matches: bad task mix")
+            run.misses += 1
+            total += chain.tx(idle[0].addr, "takeQueuedTask")
+            state, node = chain.task(c)
+        else:
+            chain.gas["createTask (started)"].append(g)
+        assert state == STARTED, f"task not started (state {state})"
+        assert by_addr[node.lower()].matches(t), "contract picked a node that does not match"
+        total += chain.finish(c, node)
+        run.per_task.append(total)
+        if node not in earned:
+            earned.append(node)
+    for node in earned[:60]:
+        chain.tx(node, "withdraw")
+    chain.gas["createTask"] = run.create
     return run
 
 
@@ -411,6 +542,26 @@ def run(quick: bool = False, seed: int = 1) -> Section:
               note=f"{n_tasks} tasks; max {max(big.per_task):,}; incl. takeQueuedTask after a miss")
     sec.check("per completed task, 10 nodes (avg)", mean(small.per_task), "<=", 400_000,
               note=f"max {max(small.per_task):,}")
+    for label, r in (("1,000", big), ("10", small)):
+        sec.check(f"per completed task, {label} nodes (worst task)", max(r.per_task), "<=", TASK_CEILING_WORST)
+    for name, ceiling in CALL_CEILINGS.items():
+        seen = big.gas.get(name, []) + small.gas.get(name, [])
+        sec.check(f"per call: {name} (max, 10 and 1,000 nodes)", max(seen) if seen else None, "<=", ceiling,
+                  note=f"{len(seen)} calls")
+
+    agree = anvil_agreement(10 if quick else 100, tasks[: 30 if quick else n_tasks], seed)
+    by_fn: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for fn, on_anvil, on_boa in agree["pairs"]:
+        by_fn[fn].append((on_anvil, on_boa))
+    sec.tables.append(table(
+        f"gas per transaction on anvil (receipts' gasUsed) and titanoboa (the same transactions "
+        f"replayed in the same blocks), lifecycle on {agree['nodes']} nodes",
+        ["call", "n", "anvil avg", "titanoboa avg", "max |difference|"],
+        [[fn, len(v), f"{mean([a for a, _ in v]):,.0f}", f"{mean([b for _, b in v]):,.0f}",
+          f"{max(abs(b - a) for a, b in v):,}"] for fn, v in sorted(by_fn.items())]))
+    sec.check("anvil receipts vs titanoboa: max difference per transaction", agree["max_rel_diff"], "<=",
+              ANVIL_AGREEMENT, fmt="{:.4%}",
+              note=f"{agree['txs']} transactions; totals {agree['anvil_total']:,} vs {agree['boa_total']:,}")
     ratio = mean(big.create) / mean(small.create)
     sec.check("selection: createTask avg, 1,000 ÷ 10 nodes", ratio, "<=", 1.05, fmt="{:.4f}",
               note=f"{mean(big.create):,.0f} vs {mean(small.create):,.0f}")
@@ -450,6 +601,7 @@ def run(quick: bool = False, seed: int = 1) -> Section:
         per_call={n: {"10": small.gas.get(n, []), "1000": big.gas.get(n, [])} for n in PER_CALL},
         per_task={"10": small.per_task, "1000": big.per_task},
         queued={"10": small.queued, "1000": big.queued}, misses={"10": small.misses, "1000": big.misses},
+        anvil_agreement={k: v for k, v in agree.items() if k != "run"},
         loaded=load, enqueue={"0": e0, "1000": e1000}, dequeue_report={"1": d1, "10": d10, "1000": d1000},
         dequeue_join={"1": j1, "1000": j1000},
     )

@@ -114,6 +114,59 @@ def test_single_task_lifecycle_gas_ceiling():
     print(f"\nlifecycle gas (100 nodes, 50 tasks): createTask avg {avg(creates):,.0f}, "
           f"all 4 txs avg {avg(totals):,.0f} max {max(totals):,} (queued first: {queued})")
     assert avg(totals) <= 400_000
+    # the worst is a task the bounded selection missed: queued (its requirements stored),
+    # then claimed by an idle node's takeQueuedTask
+    assert queued >= 1 and max(totals) <= 640_000
+
+
+@pytest.fixture(scope="module")
+def bench_runs():
+    """The gas benchmark's own scenario (bench/gas.py `run`, seed 1): its population at 10 and
+    1,000 nodes, its 100 tasks, each completed before the next."""
+    from bench import gas as bench_gas
+
+    tasks = bench_gas.make_tasks(bench_gas.make_population(10, 1), 100, 6)
+    return bench_gas, {n: bench_gas.lifecycle(n, tasks, 1) for n in (10, 1000)}
+
+
+def test_gas_ceilings_per_call_on_the_benchmarks_population(bench_runs):
+    bench_gas, runs = bench_runs
+    maxima = {name: max(g for r in runs.values() for g in r.gas[name]) for name in bench_gas.CALL_CEILINGS}
+    print("\nper call, max: " + ", ".join(f"{k} {v:,} (<= {bench_gas.CALL_CEILINGS[k]:,})"
+                                          for k, v in maxima.items()))
+    assert {k: v for k, v in maxima.items() if v > bench_gas.CALL_CEILINGS[k]} == {}
+
+
+def test_gas_ceiling_of_the_worst_task_on_the_benchmarks_population(bench_runs):
+    bench_gas, runs = bench_runs
+    for n, r in runs.items():
+        print(f"\n{n} nodes: per task avg {avg(r.per_task):,.0f}, worst {max(r.per_task):,}", end="")
+        assert max(r.per_task) <= bench_gas.TASK_CEILING_WORST
+        assert avg(r.per_task) <= bench_gas.TASK_CEILING_AVG
+    assert runs[1000].queued >= 1  # the worst task is one the selection missed, then claimed
+
+
+def test_claim_after_a_missed_look_gas_ceiling():
+    """takeQueuedTask by an idle node whose own look (when freed) did not reach the task:
+    it looks at the first window and a sweep window, then starts the task."""
+    with fresh_chain() as (net, relay, creator):
+        worker = kit.NodeSpec(kit.seeded_address("gas", "claimer"), "rtx4090", 24576, ["claim-model"], ETHER)
+        kit.join(net, worker)
+        current, _ = create(net, creator, ["claim-model"])
+        for _ in range(kit.QUEUE_SCAN + kit.SWEEP_SCAN):
+            create(net, creator, ["claim-model"], fee=2**60, gpu="h100")
+        victim, queued_gas = create(net, creator, ["claim-model"], fee=10**15)
+        with boa.env.prank(worker.addr):
+            net.submitScore(current, SCORE, RESULT)
+        with boa.env.prank(creator):
+            net.validateSingleTask(current, b"")
+        freed = measured(net, relay, "reportResultUploaded", current)
+        assert kit.task_view(net, victim)["state"] == QUEUED
+        claim = measured(net, worker.addr, "takeQueuedTask")
+        assert kit.task_view(net, victim)["state"] == STARTED
+        print(f"\ncreateTask (queued) {queued_gas:,}; reportResultUploaded whose look misses "
+              f"{freed:,}; takeQueuedTask that finds it {claim:,}")
+        assert queued_gas <= 315_000 and freed <= 290_000 and claim <= 185_000
 
 
 def test_lifecycle_breakdown():
