@@ -32,7 +32,6 @@ from gridtask.exceptions import (
     ConfigError,
     CryptoError,
     GridtaskError,
-    NotReady,
     RelayError,
     ResultMismatch,
     TaskAborted,
@@ -45,6 +44,7 @@ from gridtask.keys import Identity
 from gridtask.limits import check_model_type, check_params_size, check_positive, check_task, explain_task_error
 from gridtask.params import TaskParams
 from gridtask.relay.client import RelayClient
+from gridtask.retry import CHAIN_UNREACHABLE, NOT_READY
 from gridtask.scoring import score
 from gridtask.types import TaskState, TaskType
 
@@ -52,8 +52,6 @@ log = logging.getLogger("gridtask.sdk")
 
 DEFAULT_FEE = 10**15  # 0.001 ether
 DEFAULT_STAGE_TIMEOUT_S = 60
-RETRY_S = 0.02
-RETRY_MAX_S = 0.5
 WAKE_CHECK_S = 1.0
 ABORT_GRACE_S = 1.0  # past a stage deadline by the local clock, a block's timestamp is past it too
 # States in which the task waits on someone else (a node to take it, to score, to deliver):
@@ -272,7 +270,7 @@ class Client:
         """
         check_positive("timeout", timeout, "seconds")
         deadline = time.monotonic() + timeout
-        uploaded = validated = False
+        uploaded = False
         try:
             while True:
                 info = await self._task(handle, deadline)
@@ -292,13 +290,8 @@ class Client:
                 elif info.state == TaskState.STARTED and not uploaded:
                     await self._upload_params(handle, info, deadline)
                     uploaded = True
-                elif info.state == TaskState.SCORE_READY and not validated:
-                    try:
-                        await self.chain.transact("validateSingleTask", handle.commitment, b"")
-                        validated = True
-                    except (ChainError, TransactionReverted) as exc:  # re-read the state, then retry
-                        log.warning("task %s: validate failed (%s); retrying", handle.task_id[:10], exc)
-                        await asyncio.sleep(RETRY_MAX_S)
+                elif info.state == TaskState.SCORE_READY:  # again if a reorg took a validation back
+                    await self._validate(handle, deadline)
                 else:
                     await self._sleep_until_event(handle, deadline)
         finally:
@@ -349,36 +342,29 @@ class Client:
             raise ResultMismatch(f"task {handle.task_id}: the node delivered a result that is not JSON",
                                  task_id=handle.task_id) from None
 
+    async def _validate(self, handle: TaskHandle, deadline: float) -> None:
+        """Accept the score (DESIGN step 6); the caller reads the task's state again either way."""
+        try:
+            await CHAIN_UNREACHABLE.call(lambda: self.chain.validate_single_task(handle.commitment),
+                                         deadline=deadline)
+        except TransactionReverted as exc:  # its node aborted it, or an earlier try got through
+            log.warning("task %s: validate refused (%s); reading its state again", handle.task_id[:10], exc.reason)
+            await self._sleep_until_event(handle, deadline)
+
     async def _retry(self, call: Callable[[], Any], handle: TaskHandle, deadline: float) -> Any:
-        delay = RETRY_S
-        while True:
-            try:
-                return await call()
-            except NotReady:
-                pass
-            except RelayError as exc:
-                if exc.status and exc.status < 500:
-                    raise
-                log.warning("relay: %s; retrying", exc)
-            if time.monotonic() > deadline:
-                raise self._timeout(handle)
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, RETRY_MAX_S)
+        """A relay call, again while the relay has nothing yet or is away, until the caller's deadline."""
+
+        async def timed_out(last: BaseException) -> Any:
+            raise self._timeout(handle) from None
+
+        return await NOT_READY.call(call, deadline=deadline, on_give_up=timed_out)
 
     async def _task(self, handle: TaskHandle, deadline: float) -> TaskInfo:
         """The task's record, waiting out a chain that is away until the caller's deadline."""
-        while True:
-            try:
-                info = await self.chain.get_task(handle.commitment)
-            except ChainError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("%s; retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
-            if info is None:
-                raise GridtaskError(f"task {handle.task_id} is not on chain")
-            return info
+        info = await CHAIN_UNREACHABLE.call(lambda: self.chain.get_task(handle.commitment), deadline=deadline)
+        if info is None:
+            raise GridtaskError(f"task {handle.task_id} is not on chain")
+        return info
 
     async def _sleep_until_event(self, handle: TaskHandle, deadline: float) -> None:
         left = deadline - time.monotonic()
