@@ -343,7 +343,8 @@ class Client:
                                  task_id=handle.task_id) from None
 
     async def _validate(self, handle: TaskHandle, deadline: float) -> None:
-        """Accept the score (DESIGN step 6); the caller reads the task's state again either way."""
+        """Accept the score (docs/design.md, "A task's life", step 6); the caller reads the
+        task's state again either way."""
         try:
             await CHAIN_UNREACHABLE.call(lambda: self.chain.validate_single_task(handle.commitment),
                                          deadline=deadline)
