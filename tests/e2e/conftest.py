@@ -73,7 +73,7 @@ async def ledger(net: Devnet) -> dict[str, int]:
         accounts |= nodes
         owed = sum([await chain.balance_of(a) for a in accounts if int(a, 16)])
         w3 = AsyncWeb3(AsyncHTTPProvider(net.chain.url))
-        balance = await w3.eth.get_balance(net.config.contract)
+        balance = await w3.eth.get_balance(net.config.contract)  # type: ignore[arg-type]
         await w3.provider.disconnect()
     return {"balance": balance, "escrow": escrow, "stakes": stakes, "owed": owed, **states}
 

@@ -115,8 +115,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> No
     raise RuntimeError(f"transformers serve did not come up in {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
 
 
-def executor_for(served: ServedModel, **kwargs: object) -> OpenAICompatibleExecutor:
-    return OpenAICompatibleExecutor(SERVED, served.url, remote_model=served.model, **kwargs)  # type: ignore[arg-type]
+def executor_for(served: ServedModel) -> OpenAICompatibleExecutor:
+    """The executor a node builds from ``--model openai:tiny-served=URL#MODEL``."""
+    return OpenAICompatibleExecutor(SERVED, served.url, remote_model=served.model)
 
 
 # --- the executor against the real server ----------------------------------------------

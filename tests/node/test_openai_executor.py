@@ -143,7 +143,8 @@ async def test_invalid_inputs_never_reach_the_server(server: tuple[str, FakeChat
     url, fake = server
     executor = OpenAICompatibleExecutor(MODEL, url, max_new_tokens_limit=16)
     before = len(fake.requests)
-    for inputs in ({"prompt": "hi", "max_tokens": 17}, {"prompt": ["hi"]}, {"workflow": {}}):
+    refused: list[dict[str, Any]] = [{"prompt": "hi", "max_tokens": 17}, {"prompt": ["hi"]}, {"workflow": {}}]
+    for inputs in refused:
         with pytest.raises(InvalidTaskParameters):
             await executor.run(MODEL, inputs)
     with pytest.raises(InvalidTaskParameters):
