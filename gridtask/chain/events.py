@@ -181,7 +181,13 @@ class EventFollower:
             log.warning("reorg deeper than what is remembered below block %d: reading again from block %d",
                         self._cursor, fork + 1)
         log.info("reorg: blocks %d..%d replaced; reading again from block %d", fork + 1, self._cursor, fork + 1)
-        gone = [e for e in self._delivered.values() if e.block_number > fork]
+        hashes: dict[int, bytes | None] = {}  # the chain's blocks now, by number, as asked
+        gone = []
+        for event in [e for e in self._delivered.values() if e.block_number > fork]:
+            if event.block_number not in hashes:
+                hashes[event.block_number] = await self.client.block_hash(event.block_number)
+            if hashes[event.block_number] != event.block_hash:  # (one pushed from the new blocks stays)
+                gone.append(event)
         for number in [n for n in self._hashes if n > fork]:
             del self._hashes[number]
         self._cursor = fork
