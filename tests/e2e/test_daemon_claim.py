@@ -107,7 +107,7 @@ async def test_task_queued_while_claiming_is_claimed(crowded: tuple[Devnet, Node
         async with Client(config=net.config) as client:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "no node serves other": that is the point
-                other = await client.submit(TaskType.ECHO, "other", {"data": "nobody runs this"})
+                other = await client.submit(TaskType.LLM, "other", {"prompt": "nobody runs this"})
             runnable = await queued_next_to_idle(client, daemon)
             first, second = await events_of(client, other.commitment), await events_of(client, runnable.commitment)
             for event in (first["TaskCreated"], second["TaskCreated"], first["TaskQueued"], second["TaskQueued"]):
