@@ -10,12 +10,9 @@ until the test lets the server answer, so the kill lands in that window without 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from gridtask.exceptions import TaskAborted
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
+from .model_server import HeldModelServer
 from .netcut import CuttableProxy
 
 pytestmark = pytest.mark.e2e
@@ -121,50 +119,6 @@ async def test_one_second_blocks(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- killed after fetching
-
-
-class HeldModelServer:
-    """An OpenAI-compatible chat server that answers only once ``release`` is set;
-    ``asked`` is set as soon as a node's request arrives."""
-
-    def __init__(self) -> None:
-        self.asked = threading.Event()
-        self.release = threading.Event()
-        self.requests = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                server.requests += 1
-                server.asked.set()
-                while not server.release.wait(0.1):
-                    pass
-                prompt = body["messages"][-1]["content"]
-                answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": f"re: {prompt}"}}]})
-                try:
-                    self.send_response(200)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer.encode())
-                except OSError:  # the node that asked was killed meanwhile
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http.server_address[1]}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.http.shutdown()
 
 
 @pytest.fixture

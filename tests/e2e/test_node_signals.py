@@ -18,6 +18,7 @@ from gridtask.devnet import Devnet
 from gridtask.sdk import Client, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
+from .model_server import HeldModelServer
 from .netcut import CuttableProxy
 
 pytestmark = pytest.mark.e2e
@@ -154,3 +155,26 @@ async def test_a_second_signal_exits_at_once(one_node: Devnet) -> None:
     assert code == 128 + signal.SIGINT  # the forced exit, not the graceful one
     assert took < 1.0
     assert "SIGINT again: exiting now" in node_log(one_node)
+
+
+async def test_node_running_a_task_stops_and_runs_it_again_after_restart(tmp_path: Path) -> None:
+    """SIGTERM while the executor is busy with the task (its model server holds the answer)."""
+    server = HeldModelServer()
+    net = await start_devnet(tmp_path, nodes=1, node_models=[f"openai:held={server.url}"])
+    try:
+        assert net.config is not None
+        async with Client(config=net.config) as client:
+            handle = await client.submit(TaskType.LLM, "held", {"prompt": "busy"})
+            running = asyncio.create_task(client.result(handle, timeout=120))
+            assert await asyncio.to_thread(server.asked.wait, 60), "the node never ran the task"
+            took, code = sigterm(net)
+            assert_stopped_cleanly(net, took, code)
+            info = await client.task(handle.commitment)
+            assert info is not None and info.state == TaskState.STARTED  # it did not score on the way out
+            server.release.set()
+            net.start_node(0)
+            assert await running == {"text": "re: busy"}
+        await assert_all_ended_and_conserved(net)
+    finally:
+        net.stop()
+        server.close()
