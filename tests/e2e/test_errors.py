@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from gridtask.node.executors.tiny_llm import build_tiny_llm
 from gridtask.sdk import Client, NoNodeWarning, TaskState, TaskType
 from gridtask.types import TaskErrorCode
 
-from .conftest import assert_all_ended_and_conserved, ledger
+from .conftest import assert_all_ended_and_conserved, ledger, start_devnet
 
 pytestmark = pytest.mark.e2e
 
@@ -56,28 +57,45 @@ def config_file(echo_net: Devnet, tmp_path: Path) -> Path:
     return save_config(echo_net.config, tmp_path / "config.json")
 
 
+@pytest.fixture(scope="module")
+def served_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devnet, Path]]:
+    """One node serving echo and a language model ("fake-llm", behind a server that is not
+    there: every task below must be refused before it could reach it)."""
+    tmp = tmp_path_factory.mktemp("refusals")
+    net = asyncio.run(start_devnet(tmp, nodes=1, node_models=["echo", "openai:fake-llm=http://127.0.0.1:9"]))
+    try:
+        assert net.config is not None
+        yield net, save_config(net.config, tmp / "config.json")
+    finally:
+        net.stop()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "hi", "--model", "echo", "--timeout", "0"], "timeout: must be a positive number of seconds (got 0.0)"),
-        (["run", "hi", "--model", "echo", "--timeout=-3"], "timeout: must be a positive number of seconds (got -3.0)"),
-        (["run", "hi", "--model", "echo", "--fee", "0"], "fee: must be a positive number of ETH (got 0.0)"),
-        (["run", "hi", "--model", "echo"], "model: 'echo' runs echo tasks, not text-generation tasks"),
-        (["embed", "a", "--model", "echo"], "model: 'echo' runs echo tasks, not embedding tasks"),
-        (["run", "hi", "--model", "echo-llm", "--max-tokens", "500"], "max_tokens: at most 128 (got 500)"),
+        (["run", "hi", "-m", "fake-llm", "--timeout", "0"], "timeout: must be a positive number of seconds (got 0.0)"),
+        (["run", "hi", "-m", "fake-llm", "--timeout=-3"], "timeout: must be a positive number of seconds (got -3.0)"),
+        (["run", "hi", "-m", "fake-llm", "--fee", "0"], "fee: must be a positive number of ETH (got 0.0)"),
+        (["run", "hi", "-m", "fake-llm", "--max-tokens", "500"], "max_tokens: at most 128 (got 500)"),
+        (["run", "x" * 100_001, "-m", "fake-llm"], "prompt: at most 100000 characters (got 100001)"),
+        (["run", "hi", "-m", "echo"], "model: 'echo' runs echo tasks, not text-generation tasks"),
+        (["embed", "a", "-m", "echo"], "model: 'echo' runs echo tasks, not embedding tasks"),
+        (["embed", "a", "-m", "fake-llm"], "model: 'fake-llm' runs text-generation tasks, not embedding tasks"),
         (["embed", *["t"] * 300], "texts: at most 256 per task (got 300)"),
     ],
 )
-async def test_cli_refuses_before_paying(echo_net: Devnet, config_file: Path, args: list[str], message: str) -> None:
-    assert echo_net.config is not None
-    creator = Client(config=echo_net.config).identity.address
-    sent, book = await sent_transactions(echo_net, creator), await ledger(echo_net)
+async def test_cli_refuses_before_paying(served_net: tuple[Devnet, Path], args: list[str], message: str) -> None:
+    """Each of these is a model the network serves: without the check, the task would be paid."""
+    net, config_file = served_net
+    assert net.config is not None
+    creator = Client(config=net.config).identity.address
+    sent, book = await sent_transactions(net, creator), await ledger(net)
     proc = await gridtask_async(config_file, *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert await sent_transactions(echo_net, creator) == sent  # no createTask, no fee
-    assert await ledger(echo_net) == book
+    assert await sent_transactions(net, creator) == sent  # no createTask, no fee
+    assert await ledger(net) == book
 
 
 async def test_withdraw_with_nothing_owed_says_so(echo_net: Devnet, client: Client, config_file: Path) -> None:
