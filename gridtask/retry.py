@@ -33,7 +33,7 @@ import tenacity
 from tenacity import AsyncRetrying, RetryCallState
 from web3.exceptions import TransactionNotFound
 
-from gridtask.exceptions import ChainUnreachable, GridtaskError, NotReady, RelayError, RelayUnavailable
+from gridtask.exceptions import ChainError, ChainUnreachable, GridtaskError, NotReady, RelayError, RelayUnavailable
 
 log = logging.getLogger("gridtask.retry")
 
@@ -42,6 +42,11 @@ T = TypeVar("T")
 
 class Interrupted(GridtaskError):
     """A retry loop was left because its stop event was set (the process is shutting down)."""
+
+
+class Resign(ChainError):
+    """The chain refused a signed transaction's nonce or fees (another transaction of the same
+    account took the nonce, or the base fee rose): sign it again with fresh ones."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +204,20 @@ RELAY_TRANSIENT = Policy("relay transient", relay_transient, first=0.05, factor=
 #: A long poll for something another party has yet to do (parameters, a result): until a deadline.
 NOT_READY = Policy("not ready", relay_not_ready, first=0.02, factor=1.5, cap=0.5, expected=(NotReady,))
 
-POLICIES = {p.name: p for p in (CHAIN_UNREACHABLE, RECEIPT_WAIT, RELAY_TRANSIENT, NOT_READY)}
+#: A transaction whose nonce or fees no longer fit: signed again, jittered so that two processes
+#: sharing a key do not collide in lock-step.
+RESIGN = Policy("nonce taken", lambda exc: isinstance(exc, Resign), first=0.02, cap=0.5, jitter=0.1, budget=60.0)
+#: The event follower's poll: the chain may be away for long; until the follower stops.
+EVENT_POLL = Policy("event poll", chain_transient, first=0.2, cap=2.0, jitter=0.1)
+#: The event follower's push socket: reconnect after any failure, until the follower stops.
+EVENT_PUSH = Policy("event push", lambda exc: isinstance(exc, Exception), first=0.2, cap=2.0, jitter=0.1,
+                    expected=(Exception,))
+
+POLICIES = {p.name: p for p in (CHAIN_UNREACHABLE, RECEIPT_WAIT, RELAY_TRANSIENT, NOT_READY, RESIGN, EVENT_POLL,
+                                EVENT_PUSH)}
 
 __all__ = [
-    "CHAIN_UNREACHABLE", "NOT_READY", "POLICIES", "RECEIPT_WAIT", "RELAY_TRANSIENT", "Interrupted", "Policy",
-    "chain_transient", "receipt_pending", "relay_not_ready", "relay_transient", "until_wall",
+    "CHAIN_UNREACHABLE", "EVENT_POLL", "EVENT_PUSH", "NOT_READY", "POLICIES", "RECEIPT_WAIT", "RELAY_TRANSIENT",
+    "RESIGN", "Interrupted", "Policy", "Resign", "chain_transient", "receipt_pending", "relay_not_ready",
+    "relay_transient", "until_wall",
 ]

@@ -172,6 +172,11 @@ async def test_backoff_grows_up_to_the_cap() -> None:
         (NotReady("task not ready", status=404), retry.NOT_READY, True),
         (RelayUnavailable("down"), retry.NOT_READY, True),
         (RelayError("forbidden", status=403), retry.NOT_READY, False),
+        (retry.Resign("nonce too low"), retry.RESIGN, True),
+        (ChainUnreachable("x"), retry.RESIGN, False),
+        (ChainUnreachable("x"), retry.EVENT_POLL, True),
+        (ChainError("refused"), retry.EVENT_POLL, False),
+        (OSError("connection reset"), retry.EVENT_PUSH, True),
     ],
 )
 def test_what_each_named_policy_retries(exc: BaseException, policy: Policy, retried: bool) -> None:

@@ -61,9 +61,6 @@ MAX_RESIGNS = 8
 #: Our latest transactions kept to send again if a reorg takes them off the chain.
 RECENT_KEPT = 64
 
-#: A send refused because the nonce or the fees no longer fit: sign afresh, with jitter.
-RESIGN = retry.Policy("nonce taken", lambda exc: isinstance(exc, _Resign), first=0.02, factor=2.0, cap=0.5,
-                      jitter=0.1, budget=60.0)
 
 
 def to_bytes32(name: str) -> bytes:
@@ -341,7 +338,7 @@ class ChainClient:
     async def _submit(self, function: str, data: str, gas: int, value: int) -> _Sent:
         """Sign with the next nonce and send; re-sign (jittered) while the nonce or fees do not fit."""
         async with self._lock:
-            async for attempt in RESIGN.attempts(timeout=self._send_retry_s):
+            async for attempt in retry.RESIGN.attempts(timeout=self._send_retry_s):
                 with attempt:
                     sent = await self._sign(function, data, gas, value)
                     await self._send_raw(sent)
@@ -402,11 +399,11 @@ class ChainClient:
                 if await self._known(sent.tx_hash):
                     return  # an earlier try got through before the failure
                 self._nonce = None  # another transaction of this account took it: count afresh
-                raise _Resign(text) from exc
+                raise retry.Resign(text) from exc
             if "replacement" in text or "already in the pool" in text:
                 # Another transaction of this account waits with this nonce: take the next one.
                 self._nonce = max(await self._transaction_count("pending"), sent.tx["nonce"] + 1)
-                raise _Resign(text) from exc
+                raise retry.Resign(text) from exc
             if "insufficient funds" in text:
                 self._nonce = None
                 raise ChainError(
@@ -414,7 +411,7 @@ class ChainClient:
                     f"(fee, stake or gas): fund it and try again") from exc
             if "underpriced" in text or "fee" in text:
                 self._fees = None  # the base fee moved since we priced: price afresh
-                raise _Resign(text) from exc
+                raise retry.Resign(text) from exc
             if "nonce" in text:
                 self._nonce = None
                 raise ChainError(f"{sent.function}: {_message(exc)}") from exc
@@ -453,7 +450,7 @@ class ChainClient:
                     except TransactionNotFound:
                         return None
                 log.info("%s: transaction 0x%s lost; sending it again", sent.function, sent.tx_hash.hex()[:10])
-                with contextlib.suppress(_Resign):  # another one holds the nonce for now: wait for it
+                with contextlib.suppress(retry.Resign):  # another one holds the nonce for now: wait for it
                     await self._send_raw(sent)
                 await self._fill_gap(mined, sent.tx["nonce"])
                 raise
@@ -644,10 +641,6 @@ class ChainClient:
 _SCANNING = {"reportResultUploaded", "abortTask", "reportTaskError", "join", "resume", "takeQueuedTask"}
 # Deployment blocks found by bisection, per (RPC URL, contract): found once per process.
 _DEPLOY_BLOCKS: dict[tuple[str, str], int] = {}
-
-
-class _Resign(ChainError):
-    """The chain refused the nonce or the fees: sign again with fresh ones."""
 
 
 def _message(exc: BaseException) -> str:

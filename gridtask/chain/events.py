@@ -46,13 +46,6 @@ REORG_WINDOW = 256
 PUSH_SLOW_POLL_S = 1.0
 POLL_S = 0.05
 
-#: The poll: the chain may be away for a long while; retry until the follower stops.
-FOLLOW = retry.Policy("event poll", retry.chain_transient, first=0.2, cap=2.0, jitter=0.1)
-#: The push socket: reconnect on any failure until the follower stops.
-RECONNECT = retry.Policy("event push", lambda exc: isinstance(exc, Exception), first=0.2, cap=2.0, jitter=0.1,
-                         expected=(Exception,))
-
-
 class EventFollower:
     """An async stream of the contract's events, each delivered once (and once more with
     ``removed=True`` if a reorg takes it back)."""
@@ -204,7 +197,7 @@ class EventFollower:
     async def _poll_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                await FOLLOW.call(self.poll_once, deadline=float("inf"), stop=self._stopping)
+                await retry.EVENT_POLL.call(self.poll_once, deadline=float("inf"), stop=self._stopping)
             except retry.Interrupted:
                 return
             except ChainError as exc:  # an answer we cannot use: log it, poll again later
@@ -218,7 +211,7 @@ class EventFollower:
     async def _push_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                await RECONNECT.call(self._push_session, deadline=float("inf"), stop=self._stopping)
+                await retry.EVENT_PUSH.call(self._push_session, deadline=float("inf"), stop=self._stopping)
             except retry.Interrupted:
                 return
 
