@@ -62,3 +62,11 @@ def test_an_error_about_a_bad_key_does_not_repeat_it(bad: str) -> None:
     assert "private key" in str(refused.value)
     assert bad not in str(refused.value).lower() and bad[:16] not in str(refused.value).lower()
     assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+def test_a_config_copied_with_a_plain_key_still_makes_a_client() -> None:
+    """``model_copy(update=...)`` does not validate, so the key stays a ``str`` (bench does it)."""
+    copied = NetworkConfig(**BASE).model_copy(update={"private_key": "0x" + KEY})
+    client = Client(config=copied)
+    assert client.identity.address == IDENTITY.address
+    shows_no_key(client)

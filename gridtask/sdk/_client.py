@@ -25,7 +25,7 @@ from typing import Any
 from gridtask.chain.client import ChainClient, ChainEvent, to_bytes32
 from gridtask.chain.events import EventFollower
 from gridtask.chain.models import TaskInfo
-from gridtask.config import NetworkConfig, load_config
+from gridtask.config import NetworkConfig, load_config, secret_value
 from gridtask.crypto import params_hash, seal, task_commitment, task_key, unseal
 from gridtask.exceptions import (
     ChainError,
@@ -114,7 +114,7 @@ class Client:
             config_path, rpc_url=rpc_url, contract=contract, relay_url=relay_url,
             private_key=private_key, ws_url=ws_url,
         )
-        if not self.config.private_key.get_secret_value():
+        if not secret_value(self.config.private_key):  # a str after model_copy(update=...)
             raise ConfigError("no private key configured: set GRIDTASK_PRIVATE_KEY or the config file")
         try:
             self.identity = Identity.from_hex(self.config.private_key)
