@@ -166,11 +166,9 @@ class Chain:
         self.boa = boa
         self.relay = self.funded(bench_address("relay"))
         self.creator = self.funded(bench_address("creator"))
-        # the committed bytecode, which anvil runs too (the same as boa compiles: a test says so)
-        from gridtask.chain import artifact
-
-        code = bytes.fromhex(artifact.bytecode().removeprefix("0x")) + constructor_args(self.relay)
-        address, _ = boa.env.deploy_code(bytecode=code)
+        # the source's bytecode (tests/test_artifact.py: the committed one is the same), which
+        # anvil runs too
+        address, _ = boa.env.deploy_code(bytecode=_deployer().compiler_data.bytecode + constructor_args(self.relay))
         self.net = _deployer().at(address)
         self.gas: dict[str, list[int]] = defaultdict(list)
         self._n = 0
@@ -230,8 +228,8 @@ class AnvilChain(Chain):
         self.relay = self.funded(bench_address("relay"))
         self.creator = self.funded(bench_address("creator"))
         deployer = self.funded(bench_address("deployer"))
-        code = artifact.bytecode() + constructor_args(self.relay).hex()
-        receipt = self._send({"from": deployer, "data": code, "gas": 8_000_000})
+        code = _deployer().compiler_data.bytecode + constructor_args(self.relay)
+        receipt = self._send({"from": deployer, "data": "0x" + code.hex(), "gas": 8_000_000})
         self.net = self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi())
         self.gas = defaultdict(list)
         self.sent: list[dict[str, Any]] = []
