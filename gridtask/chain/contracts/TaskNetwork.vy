@@ -448,6 +448,7 @@ def submitScore(key: bytes32, score: bytes32, result_hash: bytes32):
     """
     @notice The selected node commits its score and the keccak of its result,
             encrypted to the creator; the relay checks the upload against it.
+    @param key The task's key: keccak(creator ‖ commitment).
     """
     task: Task = self._task_of_node(key)
     assert task.meta & STATE_MASK == STARTED, "tasks: task not started"
@@ -466,6 +467,7 @@ def reportTaskError(key: bytes32, error_code: uint256):
     """
     @notice The selected node reports the task's parameters as unrunnable (bad hash,
             unknown model, wrong field). The task's fault: the fee is refunded.
+    @param key The task's key.
     """
     task: Task = self._task_of_node(key)
     assert task.meta & STATE_MASK == STARTED, "tasks: task not started"
@@ -481,6 +483,7 @@ def validateSingleTask(key: bytes32, sampling_proof: Bytes[256]):
     """
     @notice The creator accepts the score of a task that was not sampled for
             group validation.
+    @param key The task's key.
     @param sampling_proof Reserved for the proof that the task was not sampled
            (validation groups); ignored until groups exist.
     """
@@ -496,8 +499,9 @@ def validateSingleTask(key: bytes32, sampling_proof: Bytes[256]):
 @external
 def reportResultUploaded(key: bytes32):
     """
-    @notice The relay reports that the node delivered a result matching its
-            key: the task succeeds and the fee is credited to the node.
+    @notice The relay reports that the node delivered a result matching the hash it
+            committed: the task succeeds and the fee is credited to the node.
+    @param key The task's key.
     """
     assert msg.sender == relay, "tasks: only the relay may report delivery"
     task: Task = self.tasks[key]
@@ -515,6 +519,8 @@ def abortTask(key: bytes32, reason: String[64]):
     @notice End a task without a result and refund its fee. The selected node may
             abort before it scores (a local failure that is not the task's
             fault); the creator or the node may once the stage's deadline passed.
+    @param key The task's key.
+    @param reason Why, for the creator to read (in the TaskAborted event).
     """
     task: Task = self.tasks[key]
     assert task.creator != empty(address), "tasks: unknown task"
@@ -536,7 +542,10 @@ def abortTask(key: bytes32, reason: String[64]):
 
 @external
 def cancelTask(key: bytes32):
-    """@notice The creator takes back a task that is still queued; the fee is refunded."""
+    """
+    @notice The creator takes back a task that is still queued; the fee is refunded.
+    @param key The task's key.
+    """
     task: Task = self.tasks[key]
     assert task.creator != empty(address), "tasks: unknown task"
     assert msg.sender == task.creator, "tasks: only the creator may cancel"
@@ -572,7 +581,10 @@ def withdrawTo(recipient: address):
 @external
 @view
 def getTask(key: bytes32) -> (address, address, uint256, uint256, uint256, uint256, bytes32, bytes32):
-    """@notice creator, node, fee, state, deadline, timeout, score, result hash."""
+    """
+    @notice creator, node, fee, state, deadline, timeout, score, result hash of a task.
+    @param key The task's key: keccak(creator ‖ commitment), the `commitment` of its events.
+    """
     t: Task = self.tasks[key]
     return (
         t.creator, t.node, t.fee, t.meta & STATE_MASK, self._deadline(t.meta),
