@@ -20,8 +20,8 @@ from .conftest import assert_all_ended_and_conserved, start_devnet
 
 pytestmark = pytest.mark.e2e
 
-PROCESSES = 2
-TASKS_EACH = 4
+PROCESSES = 3
+TASKS_EACH = 6
 BOUND_S = 150
 
 SCRIPT = """
