@@ -34,7 +34,7 @@ from gridtask.chain.client import ChainClient
 from gridtask.chain.deploy import ETHER, NetworkParams, deploy
 from gridtask.children import PidFile, die_with_parent, end_processes
 from gridtask.config import NetworkConfig
-from gridtask.exceptions import ConfigError
+from gridtask.exceptions import ConfigError, GridtaskError
 from gridtask.keys import Identity
 
 log = logging.getLogger("gridtask.devnet")
@@ -206,8 +206,8 @@ class Devnet:
                     continue
                 self.report(f"{name}: exited with code {proc.returncode} (see {self.home / (name + '.log')})")
                 if self._may_restart(name):
-                    self.report(f"{name}: restarting")
                     self._spawn(name, *self._commands[name])
+                    self.report(f"{name}: restarted (pid {self.processes[name].pid})")
                 else:
                     self.report(f"{name}: died {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f} s; left down")
                     del self.processes[name]
@@ -232,7 +232,7 @@ class Devnet:
                         return
                 self._check_alive("relay")
                 await asyncio.sleep(0.1)
-        raise RuntimeError("the relay did not come up; see " + str(self.home / "relay.log"))
+        raise GridtaskError("the relay did not come up; see " + str(self.home / "relay.log"))
 
     async def wait_nodes(self, timeout: float = 300) -> None:
         """Until every node has joined on chain (model loading can take a while)."""
@@ -245,13 +245,13 @@ class Devnet:
                 for name in self.processes:
                     self._check_alive(name)
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{len(pending)} node(s) did not join; see {self.home}/node*.log")
+                    raise GridtaskError(f"{len(pending)} node(s) did not join; see {self.home}/node*.log")
                 await asyncio.sleep(0.2)
 
     def _check_alive(self, name: str) -> None:
         proc = self.processes.get(name)
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.home / (name + '.log')}")
+            raise GridtaskError(f"{name} exited with code {proc.returncode}; see {self.home / (name + '.log')}")
 
     # ------------------------------------------------------------ stop
 

@@ -41,6 +41,7 @@ log = logging.getLogger("gridtask.node")
 QUEUE_POLLS = 4
 MAX_QUEUED_SEEN = 1024  # TaskQueued events kept for claiming while the node is busy
 CLOSE_TIMEOUT_S = 1.0  # each connection closed at shutdown; the whole stop stays well under 5 s
+TASK_MOVED_ON = {"TaskStarted", "TaskAborted"}  # the events that take a task out of the queue
 MY_EVENTS = {"TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported"}
 
 
@@ -178,6 +179,14 @@ class NodeDaemon:
     # ------------------------------------------------------------ events
 
     async def handle(self, event: ChainEvent) -> None:
+        if event.removed:  # a reorg took it back (gridtask.chain.events): re-read the task, act on nothing
+            commitment = event.commitment or b""
+            self._queued.pop(commitment, None)
+            if commitment in self._wake:
+                self._wake[commitment].set()
+            return
+        if event.name in TASK_MOVED_ON:  # no longer queued, whoever took it: nothing to claim
+            self._queued.pop(event.commitment or b"", None)
         if event.name == "TaskCreated":
             self.worker.remember(event)
         elif event.name in MY_EVENTS and same_address(event.args.get("node"), self.address):
@@ -193,9 +202,11 @@ class NodeDaemon:
             self._claim_queued()
 
     async def tick(self) -> None:
-        """Quiet moments: wake tasks to check deadlines, take out earnings."""
+        """Quiet moments: wake tasks to check deadlines, claim queued work a failed claim
+        left behind, take out earnings."""
         for wake in self._wake.values():
             wake.set()
+        self._claim_queued()
         if time.monotonic() - self._last_withdraw > self.settings.withdraw_interval_s:
             self._last_withdraw = time.monotonic()
             await self.withdraw()

@@ -136,8 +136,9 @@ def test_a_node_that_dies_is_reported_restarted_and_runs_tasks(tmp_path: Path) -
         old = devnet.pids()["node0"]
         os.kill(old, signal.SIGKILL)
         devnet.wait_line("node0: exited with code -9", timeout=10)
-        devnet.wait_line("node0: restarting", timeout=10)
+        devnet.wait_line("node0: restarted (pid", timeout=10)
         new = devnet.pids()["node0"]
+        assert any(f"node0: restarted (pid {new})" in line for line in devnet.lines), devnet.output()
         assert new != old and alive(new) and not alive(old)
 
         async def run_a_task() -> object:
@@ -149,7 +150,7 @@ def test_a_node_that_dies_is_reported_restarted_and_runs_tasks(tmp_path: Path) -
         # and the relay too
         relay = devnet.pids()["relay"]
         os.kill(relay, signal.SIGKILL)
-        devnet.wait_line("relay: restarting", timeout=10)
+        devnet.wait_line("relay: restarted (pid", timeout=10)
         assert asyncio.run(run_a_task()) == {"echo": "after a restart"}
     finally:
         devnet.kill()
