@@ -597,7 +597,7 @@ def test_unknown_task_reverts(net, creator, relay, make_node):
         net.reportResultUploaded(ghost)
 
 
-# ---------------------------------------------------------------- known contract bugs
+# ---------------------------------------------------------------- the queue hides no runnable task
 
 
 def test_runnable_task_not_stranded_behind_unrunnable_ones(net, creator, make_node, make_task, task, complete):
