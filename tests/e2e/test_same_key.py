@@ -4,6 +4,7 @@ submitting several tasks at once from the one account."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,9 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
+from gridtask.chain.anvil import Anvil, rpc_call
+from gridtask.chain.client import ChainClient
+from gridtask.chain.deploy import NetworkParams, deploy
 from gridtask.config import save_config
-from gridtask.sdk import Client, TaskState
+from gridtask.crypto import task_commitment, task_key
+from gridtask.keys import Identity
+from gridtask.sdk import Client, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, start_devnet
 
@@ -84,3 +91,40 @@ async def test_two_processes_with_one_key_create_all_their_tasks(tmp_path: Path,
         assert book["SUCCESS"] == PROCESSES * TASKS_EACH, book
     finally:
         net.stop()
+
+
+async def test_a_transaction_replaced_by_another_process_of_the_same_key_is_signed_again() -> None:
+    """Blocks mined by hand: our createTask waits in the pool when another process of the same
+    key replaces it (same nonce, higher fees) and that one is mined. Ours can never run now: the
+    client signs it again with the next nonce and the task is created, once."""
+    with Anvil() as anvil:
+        deployer, user = Identity.generate(), Identity.generate()
+        for ident in (deployer, user):
+            anvil.fund(ident.address, 10**22)
+        contract = await deploy(anvil.url, deployer, deployer.address, NetworkParams())
+        async with ChainClient(anvil.url, contract, user, send_retry_s=20) as client:
+            rpc_call(anvil.url, "evm_setAutomine", [False])
+            commitment = task_commitment(os.urandom(32), nonce := os.urandom(32))
+            creating = asyncio.create_task(client.create_task(
+                task_type=TaskType.ECHO, commitment=commitment, nonce=nonce, models=["nobody-serves-it"], min_vram=0,
+                required_gpu="", params_hash=os.urandom(32), task_size=1, timeout=60, fee=10**15))
+            for _ in range(200):
+                pool = rpc_call(anvil.url, "eth_getBlockByNumber", ["pending", True])
+                if isinstance(pool, dict) and pool["transactions"]:
+                    break
+                await asyncio.sleep(0.05)
+            ours = pool["transactions"][0]  # type: ignore[index]
+            other = Account.from_key(user.private_key).sign_transaction({
+                "to": user.address, "value": 0, "gas": 21_000, "nonce": int(ours["nonce"], 16),
+                "chainId": int(ours["chainId"], 16), "maxFeePerGas": 4 * int(ours["maxFeePerGas"], 16),
+                "maxPriorityFeePerGas": 4 * int(ours["maxPriorityFeePerGas"], 16)})
+            rpc_call(anvil.url, "eth_sendRawTransaction", ["0x" + bytes(other.raw_transaction).hex()])
+            rpc_call(anvil.url, "evm_mine", [])  # the other process's transaction takes the nonce
+            rpc_call(anvil.url, "evm_setAutomine", [True])
+            receipt = await asyncio.wait_for(creating, 30)
+            assert receipt["status"] == 1
+            sent = await client.w3.eth.get_transaction(receipt["transactionHash"])
+            assert sent["nonce"] == int(ours["nonce"], 16) + 1  # signed again, with the next nonce
+            info = await client.get_task(task_key(user.address, commitment))
+            assert info is not None and info.state == TaskState.QUEUED
+            assert await client.nonce_used(nonce)
