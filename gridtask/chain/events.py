@@ -36,7 +36,7 @@ from hexbytes import HexBytes
 
 from gridtask import retry
 from gridtask.chain.client import ChainClient, ChainEvent
-from gridtask.exceptions import ChainError
+from gridtask.exceptions import ChainError, ConfigError
 
 log = logging.getLogger("gridtask.chain.events")
 
@@ -61,7 +61,7 @@ class EventFollower:
         confirmations: int = 0,
     ) -> None:
         if confirmations < 0:
-            raise ValueError(f"confirmations must be 0 or more, got {confirmations}")
+            raise ConfigError(f"confirmations must be 0 or more (blocks an event must be deep), got {confirmations}")
         self.client = client
         self.ws_url = ws_url
         self.cursor_path = cursor_path
