@@ -5,12 +5,14 @@ a task through a chain that went back under them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import websockets
 
 from gridtask.chain.anvil import Anvil, rpc_call
 from gridtask.chain.client import ChainClient, ChainEvent
@@ -98,6 +100,31 @@ async def test_events_of_reorged_blocks_come_back_removed_and_new_ones_arrive(ch
             ("TaskCreated", b, True), ("TaskQueued", b, True), ("TaskCreated", c, False), ("TaskQueued", c, False),
         ])
         assert not removed & {e.key for e in got if not e.removed}
+
+
+async def test_a_log_pushed_with_removed_takes_the_event_back_once(chain: Chain) -> None:
+    """anvil never pushes ``removed: true``; geth and others do after a reorg. A socket that speaks
+    eth_subscribe pushes a real log of the contract, then the same log marked removed (twice)."""
+    key = await chain.queue_task()
+    logs = chain.rpc("eth_getLogs", {"address": chain.client.address, "fromBlock": "0x0", "toBlock": "latest"})
+    assert isinstance(logs, list) and logs
+    created = logs[0]
+
+    async def node(ws: websockets.ServerConnection) -> None:
+        request = json.loads(await ws.recv())
+        assert request["method"] == "eth_subscribe"
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x1"}))
+        for raw in (created, {**created, "removed": True}, {**created, "removed": True}):
+            await ws.send(json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
+                                      "params": {"subscription": "0x1", "result": raw}}))
+        await ws.wait_closed()
+
+    async with websockets.serve(node, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        # the poll starts at the head: it will not read the log again itself
+        async with EventFollower(chain.client, ws_url=f"ws://127.0.0.1:{port}", poll_interval=3600) as follower:
+            got = await collect(follower, quiet=1.0)
+    assert summary(got) == [("TaskCreated", key, False), ("TaskCreated", key, True)]
 
 
 async def test_confirmations_hold_events_back_and_hide_shallow_reorgs(chain: Chain) -> None:
