@@ -203,3 +203,20 @@ def test_ctrl_c_stops_nodes_then_relay_then_chain_in_time_with_tasks_in_flight(t
             assert "stopped" in (tmp_path / ".gridtask" / "devnet" / f"{node}.log").read_text().splitlines()[-1]
     finally:
         devnet.kill()
+
+
+def test_the_chain_dying_is_reported_and_stops_the_devnet(tmp_path: Path) -> None:
+    """The chain cannot be restarted (its state is in anvil's memory): the devnet says so,
+    stops the rest in order and exits with an error."""
+    devnet = DevnetProcess(tmp_path, nodes=1, port=free_port())
+    try:
+        devnet.wait_line("devnet running")
+        pids = devnet.pids()
+        os.kill(pids["chain"], signal.SIGKILL)
+        assert devnet.proc.wait(STOP_BUDGET_S + 5) == 1, devnet.output()
+        time.sleep(0.3)  # the output thread catches up
+        assert any("chain: anvil exited" in line for line in devnet.lines), devnet.output()
+        assert any("the devnet's chain exited" in line for line in devnet.errors), devnet.output()
+        assert wait_all_gone(list(pids.values()), 1) == []
+    finally:
+        devnet.kill()
