@@ -51,10 +51,15 @@ def task_type_of(model: str) -> TaskType:
 
 
 def check_model_name(model: str) -> None:
-    """A model ID is a ``bytes32`` on chain: 1 to 32 bytes of UTF-8."""
-    size = len(model.encode()) if isinstance(model, str) else 0
-    if not 1 <= size <= 32:
-        raise ValidationError(f"model: a name on chain must be 1 to 32 bytes (got {size}: {model!r})")
+    """A model ID is a ``bytes32`` on chain (``to_bytes32``)."""
+    from gridtask.chain.client import to_bytes32
+
+    if not isinstance(model, str):
+        raise ValidationError(f"model: must be str (got {type(model).__name__})")
+    try:
+        to_bytes32(model)
+    except ValueError as exc:
+        raise ValidationError(f"model: {exc}") from None
 
 
 def check_model_type(task_type: TaskType, model: str) -> None:
