@@ -7,15 +7,18 @@ from __future__ import annotations
 import signal
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
 from gridtask.chain.models import same_address
+from gridtask.config import save_config
 from gridtask.devnet import Devnet
 from gridtask.exceptions import TaskAborted
 from gridtask.sdk import Client, NoNodeWarning, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, wait_state
+from .test_errors import gridtask_async
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +59,8 @@ async def test_result_aborts_a_task_whose_node_was_killed(echo_net: Devnet, clie
     await assert_all_ended_and_conserved(echo_net, expect=TaskState.ABORTED)
 
 
-async def test_result_aborts_a_task_no_node_took_before_its_deadline(echo_net: Devnet, client: Client) -> None:
+async def test_result_aborts_a_task_no_node_took_before_its_deadline(echo_net: Devnet, client: Client,
+                                                                     tmp_path: Path) -> None:
     """Queued for a model nobody serves: at the deadline it is over, not a wait for the caller's timeout."""
     owed_before = await client.chain.balance_of()
     with warnings.catch_warnings():
@@ -68,6 +72,10 @@ async def test_result_aborts_a_task_no_node_took_before_its_deadline(echo_net: D
         await client.result(handle, timeout=WAIT_S)
     assert time.time() - info.deadline < PROMPT_S
     assert await client.chain.balance_of() == owed_before + 99
+    assert echo_net.config is not None  # and `gridtask task show` says why it ended
+    shown = await gridtask_async(save_config(echo_net.config, tmp_path / "config.json"), "task", "show", handle.task_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "reason  creator: no progress by the QUEUED deadline (the fee was refunded)" in shown.stdout
     await assert_all_ended_and_conserved(echo_net, expect=TaskState.ABORTED)
 
 
