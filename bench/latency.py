@@ -72,19 +72,12 @@ class BareSender:
 
     async def send(self, raw: bytes) -> float:
         """Send one and poll for its receipt as ChainClient._wait does; seconds it took."""
-        from web3.exceptions import TransactionNotFound
+        from gridtask.retry import RECEIPT_WAIT
 
         w3 = self.client.w3
         t = now()
         tx_hash = await w3.eth.send_raw_transaction(raw)
-        delay = 0.02
-        while True:
-            try:
-                receipt = await w3.eth.get_transaction_receipt(tx_hash)
-                break
-            except TransactionNotFound:
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 1.0)
+        receipt = await RECEIPT_WAIT.call(lambda: w3.eth.get_transaction_receipt(tx_hash))
         assert receipt["status"] == 1
         return now() - t
 
@@ -179,19 +172,22 @@ def count_rpc(w3: Any, counter: Counter[str]) -> None:
 
 def instrument(client: Any, marks: dict[bytes, dict[str, float]]) -> None:
     """Wrap an open Client's steps to time them (its private methods; skipped if renamed)."""
-    chain = client.chain
-    transact = chain.transact
+    from gridtask.crypto import task_key
 
-    async def timed_transact(function: str, *args: Any, **kw: Any) -> Any:
-        commitment = args[1] if function == "createTask" else (args[0] if args else b"")
+    chain = client.chain
+    transact = chain._transact  # every typed contract call sends through it
+
+    async def timed_transact(function: str, args: list[Any], **kw: Any) -> Any:
+        # createTask names the commitment; the task's key on chain (and in its events) binds the creator
+        key = task_key(chain.account, args[1]) if function == "createTask" else (args[0] if args else b"")
         t = now()
-        out = await transact(function, *args, **kw)
-        if isinstance(commitment, bytes):
-            marks[commitment][f"{function}.start"] = t
-            marks[commitment][f"{function}.end"] = now()
+        out = await transact(function, args, **kw)
+        if isinstance(key, bytes):
+            marks[key][f"{function}.start"] = t
+            marks[key][f"{function}.end"] = now()
         return out
 
-    chain.transact = timed_transact
+    chain._transact = timed_transact  # type: ignore[method-assign]
     for name, mark in (("_upload_params", "params_uploaded"), ("_download", "downloaded")):
         original = getattr(client, name, None)
         if original is None:

@@ -56,16 +56,16 @@ def instrument_node(daemon: Any, marks: dict[bytes, dict[str, float]]) -> None:
         return out
 
     daemon.worker.spec = timed_spec
-    transact = daemon.chain.transact
+    transact = daemon.chain._transact  # every typed contract call sends through it
 
-    async def timed_transact(function: str, *args: Any, **kw: Any) -> Any:
+    async def timed_transact(function: str, args: list[Any], **kw: Any) -> Any:
         c = args[0] if args and isinstance(args[0], bytes) else b""
         marks[c][f"{function}.start"] = now()
-        out = await transact(function, *args, **kw)
+        out = await transact(function, args, **kw)
         marks[c][f"{function}.end"] = now()
         return out
 
-    daemon.chain.transact = timed_transact
+    daemon.chain._transact = timed_transact  # type: ignore[method-assign]
     for name in ("download_params", "upload_result"):
         original = getattr(daemon.relay, name)
 

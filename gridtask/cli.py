@@ -144,7 +144,7 @@ async def _check_model_served(client: Any, model: str) -> None:
         raw = to_bytes32(model)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
-    if await client.chain.call("model_node_count", raw) == 0:
+    if await client.chain.model_node_count(raw) == 0:
         raise ValidationError(f"unknown model {model!r}: no node on this network serves it")
 
 
@@ -308,7 +308,7 @@ def relay(
     network = _network(config)
 
     async def go() -> None:
-        chain = ChainClient(network.rpc_url, network.contract, Identity.from_hex(network.private_key))
+        chain = ChainClient.from_config(network, Identity.from_hex(network.private_key))
         relay_app = create_app(
             chain=chain, store=FileStore(data_dir), replay_journal=data_dir / REPLAY_JOURNAL
         )

@@ -313,11 +313,6 @@ class ChainClient:
 
     # ------------------------------------------------------------ sending
 
-    async def transact(self, function: str, *args: Any, value: int = 0) -> TxReceipt:
-        """Deprecated string form, kept while call sites move to the typed methods below."""
-        gas = SCANNING_GAS_LIMIT if function in _SCANNING else GAS_LIMIT
-        return await self._transact(function, list(args), gas=gas, value=value)
-
     async def _transact(self, function: str, args: list[Any], *, gas: int, value: int = 0) -> TxReceipt:
         """Send one transaction and wait for its receipt; a revert raises ``TransactionReverted``."""
         data = self.contract.encode_abi(function, args=args)
@@ -568,10 +563,6 @@ class ChainClient:
 
     # ------------------------------------------------------------ views
 
-    async def call(self, function: str, *args: Any) -> Any:
-        """Deprecated string form of a view, kept while call sites move to the typed views."""
-        return await self._view(function, *args)
-
     async def _view(self, function: str, *args: Any) -> Any:
         fn = getattr(self.contract.functions, function)(*args)
         return await self.rpc(lambda: fn.call(), function)
@@ -637,8 +628,6 @@ class ChainClient:
                             if to_checksum_address(r["address"]) == self.address) if e is not None]
 
 
-# Only for the deprecated string form: the typed methods name their gas beside them.
-_SCANNING = {"reportResultUploaded", "abortTask", "reportTaskError", "join", "resume", "takeQueuedTask"}
 # Deployment blocks found by bisection, per (RPC URL, contract): found once per process.
 _DEPLOY_BLOCKS: dict[tuple[str, str], int] = {}
 

@@ -244,16 +244,17 @@ class Client:
         check_params_size(params)
         await self.open()
         for m, raw in zip(wanted, model_ids, strict=True):
-            if await self.chain.call("model_node_count", raw) == 0:
+            if await self.chain.model_node_count(raw) == 0:
                 warnings.warn(f"no node serves {m} yet: the task waits until one joins",
                               NoNodeWarning, stacklevel=2)
         task_id, nonce = os.urandom(32), os.urandom(32)
         commitment = task_commitment(task_id, nonce)
         key = task_key(self.identity.address, commitment)  # the task's name on chain
         self._watch(key)
-        await self.chain.transact(
-            "createTask", int(task_type), commitment, nonce, model_ids, min_vram, gpu_id,
-            params_hash(params, nonce), size, stage_timeout, value=fee,
+        await self.chain.create_task(
+            task_type=int(task_type), commitment=commitment, nonce=nonce, models=model_ids, min_vram=min_vram,
+            required_gpu=gpu_id, params_hash=params_hash(params, nonce), task_size=size, timeout=stage_timeout,
+            fee=fee,
         )
         log.info("task 0x%s: created (fee %d wei)", key.hex()[:8], fee)
         return TaskHandle(commitment=key, nonce=nonce, params=params, model=model, fee=fee)

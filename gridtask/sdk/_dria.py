@@ -91,6 +91,6 @@ async def _served_model(client: Client, models: list[str]) -> str:
             raw = to_bytes32(model)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
-        if await client.chain.call("model_node_count", raw) > 0:
+        if await client.chain.model_node_count(raw) > 0:
             return model
     return models[0]

@@ -56,7 +56,7 @@ async def test_node_killed_after_scoring_delivers_after_restart(echo_net: Devnet
     await wait_state(client, handle.task_id, TaskState.SCORE_READY)
     for name in ["node0", "node1"]:
         echo_net.stop_process(name, signal.SIGKILL)
-    await client.chain.transact("validateSingleTask", handle.commitment, b"")
+    await client.chain.validate_single_task(handle.commitment)
     for index in range(2):
         echo_net.start_node(index)
     assert await client.result(handle, timeout=90) == {"echo": "kept on disk"}
