@@ -75,6 +75,10 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> NetworkConf
     try:
         return NetworkConfig(**data)
     except ValidationError as exc:
+        wrong = [e for e in exc.errors() if e["type"] != "missing"]
+        if wrong:  # a value that is there but unusable (never echoed: it may be the key)
+            what = "; ".join(f"{e['loc'][0]} ({ENV_PREFIX}{str(e['loc'][0]).upper()}): {e['msg']}" for e in wrong)
+            raise ConfigError(f"bad network setting in {file} or the environment: {what}") from None
         missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
         raise ConfigError(
             f"no network configured ({missing} missing): start one with `gridtask devnet`, "
