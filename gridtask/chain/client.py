@@ -242,12 +242,13 @@ class ChainClient:
         raw = await self.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")  # type: ignore[arg-type]
         return [e for e in (self.events.decode(r) for r in raw) if e is not None]
 
-    async def find_logs(self, topics: list[Any], *, from_block: int | None = None,
+    async def find_logs(self, topics: list[Any], *, from_block: int | None = None, to_block: int | None = None,
                         first: bool = False) -> list[ChainEvent]:
-        """Search from the deployment block (or ``from_block``) to the head; with ``first``,
-        newest blocks first, stopping at the first range with a match."""
+        """Search from the deployment block (or ``from_block``) to the head (or ``to_block``), in
+        as few requests as the provider allows; with ``first``, newest blocks first, stopping at
+        the first range with a match."""
         lo = await self.deployment_block() if from_block is None else from_block
-        hi = await self.block_number()
+        hi = await self.block_number() if to_block is None else to_block
         found: list[ChainEvent] = []
         while lo <= hi:
             span = hi - lo + 1 if self._log_range is None else min(self._log_range, hi - lo + 1)

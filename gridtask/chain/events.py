@@ -145,7 +145,7 @@ class EventFollower:
         while self._cursor < safe:
             lo, hi = self._cursor + 1, min(safe, self._cursor + MAX_BLOCK_RANGE)
             top = head_hash if hi == head else await self.client.block_hash(hi)  # before the logs
-            events = await self.client.get_logs(lo, hi)
+            events = await self.client.find_logs([], from_block=lo, to_block=hi)  # split if the provider asks
             if top is None or any(e.block_number == hi and e.block_hash != top for e in events):
                 break  # the chain moved under us while reading: the next poll sorts it out
             new += self._reconcile(lo, hi, events)

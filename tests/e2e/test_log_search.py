@@ -3,6 +3,7 @@ a million blocks before the contract, a lookup costs a handful of JSON-RPC reque
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from gridtask.chain.anvil import find_anvil, free_port, rpc_answers, rpc_call
 from gridtask.chain.client import ChainClient
 from gridtask.chain.deploy import NetworkParams, deploy
+from gridtask.chain.events import EventFollower
 from gridtask.crypto import task_commitment, task_key
 from gridtask.keys import Identity
 from gridtask.types import TaskType
@@ -54,8 +56,9 @@ class RangeLimitedRPC(ThreadingHTTPServer):
 
     MAX_RANGE = 5_000
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, max_range: int = MAX_RANGE) -> None:
         self.upstream = upstream
+        self.max_range = max_range
         super().__init__(("127.0.0.1", 0), _Forward)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
@@ -70,8 +73,8 @@ class _Forward(BaseHTTPRequestHandler):
             flt = call["params"][0]
             lo, hi = (int(flt.get(k, "0x0"), 16) if str(flt.get(k, "0x0")).startswith("0x") else 2**62
                       for k in ("fromBlock", "toBlock"))
-            if hi - lo + 1 > RangeLimitedRPC.MAX_RANGE:
-                error = {"code": -32005, "message": f"block range too large: at most {RangeLimitedRPC.MAX_RANGE}"}
+            if hi - lo + 1 > self.server.max_range:
+                error = {"code": -32005, "message": f"block range too large: at most {self.server.max_range}"}
                 return self._reply(json.dumps({"jsonrpc": "2.0", "id": call["id"], "error": error}).encode())
         request = urllib.request.Request(self.server.upstream, body, {"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as answer:
@@ -88,14 +91,22 @@ class _Forward(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def provider(tall_chain: str) -> Iterator[RangeLimitedRPC]:
-    server = RangeLimitedRPC(tall_chain)
+@contextlib.contextmanager
+def range_limited(upstream: str, max_range: int = RangeLimitedRPC.MAX_RANGE) -> Iterator[RangeLimitedRPC]:
+    server = RangeLimitedRPC(upstream, max_range)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def provider(tall_chain: str) -> Iterator[RangeLimitedRPC]:
+    with range_limited(tall_chain) as server:
+        yield server
 
 
 @pytest.fixture
@@ -175,3 +186,15 @@ async def test_the_devnet_writes_the_deploy_block_into_its_config(tmp_path: Path
         assert net.env_for(Identity.generate())["GRIDTASK_DEPLOY_BLOCK"] == str(block)
     finally:
         net.stop()
+
+
+async def test_the_event_follower_catches_up_through_a_provider_that_takes_100_blocks(
+        deployed: tuple[str, str, int, bytes]) -> None:
+    """A follower that starts at the deployment block, 200+ blocks back, behind a provider that
+    refuses eth_getLogs over more than 100 blocks: it reads in ranges the provider takes."""
+    url, contract, deployed_at, key = deployed
+    with range_limited(url, max_range=100) as narrow:
+        async with ChainClient(narrow.url, contract, Identity.generate(), deploy_block=deployed_at) as client, \
+                EventFollower(client, from_block=deployed_at, poll_interval=0.05) as follower:
+            got = [await follower.next(timeout=15) for _ in range(2)]
+    assert [(e.name, e.commitment) for e in got if e is not None] == [("TaskCreated", key), ("TaskQueued", key)]
