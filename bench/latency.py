@@ -30,6 +30,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from bench.report import Section, mean, median, ms, percentile, table
 
 ETHER = 10**18
@@ -292,7 +294,7 @@ async def devnet(nodes: int, models: list[str], tag: str):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _address_of_key(key: str) -> str:
+def _address_of_key(key: str | SecretStr) -> str:
     from gridtask.keys import Identity
 
     return Identity.from_hex(key).address
@@ -402,7 +404,7 @@ async def app_client(net: Any, fund: bool) -> Any:
     if fund:
         ident = Identity.generate()
         net.chain.fund(ident.address, PLENTY)
-        config = net.config.model_copy(update={"private_key": "0x" + ident.private_key.hex()})
+        config = net.config.model_copy(update={"private_key": SecretStr("0x" + ident.private_key.hex())})
     else:
         config = net.config
     client = Client(config=config)

@@ -14,6 +14,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from pydantic import SecretStr
+
 from bench.latency import PLENTY, Observer, app_client, devnet, instrument, one_task
 from bench.report import median, ms, percentile, table
 
@@ -91,7 +93,8 @@ async def trace(tasks: int) -> tuple[Any, dict[str, Any]]:
     async with devnet(0, ["echo"], "trace") as net:
         ident = Identity.generate()
         net.chain.fund(ident.address, PLENTY)
-        settings = NodeSettings(network=net.config.model_copy(update={"private_key": "0x" + ident.private_key.hex()}),
+        key = SecretStr("0x" + ident.private_key.hex())
+        settings = NodeSettings(network=net.config.model_copy(update={"private_key": key}),
                                 models=["echo"], state_dir=net.home / "trace-node")
         daemon = NodeDaemon(settings, build_executors(["echo"]))
         node_marks: dict[bytes, dict[str, float]] = defaultdict(dict)
