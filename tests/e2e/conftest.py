@@ -8,16 +8,20 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from gridtask.chain.anvil import free_port
 from gridtask.chain.client import ChainClient
 from gridtask.devnet import Devnet
 from gridtask.keys import Identity
 from gridtask.sdk import Client
 from gridtask.types import TaskState
+
+from .netcut import CuttableProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -33,18 +37,54 @@ async def start_devnet(tmp_path: Path, **kwargs: object) -> Devnet:
     return net
 
 
+@asynccontextmanager
+async def running_devnet(tmp_path: Path, **kwargs: object) -> AsyncIterator[Devnet]:
+    """A started devnet, stopped on the way out whatever the test did."""
+    net = await start_devnet(tmp_path, **kwargs)
+    try:
+        yield net
+    finally:
+        net.stop()
+
+
+@asynccontextmanager
+async def devnet_behind_cuttable_proxy(tmp_path: Path, **kwargs: object) -> AsyncIterator[tuple[Devnet, CuttableProxy]]:
+    """A devnet whose relay, nodes and SDK all reach the chain through one proxy the test can
+    cut: the chain unreachable for everyone at once, the chain itself intact."""
+    port = free_port()
+    proxy = CuttableProxy(port).start()
+    try:
+        async with running_devnet(tmp_path, port=port, rpc_url=proxy.url, ws_url=proxy.ws_url, **kwargs) as net:
+            yield net, proxy
+    finally:
+        proxy.stop()
+
+
 @pytest.fixture
 async def echo_net(tmp_path: Path) -> AsyncIterator[Devnet]:
     """Two echo nodes: fast to start, enough to kill one."""
-    net = await start_devnet(tmp_path, nodes=2, node_models=["echo"])
-    yield net
-    net.stop()
+    async with running_devnet(tmp_path, nodes=2, node_models=["echo"]) as net:
+        yield net
 
 
 @pytest.fixture
-async def client(echo_net: Devnet) -> AsyncIterator[Client]:
-    assert echo_net.config is not None
-    async with Client(config=echo_net.config) as c:
+async def one_echo_net(tmp_path: Path) -> AsyncIterator[Devnet]:
+    """One echo node: what a test that stops or restarts "the" node or the relay needs."""
+    async with running_devnet(tmp_path, nodes=1, node_models=["echo"]) as net:
+        yield net
+
+
+@pytest.fixture
+def net(echo_net: Devnet) -> Devnet:
+    """The devnet ``client`` connects to: ``echo_net``, unless a test module overrides this
+    fixture (with ``one_echo_net``, say)."""
+    return echo_net
+
+
+@pytest.fixture
+async def client(net: Devnet) -> AsyncIterator[Client]:
+    assert net.config is not None
+    async with Client(config=net.config) as c:
         yield c
 
 
@@ -94,13 +134,16 @@ async def assert_all_ended_and_conserved(net: Devnet, *, expect: TaskState = Tas
     return book
 
 
-async def wait_state(client: Client, task_id: str, state: TaskState, timeout: float = 60) -> None:
+async def wait_state(client: Client, task_id: str | bytes, state: TaskState, timeout: float = 60) -> None:
+    """Poll the chain until the task (ID or commitment) is in ``state``; fail saying where it is."""
     for _ in range(int(timeout / 0.1)):
         info = await client.task(task_id)
         if info is not None and info.state == state:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"task {task_id} never reached {state.name}")
+    info = await client.task(task_id)
+    shown = task_id.hex() if isinstance(task_id, bytes) else task_id
+    raise AssertionError(f"task {shown} never reached {state.name}; it is {info.state.name if info else None}")
 
 
 GRIDTASK = Path(sys.executable).with_name("gridtask")
@@ -113,3 +156,9 @@ def run_gridtask(*args: str, timeout: float = 120) -> subprocess.CompletedProces
     user would see it (typer's CliRunner catches it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDTASK_")}
     return subprocess.run([str(GRIDTASK), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+async def gridtask_async(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``run_gridtask`` with ``--config``, in a thread: the test's event loop (and whatever
+    it is running) keeps going while the command runs."""
+    return await asyncio.to_thread(run_gridtask, *args, "--config", str(config), timeout=timeout)

@@ -24,7 +24,7 @@ from gridtask.node.settings import NodeSettings, build_executors
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 from gridtask.types import NodeStatus
 
-from .conftest import assert_all_ended_and_conserved
+from .conftest import assert_all_ended_and_conserved, wait_state
 
 pytestmark = pytest.mark.e2e
 
@@ -87,16 +87,6 @@ async def events_of(client: Client, commitment: bytes) -> dict[str, ChainEvent]:
     return {e.name: e for e in await client.chain.get_logs(0, head) if e.commitment == commitment}
 
 
-async def wait_task(client: Client, commitment: bytes, state: TaskState, timeout: float = 20) -> None:
-    for _ in range(int(timeout / 0.1)):
-        info = await client.task(commitment)
-        if info is not None and info.state == state:
-            return
-        await asyncio.sleep(0.1)
-    info = await client.task(commitment)
-    raise AssertionError(f"task never reached {state.name}; it is {info.state.name if info else None}")
-
-
 async def test_task_queued_while_claiming_is_claimed(crowded: tuple[Devnet, NodeDaemon]) -> None:
     """Two ``TaskQueued`` in a row: the first for a model this node does not serve (its claim
     ends at once), the second for a task it can run. The second must not be dropped."""
@@ -112,7 +102,7 @@ async def test_task_queued_while_claiming_is_claimed(crowded: tuple[Devnet, Node
             first, second = await events_of(client, other.commitment), await events_of(client, runnable.commitment)
             for event in (first["TaskCreated"], second["TaskCreated"], first["TaskQueued"], second["TaskQueued"]):
                 await daemon.handle(event)  # as the main loop does, back to back
-            await wait_task(client, runnable.commitment, TaskState.STARTED)
+            await wait_state(client, runnable.commitment, TaskState.STARTED, timeout=20)
             info = await client.task(runnable.commitment)
             assert info is not None and info.node == daemon.address
             assert (await client.task(other.commitment)).state == TaskState.QUEUED  # type: ignore[union-attr]

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,23 +21,9 @@ from gridtask.node.executors.tiny_llm import build_tiny_llm
 from gridtask.sdk import Client, NoNodeWarning, TaskState, TaskType
 from gridtask.types import TaskErrorCode
 
-from .conftest import assert_all_ended_and_conserved, ledger, start_devnet
+from .conftest import assert_all_ended_and_conserved, gridtask_async, ledger, start_devnet
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def gridtask(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The command line in its own process, as a user runs it (a traceback would show on stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDTASK_")}
-    return subprocess.run([sys.executable, "-m", "gridtask", *args, "--config", str(config)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
-
-
-async def gridtask_async(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(gridtask, config, *args, timeout=timeout)
-
 
 async def sent_transactions(net: Devnet, address: str) -> int:
     assert net.chain is not None

@@ -18,14 +18,18 @@ from typing import Any
 
 import pytest
 
-from gridtask.chain.anvil import free_port
 from gridtask.devnet import Devnet
 from gridtask.exceptions import TaskAborted
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
+from .conftest import (
+    assert_all_ended_and_conserved,
+    devnet_behind_cuttable_proxy,
+    running_devnet,
+    start_devnet,
+    wait_state,
+)
 from .model_server import HeldModelServer
-from .netcut import CuttableProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -83,11 +87,7 @@ async def test_relay_killed_mid_task_loses_nothing(echo_net: Devnet, client: Cli
 
 
 async def test_chain_unreachable_for_ten_seconds(tmp_path: Path) -> None:
-    port = free_port()
-    proxy = CuttableProxy(port).start()
-    net = await start_devnet(tmp_path, nodes=2, node_models=["echo"], port=port,
-                             rpc_url=proxy.url, ws_url=proxy.ws_url)
-    try:
+    async with devnet_behind_cuttable_proxy(tmp_path, nodes=2, node_models=["echo"]) as (net, proxy):
         assert net.config is not None
         async with Client(config=net.config) as client:
             handles = [await client.submit(TaskType.ECHO, "echo", {"data": i}) for i in range(3)]
@@ -99,9 +99,6 @@ async def test_chain_unreachable_for_ten_seconds(tmp_path: Path) -> None:
             # and a task created after the outage
             assert await client.run(TaskType.ECHO, "echo", {"data": "after"}) == {"echo": "after"}
         await assert_all_ended_and_conserved(net)
-    finally:
-        net.stop()
-        proxy.stop()
 
 
 async def test_one_second_blocks(tmp_path: Path) -> None:
@@ -131,9 +128,8 @@ def model_server() -> Iterator[HeldModelServer]:
 @pytest.fixture
 async def held_net(tmp_path: Path, model_server: HeldModelServer) -> AsyncIterator[Devnet]:
     """One node whose only model is the held server's."""
-    net = await start_devnet(tmp_path, nodes=1, node_models=[f"openai:held={model_server.url}"])
-    yield net
-    net.stop()
+    async with running_devnet(tmp_path, nodes=1, node_models=[f"openai:held={model_server.url}"]) as net:
+        yield net
 
 
 async def kill_after_parameters_fetched(net: Devnet, client: Client, server: HeldModelServer,

@@ -8,18 +8,15 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gridtask.chain.anvil import free_port
 from gridtask.devnet import Devnet
 from gridtask.sdk import Client, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
+from .conftest import assert_all_ended_and_conserved, devnet_behind_cuttable_proxy, start_devnet, wait_state
 from .model_server import HeldModelServer
-from .netcut import CuttableProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -65,69 +62,58 @@ async def wait_log_grows(net: Devnet, text: str, timeout: float = 30) -> None:
         await asyncio.sleep(0.2)
 
 
-@pytest.fixture
-async def one_node(tmp_path: Path) -> AsyncIterator[Devnet]:
-    net = await start_devnet(tmp_path, nodes=1, node_models=["echo"])
-    yield net
-    net.stop()
-
-
-async def test_idle_node_stops_on_sigterm_and_runs_tasks_after_restart(one_node: Devnet) -> None:
-    assert one_node.config is not None
-    took, code = sigterm(one_node)
-    assert_stopped_cleanly(one_node, took, code)
-    one_node.start_node(0)
-    async with Client(config=one_node.config) as client:
+async def test_idle_node_stops_on_sigterm_and_runs_tasks_after_restart(one_echo_net: Devnet) -> None:
+    assert one_echo_net.config is not None
+    took, code = sigterm(one_echo_net)
+    assert_stopped_cleanly(one_echo_net, took, code)
+    one_echo_net.start_node(0)
+    async with Client(config=one_echo_net.config) as client:
         assert await client.run(TaskType.ECHO, "echo", {"data": "back"}, timeout=90) == {"echo": "back"}
-    await assert_all_ended_and_conserved(one_node)
+    await assert_all_ended_and_conserved(one_echo_net)
 
 
 async def test_node_waiting_for_parameters_stops_and_after_restart_gives_up_at_the_deadline(
-    one_node: Devnet,
+    one_echo_net: Devnet,
 ) -> None:
-    assert one_node.config is not None
-    async with Client(config=one_node.config) as client:
+    assert one_echo_net.config is not None
+    async with Client(config=one_echo_net.config) as client:
         stage_s = 8
         handle = await client.submit(TaskType.ECHO, "echo", {"data": "never sent"}, stage_timeout=stage_s)
         await wait_state(client, handle.task_id, TaskState.STARTED)
         await asyncio.sleep(1.5)  # the node is in its long poll on the relay now
-        took, code = sigterm(one_node)
-        assert_stopped_cleanly(one_node, took, code)
+        took, code = sigterm(one_echo_net)
+        assert_stopped_cleanly(one_echo_net, took, code)
         info = await client.task(handle.commitment)
         assert info is not None and info.state == TaskState.STARTED  # nothing ended it on the way out
-        one_node.start_node(0)
+        one_echo_net.start_node(0)
         # The parameters never come: the restarted node gives up once the stage deadline passed.
         await wait_state(client, handle.task_id, TaskState.ABORTED, timeout=stage_s + 60)
         aborted = await client._find_event(handle, "TaskAborted")
         assert aborted is not None and aborted.args["reason"] == "node: parameters never arrived"
         assert await client.chain.balance_of() == handle.fee  # the fee came back to its creator
-    await assert_all_ended_and_conserved(one_node, expect=TaskState.ABORTED)
+    await assert_all_ended_and_conserved(one_echo_net, expect=TaskState.ABORTED)
 
 
-async def test_node_holding_an_unvalidated_score_stops_and_delivers_after_restart(one_node: Devnet) -> None:
-    assert one_node.config is not None
-    async with Client(config=one_node.config) as client:
+async def test_node_holding_an_unvalidated_score_stops_and_delivers_after_restart(one_echo_net: Devnet) -> None:
+    assert one_echo_net.config is not None
+    async with Client(config=one_echo_net.config) as client:
         handle = await client.submit(TaskType.ECHO, "echo", {"data": "kept"})
         await wait_state(client, handle.task_id, TaskState.STARTED)
         info = await client.task(handle.commitment)
         assert info is not None
         await client._upload_params(handle, info, deadline=float("inf"))  # no validation yet
         await wait_state(client, handle.task_id, TaskState.SCORE_READY)
-        took, code = sigterm(one_node)
-        assert_stopped_cleanly(one_node, took, code)
-        saved = list((one_node.home / "nodes").glob("*/results/*.bin"))
+        took, code = sigterm(one_echo_net)
+        assert_stopped_cleanly(one_echo_net, took, code)
+        saved = list((one_echo_net.home / "nodes").glob("*/results/*.bin"))
         assert [p.name for p in saved] == [handle.commitment.hex() + ".bin"]  # the committed result, on disk
-        one_node.start_node(0)
+        one_echo_net.start_node(0)
         assert await client.result(handle, timeout=90) == {"echo": "kept"}  # validates, then the node delivers
-    await assert_all_ended_and_conserved(one_node)
+    await assert_all_ended_and_conserved(one_echo_net)
 
 
 async def test_node_backing_off_from_an_unreachable_chain_stops_and_finishes_after_restart(tmp_path: Path) -> None:
-    port = free_port()
-    proxy = CuttableProxy(port).start()
-    net = await start_devnet(tmp_path, nodes=1, node_models=["echo"], port=port,
-                             rpc_url=proxy.url, ws_url=proxy.ws_url)
-    try:
+    async with devnet_behind_cuttable_proxy(tmp_path, nodes=1, node_models=["echo"]) as (net, proxy):
         assert net.config is not None
         async with Client(config=net.config) as client:
             handle = await client.submit(TaskType.ECHO, "echo", {"data": "through the outage"})
@@ -145,16 +131,13 @@ async def test_node_backing_off_from_an_unreachable_chain_stops_and_finishes_aft
             net.start_node(0)
             assert await client.result(handle, timeout=90) == {"echo": "through the outage"}
         await assert_all_ended_and_conserved(net)
-    finally:
-        net.stop()
-        proxy.stop()
 
 
-async def test_a_second_signal_exits_at_once(one_node: Devnet) -> None:
-    took, code = sigterm(one_node, then=signal.SIGINT)
+async def test_a_second_signal_exits_at_once(one_echo_net: Devnet) -> None:
+    took, code = sigterm(one_echo_net, then=signal.SIGINT)
     assert code == 128 + signal.SIGINT  # the forced exit, not the graceful one
     assert took < 1.0
-    assert "SIGINT again: exiting now" in node_log(one_node)
+    assert "SIGINT again: exiting now" in node_log(one_echo_net)
 
 
 async def test_node_running_a_task_stops_and_runs_it_again_after_restart(tmp_path: Path) -> None:

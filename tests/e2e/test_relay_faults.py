@@ -10,33 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from gridtask.devnet import Devnet
 from gridtask.sdk import Client, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
+from .conftest import assert_all_ended_and_conserved, wait_state
 from .relay_kit import STOP_WITHIN_S, relay_data, seconds_to_exit, spawn_relay
 from .rpcproxy import HoldingRpcProxy
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-async def one_node_net(tmp_path: Path) -> AsyncIterator[Devnet]:
-    net = await start_devnet(tmp_path, nodes=1, node_models=["echo"])
-    yield net
-    net.stop()
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 async def test_relay_stopped_between_storing_and_reporting_reports_after_restart(
-    one_node_net: Devnet, sig: signal.Signals
+    one_echo_net: Devnet, sig: signal.Signals
 ) -> None:
-    net = one_node_net
+    net = one_echo_net
     assert net.config is not None and net.chain is not None
     proxy = await HoldingRpcProxy(net.chain.url, hold={"eth_sendRawTransaction"}).start()
     try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +21,7 @@ from gridtask.relay.auth import sign_request
 from gridtask.relay.client import RelayClient
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
+from .conftest import assert_all_ended_and_conserved, wait_state
 from .relay_kit import STOP_WITHIN_S, leftovers, relay_data, seconds_to_exit, spawn_relay
 from .rpcproxy import HoldingRpcProxy
 
@@ -31,17 +29,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Devnet]:
-    net = await start_devnet(tmp_path, nodes=1, node_models=["echo"])
-    yield net
-    net.stop()
-
-
-@pytest.fixture
-async def client(net: Devnet) -> AsyncIterator[Client]:
-    assert net.config is not None
-    async with Client(config=net.config) as c:
-        yield c
+def net(one_echo_net: Devnet) -> Devnet:
+    """One echo node (conftest's ``client`` connects to it)."""
+    return one_echo_net
 
 
 async def started_task(client: Client, data: str) -> TaskHandle:

@@ -17,8 +17,7 @@ from gridtask.devnet import Devnet
 from gridtask.exceptions import TaskAborted
 from gridtask.sdk import Client, NoNodeWarning, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, wait_state
-from .test_errors import gridtask_async
+from .conftest import assert_all_ended_and_conserved, gridtask_async, wait_state
 
 pytestmark = pytest.mark.e2e
 
