@@ -36,7 +36,7 @@ from gridtask.node.executors.base import ExecutorFailure, InvalidTaskParameters
 from gridtask.node.executors.llm import EMPTY_ANSWER, LocalLLMExecutor, OpenAICompatibleExecutor
 from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
 from gridtask.sdk import Client, TaskState, TaskType
-from gridtask.workflows import Step, Workflow
+from gridtask.workflows import Workflow
 
 from .conftest import assert_all_ended_and_conserved, start_devnet
 
@@ -140,16 +140,10 @@ async def test_default_max_tokens_and_a_base_url_ending_in_v1(served: ServedMode
     assert await executor.run(SERVED, prompt) == await local.run(SERVED, prompt)
 
 
-async def test_workflow_runs_step_by_step_on_the_server(served: ServedModel, local: LocalLLMExecutor) -> None:
-    workflow = Workflow(
-        steps=[
-            Step(prompt="Write a poem about {{topic}}.", output="poem"),
-            Step(prompt="Title for: {{poem}}", output="title"),
-        ],
-        return_value="title",
-        memory={"topic": "the sea"},
-    )
-    inputs = {"workflow": workflow.model_dump(), "max_tokens": 6}
+async def test_workflow_runs_step_by_step_on_the_server(
+    served: ServedModel, local: LocalLLMExecutor, poem_then_title: Workflow
+) -> None:
+    inputs = {"workflow": poem_then_title.model_dump(), "max_tokens": 6}
     result = await executor_for(served).run(SERVED, inputs)
     assert set(result["memory"]) == {"topic", "poem", "title"}
     assert result["text"] == result["memory"]["title"]

@@ -212,16 +212,8 @@ async def test_llm_prompt_longer_than_the_model_is_invalid(llm: LocalLLMExecutor
 
 
 @pytest.mark.slow
-async def test_llm_runs_a_workflow_and_returns_its_memory(llm: LocalLLMExecutor) -> None:
-    workflow = Workflow(
-        steps=[
-            Step(prompt="Write a poem about {{topic}}.", output="poem"),
-            Step(prompt="Title for: {{poem}}", output="title"),
-        ],
-        return_value="title",
-        memory={"topic": "the sea"},
-    )
-    inputs = {"workflow": workflow.model_dump(), "max_tokens": 8}
+async def test_llm_runs_a_workflow_and_returns_its_memory(llm: LocalLLMExecutor, poem_then_title: Workflow) -> None:
+    inputs = {"workflow": poem_then_title.model_dump(), "max_tokens": 8}
     result = await llm.run(TINY_LLM, inputs)
     assert set(result["memory"]) == {"topic", "poem", "title"}
     assert result["text"] == result["memory"]["title"] != ""
