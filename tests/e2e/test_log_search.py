@@ -25,7 +25,7 @@ from gridtask.crypto import task_commitment, task_key
 from gridtask.keys import Identity
 from gridtask.types import TaskType
 
-from .conftest import start_devnet
+from .conftest import running_devnet
 
 pytestmark = pytest.mark.e2e
 
@@ -175,8 +175,7 @@ async def test_without_it_the_deploy_block_is_found_once_by_bisection(
 
 
 async def test_the_devnet_writes_the_deploy_block_into_its_config(tmp_path: Path) -> None:
-    net = await start_devnet(tmp_path, nodes=0)
-    try:
+    async with running_devnet(tmp_path, nodes=0) as net:
         assert net.config is not None and net.chain is not None
         block = net.config.deploy_block
         assert block is not None
@@ -184,8 +183,6 @@ async def test_the_devnet_writes_the_deploy_block_into_its_config(tmp_path: Path
         code_before = rpc_call(net.chain.url, "eth_getCode", [net.config.contract, hex(block - 1)])
         assert code_at not in ("0x", "") and code_before in ("0x", "")
         assert net.env_for(Identity.generate())["GRIDTASK_DEPLOY_BLOCK"] == str(block)
-    finally:
-        net.stop()
 
 
 async def test_the_event_follower_catches_up_through_a_provider_that_takes_100_blocks(

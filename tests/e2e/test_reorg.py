@@ -20,10 +20,11 @@ from gridtask.chain.deploy import NetworkParams, deploy
 from gridtask.chain.events import EventFollower
 from gridtask.config import NetworkConfig
 from gridtask.crypto import task_commitment, task_key
+from gridtask.devnet import Devnet
 from gridtask.keys import Identity
 from gridtask.sdk import Client, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, start_devnet, wait_state
+from .conftest import assert_all_ended_and_conserved, wait_state
 
 pytestmark = pytest.mark.e2e
 
@@ -167,80 +168,74 @@ async def test_a_restarted_follower_notices_a_reorg_at_its_saved_cursor(chain: C
         assert summary(await collect(follower, quiet=1.0)) == [("TaskCreated", b, False), ("TaskQueued", b, False)]
 
 
-async def test_a_task_in_flight_when_the_chain_goes_back_and_the_next_ones_complete(tmp_path: Path) -> None:
+async def test_a_task_in_flight_when_the_chain_goes_back_and_the_next_ones_complete(one_echo_net: Devnet) -> None:
     """One echo node. Task X starts on it and waits for its parameters; the chain is taken back
     to before X existed. Another account then creates Y, whose events take the very block number
     and log indices X's had: the node runs Y. X's creator creates Z: its client first sends X's
     reorged createTask again (a real chain puts a reorged transaction back in its pool), so X
     comes back, ends ABORTED after its 5 s stage (refunded), and Z ends SUCCESS after it.
     Money is conserved."""
-    net = await start_devnet(tmp_path, nodes=1, node_models=["echo"])
-    try:
-        assert net.config is not None and net.chain is not None
-        other = Identity.generate()
-        net.chain.fund(other.address, 10**21)
-        async with Client(config=net.config) as client, \
-                Client(config=NetworkConfig(rpc_url=net.config.rpc_url, ws_url=net.config.ws_url,
-                                            contract=net.config.contract, relay_url=net.config.relay_url,
-                                            private_key="0x" + other.private_key.hex())) as second:
-            snapshot = rpc_call(net.chain.url, "evm_snapshot", [])
-            x = await client.submit(TaskType.ECHO, "echo", {"data": "x"}, stage_timeout=5)
-            await wait_state(client, x.task_id, TaskState.STARTED)
-            await asyncio.sleep(0.5)  # the node is now waiting for X's parameters
-            assert rpc_call(net.chain.url, "evm_revert", [snapshot]) is True
-            assert await client.task(x.task_id) is None
+    net = one_echo_net
+    assert net.config is not None and net.chain is not None
+    other = Identity.generate()
+    net.chain.fund(other.address, 10**21)
+    async with Client(config=net.config) as client, \
+            Client(config=NetworkConfig(rpc_url=net.config.rpc_url, ws_url=net.config.ws_url,
+                                        contract=net.config.contract, relay_url=net.config.relay_url,
+                                        private_key="0x" + other.private_key.hex())) as second:
+        snapshot = rpc_call(net.chain.url, "evm_snapshot", [])
+        x = await client.submit(TaskType.ECHO, "echo", {"data": "x"}, stage_timeout=5)
+        await wait_state(client, x.task_id, TaskState.STARTED)
+        await asyncio.sleep(0.5)  # the node is now waiting for X's parameters
+        assert rpc_call(net.chain.url, "evm_revert", [snapshot]) is True
+        assert await client.task(x.task_id) is None
 
-            y = await second.submit(TaskType.ECHO, "echo", {"data": "y"}, stage_timeout=20)
-            assert await second.result(y, timeout=40) == {"echo": "y"}
+        y = await second.submit(TaskType.ECHO, "echo", {"data": "y"}, stage_timeout=20)
+        assert await second.result(y, timeout=40) == {"echo": "y"}
 
-            z = await client.submit(TaskType.ECHO, "echo", {"data": "z"}, stage_timeout=20)
-            assert await client.result(z, timeout=60) == {"echo": "z"}
-            await wait_state(client, x.task_id, TaskState.ABORTED, timeout=30)
-        book = await assert_all_ended_and_conserved(net)
-        assert book["SUCCESS"] == 2 and book["ABORTED"] == 1, book
-    finally:
-        net.stop()
+        z = await client.submit(TaskType.ECHO, "echo", {"data": "z"}, stage_timeout=20)
+        assert await client.result(z, timeout=60) == {"echo": "z"}
+        await wait_state(client, x.task_id, TaskState.ABORTED, timeout=30)
+    book = await assert_all_ended_and_conserved(net)
+    assert book["SUCCESS"] == 2 and book["ABORTED"] == 1, book
 
 
-async def test_a_reorg_that_takes_back_the_creators_validation_is_validated_again(tmp_path: Path) -> None:
+async def test_a_reorg_that_takes_back_the_creators_validation_is_validated_again(one_echo_net: Devnet) -> None:
     """Blocks are mined by hand. The creator's validateSingleTask is mined, its receipt read;
     then a reorg replaces that block with an empty one: the task is SCORE_READY again. The SDK,
     told by the removed TaskValidated (or its own re-read), validates again and the task
     succeeds; the node is paid once and money is conserved."""
-    net = await start_devnet(tmp_path, nodes=1, node_models=["echo"])
-    try:
-        assert net.config is not None and net.chain is not None
-        url = net.chain.url
+    net = one_echo_net
+    assert net.config is not None and net.chain is not None
+    url = net.chain.url
 
-        def pending() -> int:
-            block = rpc_call(url, "eth_getBlockByNumber", ["pending", False])
-            return len(block["transactions"]) if isinstance(block, dict) else 0
+    def pending() -> int:
+        block = rpc_call(url, "eth_getBlockByNumber", ["pending", False])
+        return len(block["transactions"]) if isinstance(block, dict) else 0
 
-        async def mine_when_pending(timeout: float = 30) -> None:
-            for _ in range(int(timeout / 0.05)):
-                if pending():
-                    rpc_call(url, "evm_mine", [])
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError("no transaction came")
+    async def mine_when_pending(timeout: float = 30) -> None:
+        for _ in range(int(timeout / 0.05)):
+            if pending():
+                rpc_call(url, "evm_mine", [])
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("no transaction came")
 
-        async with Client(config=net.config) as client:
-            x = await client.submit(TaskType.ECHO, "echo", {"data": "x"}, stage_timeout=30)
-            await wait_state(client, x.task_id, TaskState.STARTED)
-            rpc_call(url, "evm_setAutomine", [False])
-            running = asyncio.create_task(client.result(x, timeout=90))
-            await mine_when_pending()  # the node's submitScore
-            await wait_state(client, x.task_id, TaskState.SCORE_READY)
-            await mine_when_pending()  # the creator's validateSingleTask
-            await wait_state(client, x.task_id, TaskState.VALIDATED)
-            await asyncio.sleep(1.5)  # the SDK has its receipt
-            rpc_call(url, "anvil_reorg", [1, []])
-            info = await client.task(x.task_id)
-            assert info is not None and info.state == TaskState.SCORE_READY
-            rpc_call(url, "evm_setAutomine", [True])
-            rpc_call(url, "evm_mine", [])  # anything left in the pool
-            assert await running == {"echo": "x"}
-        book = await assert_all_ended_and_conserved(net)
-        assert book["SUCCESS"] == 1, book
-    finally:
-        net.stop()
+    async with Client(config=net.config) as client:
+        x = await client.submit(TaskType.ECHO, "echo", {"data": "x"}, stage_timeout=30)
+        await wait_state(client, x.task_id, TaskState.STARTED)
+        rpc_call(url, "evm_setAutomine", [False])
+        running = asyncio.create_task(client.result(x, timeout=90))
+        await mine_when_pending()  # the node's submitScore
+        await wait_state(client, x.task_id, TaskState.SCORE_READY)
+        await mine_when_pending()  # the creator's validateSingleTask
+        await wait_state(client, x.task_id, TaskState.VALIDATED)
+        await asyncio.sleep(1.5)  # the SDK has its receipt
+        rpc_call(url, "anvil_reorg", [1, []])
+        info = await client.task(x.task_id)
+        assert info is not None and info.state == TaskState.SCORE_READY
+        rpc_call(url, "evm_setAutomine", [True])
+        rpc_call(url, "evm_mine", [])  # anything left in the pool
+        assert await running == {"echo": "x"}
+    book = await assert_all_ended_and_conserved(net)
+    assert book["SUCCESS"] == 1, book

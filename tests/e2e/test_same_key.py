@@ -23,7 +23,7 @@ from gridtask.crypto import task_commitment, task_key
 from gridtask.keys import Identity
 from gridtask.sdk import Client, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, start_devnet
+from .conftest import assert_all_ended_and_conserved, running_devnet
 
 pytestmark = pytest.mark.e2e
 
@@ -52,8 +52,7 @@ asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
 
 @pytest.mark.parametrize("block_time", [None, 1.0], ids=["automine", "1s-blocks"])
 async def test_two_processes_with_one_key_create_all_their_tasks(tmp_path: Path, block_time: float | None) -> None:
-    net = await start_devnet(tmp_path, nodes=3, node_models=["echo"], block_time=block_time)
-    try:
+    async with running_devnet(tmp_path, nodes=3, node_models=["echo"], block_time=block_time) as net:
         assert net.config is not None
         config_file = save_config(net.config, tmp_path / "config.json")
         env = dict(os.environ, GRIDTASK_CONFIG=str(config_file))
@@ -89,8 +88,6 @@ async def test_two_processes_with_one_key_create_all_their_tasks(tmp_path: Path,
                 assert info is not None and info.state == TaskState.SUCCESS, task_id
         book = await assert_all_ended_and_conserved(net)
         assert book["SUCCESS"] == PROCESSES * TASKS_EACH, book
-    finally:
-        net.stop()
 
 
 async def test_a_transaction_replaced_by_another_process_of_the_same_key_is_signed_again() -> None:
