@@ -129,14 +129,19 @@ class _Arrivals:
         self._waiting: dict[str, int] = {}
         self._released = False
 
-    async def wait(self, key: str, timeout: float) -> None:
+    @contextlib.asynccontextmanager
+    async def watching(self, key: str) -> AsyncIterator[asyncio.Event]:
+        """Register before looking at the store: an upload that lands between the look and
+        the wait still sets the event, so no waiter sits out its whole timeout for it."""
         if self._released:
+            done = asyncio.Event()
+            done.set()
+            yield done
             return
         event = self._events.setdefault(key, asyncio.Event())
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            yield event
         finally:
             self._waiting[key] -= 1
             if not self._waiting[key]:
@@ -278,12 +283,14 @@ class _Relay:
             limit=_MAX_GET_BODY_BYTES, what="request body",
         )
         key = f"{call.hex_id}.params"
-        data = await self.store.get(key)
-        if data is None and wait > 0:
-            # Long poll: the node asks as soon as it is selected, the creator uploads a moment
-            # later; holding the request saves the node a round of retries.
-            await self.arrivals.wait(key, wait)
+        async with self.arrivals.watching(key) as arrived:
             data = await self.store.get(key)
+            if data is None and wait > 0:
+                # Long poll: the node asks as soon as it is selected, the creator uploads a
+                # moment later; holding the request saves the node a round of retries.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), wait)
+                data = await self.store.get(key)
         if data is None:
             raise _Refused(400, NOT_READY)
         return Response(data, media_type="application/octet-stream")

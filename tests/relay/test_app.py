@@ -477,6 +477,42 @@ async def test_long_poll_for_parameters_returns_as_soon_as_they_are_uploaded(
             await as_other.download_params(other, wait=0.2)
 
 
+
+class _SlowFirstMiss(FileStore):
+    """A store whose first look finds nothing and answers only after ``looked`` is set and
+    the upload has landed: the upload falls between the node's look and its wait."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.looked = asyncio.Event()
+        self.landed = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        if key.endswith(".params") and not self.looked.is_set():
+            self.looked.set()
+            await self.landed.wait()
+            return None  # what the look saw, a moment before the upload
+        return await super().get(key)
+
+
+@ONLY_FAKE
+async def test_an_upload_between_the_nodes_look_and_its_wait_answers_the_long_poll(
+    chain: Chain, creator: Identity, node: Identity, tmp_path: Path
+) -> None:
+    """The long poll registers before it looks, so an upload that lands in between still
+    wakes it at once instead of after the whole wait."""
+    store = _SlowFirstMiss(tmp_path)
+    app = create_app(chain=chain, store=store, max_params_bytes=1024)
+    commitment = chain.add(creator, node, TaskState.STARTED)
+    async with client_for(app, node) as as_node, client_for(app, creator) as as_creator:
+        started = time.monotonic()
+        waiting = asyncio.create_task(as_node.download_params(commitment, wait=5))
+        await asyncio.wait_for(store.looked.wait(), 5)
+        await as_creator.upload_params(commitment, b"sealed")
+        store.landed.set()
+        assert await waiting == b"sealed"
+        assert time.monotonic() - started < 2
+
 # -- deliveries: stored, then reported, recoverable from disk ------------------------------
 
 
