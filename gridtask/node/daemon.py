@@ -38,7 +38,10 @@ from gridtask.types import NodeStatus, TaskState
 
 log = logging.getLogger("gridtask.node")
 
-QUEUE_POLLS = 4
+# TaskNetwork.vy's queue look: the first QUEUE_SCAN tasks, then SWEEP_SCAN from a sweep cursor
+# (tests/e2e/test_daemon_claim.py checks these against the source).
+QUEUE_SCAN = 4
+SWEEP_SCAN = 4
 MAX_QUEUED_SEEN = 1024  # TaskQueued events kept for claiming while the node is busy
 CLOSE_TIMEOUT_S = 1.0  # each connection closed at shutdown; the whole stop stays well under 5 s
 TASK_MOVED_ON = {"TaskStarted", "TaskAborted"}  # the events that take a task out of the queue
@@ -128,9 +131,7 @@ class NodeDaemon:
         elif node.status == NodeStatus.PAUSED:
             await self.chain.resume()
         await self.recover()
-        if not self._mine:  # work queued while this node was away waits no longer
-            with contextlib.suppress(TransactionReverted):
-                await self.chain.take_queued_task()
+        await self.sweep_queue()  # work queued while this node was away waits no longer
 
     async def load_models(self) -> None:
         """Load every model before joining, so that the first task does not wait for it."""
@@ -228,30 +229,41 @@ class NodeDaemon:
 
     async def _claim_loop(self) -> None:
         while self._queued and not self._mine:
-            commitment = next(iter(self._queued))
+            seen = list(self._queued)
             try:
-                await self._maybe_take_queued(commitment)
+                if await self._any_claimable(seen) and await self.sweep_queue():
+                    return  # busy now: what is left is looked at again when this task ends
             except GridtaskError as exc:
                 log.warning("node %s: claiming queued work failed: %s", self.address, exc)
                 return  # kept in _queued: tried again after the next event or task
-            self._queued.pop(commitment, None)
+            for commitment in seen:  # one sweep looked at every task queued before it began
+                self._queued.pop(commitment, None)
 
-    async def _maybe_take_queued(self, commitment: bytes) -> None:
-        """A task was queued that this node may run: while idle, claim queued work. The
-        contract looks at a bounded window of the queue and rotates what this node cannot
-        run, so a few polls reach a runnable task behind others."""
-        spec = self.worker.known_spec(commitment)
-        if spec is not None and not set(spec.models) <= set(self.models):
-            return
-        for _ in range(QUEUE_POLLS):
-            if self._mine:
-                return
-            node = await self.chain.get_node(self.address)
+    async def _any_claimable(self, commitments: list[bytes]) -> bool:
+        """Whether one of these tasks is still queued and asks only for models served here."""
+        for commitment in commitments:
+            spec = self.worker.known_spec(commitment)
+            if spec is not None and not set(spec.models) <= set(self.models):
+                continue
             task = await self.chain.get_task(commitment)
-            if node is None or node.status != NodeStatus.IDLE or task is None or task.state != TaskState.QUEUED:
-                return
+            if task is not None and task.state == TaskState.QUEUED:
+                return True
+        return False
+
+    async def sweep_queue(self) -> bool:
+        """While idle, look at the queue until a task starts here (True) or every queued task
+        has been looked at once (``sweep_polls``), however many unrunnable ones come first:
+        each look moves the contract's sweep cursor on by SWEEP_SCAN tasks."""
+        for _ in range(sweep_polls(await self.chain.queued_count())):
+            if self._mine or self.should_exit.is_set():
+                return bool(self._mine)
+            node = await self.chain.get_node(self.address)
+            if node is None or node.status != NodeStatus.IDLE:
+                return False
             with contextlib.suppress(TransactionReverted):
-                await self.chain.take_queued_task()
+                if await self.chain.take_queued_task():
+                    return True
+        return False
 
     # ------------------------------------------------------------ tasks
 
@@ -288,6 +300,12 @@ class NodeDaemon:
             self._wake.pop(commitment, None)
             if not self.should_exit.is_set():
                 self._claim_queued()  # queued work seen while busy, if the contract left any
+
+
+def sweep_polls(queued: int) -> int:
+    """How many looks reach every one of ``queued`` tasks: the first look sees the first
+    QUEUE_SCAN, each look also sweeps SWEEP_SCAN more."""
+    return 1 + max(0, -(-(queued - QUEUE_SCAN) // SWEEP_SCAN))
 
 
 class DetachedThreads(ThreadPoolExecutor):

@@ -13,18 +13,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from gridtask.chain.anvil import ROOT
 from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.config import NetworkConfig
 from gridtask.devnet import FUNDING, Devnet
 from gridtask.keys import Identity
+from gridtask.node import daemon as daemon_module
 from gridtask.node.daemon import NodeDaemon
 from gridtask.node.settings import NodeSettings, build_executors
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 from gridtask.types import NodeStatus
 
-from .conftest import assert_all_ended_and_conserved, wait_state
+from .conftest import assert_all_ended_and_conserved, assert_conserved, running_devnet, wait_state
 
 pytestmark = pytest.mark.e2e
 
@@ -34,10 +36,7 @@ MAX_TRIES = 30  # tasks created until one is queued (each is with probability ~0
 
 
 def contract_probes() -> int:
-    source = (ROOT / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy").read_text()
-    found = re.search(r"^MAX_PROBES: constant\(uint256\) = (\d+)", source, re.M)
-    assert found, "MAX_PROBES not found in TaskNetwork.vy"
-    return int(found.group(1))
+    return contract_constant("MAX_PROBES")
 
 
 @pytest.fixture
@@ -137,3 +136,51 @@ async def test_running_daemon_claims_what_the_selection_missed(crowded: tuple[De
         daemon.shutdown()
         await asyncio.wait_for(serving, 10)
     await assert_all_ended_and_conserved(net)
+
+
+def contract_constant(name: str) -> int:
+    source = (ROOT / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy").read_text()
+    found = re.search(rf"^{name}: constant\(uint256\) = (\d+)", source, re.M)
+    assert found, f"{name} not found in TaskNetwork.vy"
+    return int(found.group(1))
+
+
+def test_the_daemons_sweep_bound_follows_the_contracts_queue_look() -> None:
+    in_contract = contract_constant("QUEUE_SCAN"), contract_constant("SWEEP_SCAN")
+    assert in_contract == (daemon_module.QUEUE_SCAN, daemon_module.SWEEP_SCAN)
+    assert [daemon_module.sweep_polls(n) for n in (0, 4, 5, 8, 9, 41)] == [1, 1, 2, 2, 3, 11]
+
+
+BLOCKERS = 40  # queued ahead of the runnable task: far more than one look of the contract sees
+
+
+async def test_a_node_that_joins_late_reaches_a_task_behind_many_it_cannot_run(tmp_path: Path) -> None:
+    """Forty well-paid tasks that ask for a GPU nobody has, then a poorly paid one the node
+    can run, all queued before the node exists. Joining, the node's start-up sweeps the whole
+    queue: the runnable task starts on it and succeeds (one look of the contract, as at join,
+    sees only the first QUEUE_SCAN + SWEEP_SCAN tasks)."""
+    async with running_devnet(tmp_path, nodes=0) as net:
+        assert net.config is not None and net.chain is not None
+        async with Client(config=net.config) as client:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no node serves echo yet": that is the point
+                blockers = [await client.submit(TaskType.ECHO, "echo", {"data": i}, gpu="h100", fee=10**16)
+                            for i in range(BLOCKERS)]
+                runnable = await client.submit(TaskType.ECHO, "echo", {"data": "behind"}, fee=10**14)
+            me = Identity.generate()
+            net.chain.fund(me.address, FUNDING)
+            network = net.config.model_copy(update={"private_key": SecretStr("0x" + me.private_key.hex())})
+            daemon = NodeDaemon(NodeSettings(network=network, models=["echo"], state_dir=tmp_path / "late"),
+                                build_executors(["echo"]))
+            serving = asyncio.create_task(daemon.serve())
+            try:
+                assert await client.result(runnable, timeout=60) == {"echo": "behind"}
+                events = await events_of(client, runnable.commitment)
+                assert events["TaskStarted"].args["node"] == daemon.address
+            finally:
+                daemon.shutdown()
+                await asyncio.wait_for(serving, 10)
+            for handle in blockers:
+                info = await client.task(handle.commitment)
+                assert info is not None and info.state == TaskState.QUEUED
+        await assert_conserved(net)
