@@ -49,9 +49,11 @@ def build_executors(specs: list[str]) -> ExecutorSet:
             executors.add(EmbedExecutor())
         elif kind == "llm" and "=" in rest:
             name, _, path = rest.partition("=")
+            _check_llm_name(spec, name)
             executors.add(LocalLLMExecutor(name, Path(path)))
         elif kind == "openai" and "=" in rest:
             name, _, url = rest.partition("=")
+            _check_llm_name(spec, name)
             url, _, remote = url.partition("#")
             executors.add(OpenAICompatibleExecutor(name, url, remote_model=remote or None))
         else:
@@ -59,3 +61,14 @@ def build_executors(specs: list[str]) -> ExecutorSet:
                 f"unknown model spec {spec!r}: use echo, {MINILM}, llm:NAME=DIR or openai:NAME=URL"
             )
     return executors
+
+
+def _check_llm_name(spec: str, name: str) -> None:
+    """Applications tell a model's task type by its name (``limits.task_type_of``): a language
+    model may not take a name that means another type."""
+    from gridtask.limits import task_type_of
+    from gridtask.types import TaskType
+
+    if task_type_of(name) != TaskType.LLM:
+        raise ValueError(f"model spec {spec!r}: {name!r} names the {task_type_of(name).name.lower()} "
+                         f"model; give the language model another name")
