@@ -32,6 +32,7 @@ __all__ = [
     "result_key",
     "seal",
     "task_commitment",
+    "task_id_hash",
     "task_key",
     "unseal",
 ]
@@ -73,9 +74,17 @@ def params_hash(params: bytes, nonce: bytes) -> bytes:
     return keccak(params + nonce)
 
 
+def task_id_hash(task_id: bytes) -> bytes:
+    """``keccak(task_id)``: what the creator reveals to validate a task or a group (and what
+    sampling is decided by). The task ID itself stays secret, because the result key derives
+    from it: it is revealed only to dispute a result on chain."""
+    return keccak(task_id)
+
+
 def task_commitment(task_id: bytes, nonce: bytes) -> bytes:
-    """``keccak(task_id || nonce)``: hides which tasks share a task ID (a validation group)."""
-    return keccak(task_id + nonce)
+    """``keccak(keccak(task_id) || nonce)``: hides which tasks share a task ID (a validation
+    group) until the creator opens it with ``task_id_hash``."""
+    return keccak(task_id_hash(task_id) + nonce)
 
 
 def task_key(creator: str, commitment: bytes) -> bytes:

@@ -16,6 +16,7 @@ from gridtask.crypto import (
     result_key,
     seal,
     task_commitment,
+    task_id_hash,
     unseal,
 )
 from gridtask.exceptions import CryptoError
@@ -57,9 +58,11 @@ def test_equal_params_with_different_nonces_hash_differently() -> None:
     assert params_hash(b"same", b"\x01" * 32) == keccak(b"same" + b"\x01" * 32)
 
 
-def test_task_commitment_is_keccak_of_id_and_nonce() -> None:
+def test_task_commitment_opens_with_the_task_id_hash_not_the_task_id() -> None:
     task_id, nonce = b"\x11" * 32, b"\x22" * 32
-    assert task_commitment(task_id, nonce) == keccak(task_id + nonce)
+    assert task_id_hash(task_id) == keccak(task_id)
+    assert task_commitment(task_id, nonce) == keccak(keccak(task_id) + nonce)
+    assert task_commitment(task_id, nonce) != keccak(task_id + nonce)  # revealing h must not reveal the ID
     assert task_commitment(task_id, nonce) != task_commitment(task_id, b"\x23" * 32)
 
 
