@@ -49,6 +49,9 @@ CHAIN_STOP_S = 0.5
 SUPERVISE_S = 0.5  # how often the children are looked at
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S, after which a child that keeps dying is left down
 RESTART_WINDOW_S = 60.0
+DEVNET_PARAMS = NetworkParams(validation_window=60, challenge_window=300, unstake_delay=300)
+"""The devnet's contract: the default settings, with windows short enough to watch end on one
+machine (validate within 60 s, dispute within 5 min, a stake released 5 min after quitting)."""
 
 
 def _log_line(message: str) -> None:
@@ -64,6 +67,8 @@ class Devnet:
     block_time: float | None = None
     home: Path = field(default_factory=lambda: Path(".gridtask") / "devnet")
     node_models: list[str] | None = None
+    # The contract's deploy settings (a test may shorten or lengthen a window).
+    params: NetworkParams = DEVNET_PARAMS
     # Where the daemons and the SDK reach the chain, if not anvil itself (a proxy, say).
     rpc_url: str | None = None
     ws_url: str | None = None
@@ -95,7 +100,7 @@ class Devnet:
         self.node_identities = [Identity.generate() for _ in range(self.nodes)]
         for ident in [deployer, app, self.relay_identity, *self.node_identities]:
             self.chain.fund(ident.address, FUNDING)
-        contract = await deploy(self.chain.url, deployer, self.relay_identity.address, NetworkParams())
+        contract = await deploy(self.chain.url, deployer, self.relay_identity.address, self.params)
         log.info("chain: TaskNetwork deployed at %s", contract)
         async with ChainClient(self.chain.url, contract, deployer) as chain:
             deploy_block = await chain.deployment_block()  # log searches start there

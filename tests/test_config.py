@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,22 @@ def test_malformed_file_is_a_config_error(tmp_path: Path) -> None:
 def test_saved_config_is_private(tmp_path: Path) -> None:
     path = save_config(BASE, tmp_path / "c.json")
     assert path.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("written", [
+    # the first version (no deployment block, no confirmations)
+    {"rpc_url": "http://chain:8545", "contract": "0x" + "11" * 20, "relay_url": "http://relay",
+     "private_key": "0x" + "ab" * 32, "ws_url": "ws://chain:8545", "chain_id": 31337},
+    # the version before issue 8, exactly as its save_config wrote a devnet's file
+    {"rpc_url": "http://chain:8545", "contract": "0x" + "11" * 20, "relay_url": "http://relay",
+     "private_key": "0x" + "ab" * 32, "ws_url": "ws://chain:8545", "chain_id": 0, "deploy_block": 3,
+     "confirmations": 0},
+], ids=["first", "before-issue-8"])
+def test_a_config_file_written_by_an_earlier_version_still_loads(tmp_path: Path, written: dict[str, object]) -> None:
+    """Issue 8 changed the contract, not the file: an old file loads as it was (a client then
+    finds out from the contract whether it is a current one: ChainClient.network_params)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(written, indent=2) + "\n")
+    config = load_config(path)
+    loaded = config.model_dump() | {"private_key": config.private_key.get_secret_value()}
+    assert loaded == {"deploy_block": None, "confirmations": 0} | written

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from typing import Any
 
 from eth_abi import encode
 from eth_account import Account
@@ -12,42 +13,49 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import ContractLogicError
 
 from gridtask.chain import artifact
+from gridtask.chain.models import ETHER, NetworkParams
 from gridtask.exceptions import ChainError, ConfigError
 from gridtask.keys import Identity
 
-ETHER = 10**18
-DEPLOY_GAS = 5_000_000
+__all__ = ["ETHER", "NetworkParams", "constructor_args", "deploy"]
+
+#: Headroom over the deployment's estimated gas.
+DEPLOY_GAS_MARGIN = 1.2
 
 
-@dataclass(frozen=True)
-class NetworkParams:
-    """The contract's deploy-time settings. Their bounds are the constructor's (e.g.
-    ``max_timeout`` at most 2**32 - 1 s); `deploy` reports a refusal with its reason."""
+def constructor_args(params: NetworkParams, relay_address: str) -> tuple[list[str], list[Any]]:
+    """The constructor's ABI types and values, in the order the committed artifact declares them.
 
-    min_stake: int = ETHER
-    stake_cap_multiple: int = 10
-    min_timeout: int = 5
-    max_timeout: int = 24 * 3600
+    Each argument is matched to the ``NetworkParams`` field of its name (``_min_stake`` ->
+    ``min_stake``; ``_relay`` is the relay's address), so the order lives in the contract only."""
+    values = dataclasses.asdict(params) | {"relay": to_checksum_address(relay_address)}
+    inputs: list[dict[str, Any]] = next((item["inputs"] for item in artifact.abi() if item["type"] == "constructor"), [])
+    unknown = [i["name"] for i in inputs if i["name"].strip("_") not in values]
+    if unknown:
+        raise ConfigError(f"the committed TaskNetwork constructor takes {unknown}, which NetworkParams "
+                          f"does not know: gridtask and its contract artifact are out of step")
+    types = [i["type"] for i in inputs]
+    args = [_abi_value(values[i["name"].strip("_")]) for i in inputs]
+    return types, args
+
+
+def _abi_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: NetworkParams) -> str:
     """Deploy and return the contract's checksum address. Settings the constructor refuses
-    raise ``ConfigError`` with its reason (a dry run first, so nothing is spent on them)."""
+    raise ``ConfigError`` with its reason (found by the gas estimate, so nothing is spent on them)."""
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     try:
-        args = encode(
-            ["uint256", "uint256", "uint256", "uint256", "address"],
-            [params.min_stake, params.stake_cap_multiple, params.min_timeout, params.max_timeout,
-             to_checksum_address(relay_address)],
-        )
-        data = HexStr(artifact.bytecode() + args.hex())
+        data = HexStr(artifact.bytecode() + encode(*constructor_args(params, relay_address)).hex())
         sender = to_checksum_address(deployer.address)
-        try:
-            await w3.eth.call({"from": sender, "data": data, "gas": DEPLOY_GAS})
+        try:  # the estimate is a dry run: settings the constructor refuses cost nothing
+            gas = await w3.eth.estimate_gas({"from": sender, "data": data})
         except ContractLogicError as exc:
             raise ConfigError(f"TaskNetwork refused its settings {params}: {exc.message}") from None
         tx = {
-            "data": data, "value": 0, "gas": DEPLOY_GAS,
+            "data": data, "value": 0, "gas": int(gas * DEPLOY_GAS_MARGIN),
             "gasPrice": await w3.eth.gas_price * 2,
             "nonce": await w3.eth.get_transaction_count(sender, "pending"),
             "chainId": await w3.eth.chain_id,
