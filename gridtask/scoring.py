@@ -152,7 +152,7 @@ def simhash(vectors: Sequence[Sequence[float]] | np.ndarray) -> int:
 def _embeddings(result: bytes) -> list[list[float]]:
     """The ``embeddings`` of an EMBED result (the executor's ``{"embeddings": ..., "dim": ...}``)."""
     try:
-        value = json.loads(result)
+        value = json.loads(result, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValidationError(f"an embedding result must be JSON ({exc})") from None
     vectors = value.get("embeddings") if isinstance(value, dict) else None
@@ -161,11 +161,16 @@ def _embeddings(result: bytes) -> list[list[float]]:
     lengths = {len(v) for v in vectors}
     if len(lengths) > 1:
         raise ValidationError(f"an embedding result's vectors must have one length (got {sorted(lengths)})")
-    for vector in vectors:
-        for x in vector:
-            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-                raise ValidationError(f"an embedding holds numbers only (got {x!r})")
+    kinds = {type(x) for vector in vectors for x in vector}  # one pass, no per-number call
+    if not kinds <= {float, int}:
+        odd = next(x for vector in vectors for x in vector if type(x) not in (float, int))
+        raise ValidationError(f"an embedding holds numbers only (got {odd!r})")
     return vectors
+
+
+def _refuse_constant(name: str) -> float:
+    """``NaN`` and ``Infinity`` parse in Python's JSON but are no embedding (nor standard JSON)."""
+    raise ValidationError(f"an embedding holds finite numbers only (got {name})")
 
 
 def _random_signs(stream: int, rows: int) -> np.ndarray:

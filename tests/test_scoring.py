@@ -90,7 +90,8 @@ def test_simhash_is_fixed_for_a_fixed_input() -> None:
         (b'{"embeddings": [[1.0, 2.0], [1.0]]}', "one length"),
         (b'{"embeddings": [["1.0"]]}', "numbers only"),
         (b'{"embeddings": [[true]]}', "numbers only"),
-        (b'{"embeddings": [[NaN]]}', "numbers only"),
+        (b'{"embeddings": [[NaN]]}', "finite numbers only"),
+        (b'{"embeddings": [[-Infinity]]}', "finite numbers only"),
     ],
 )
 def test_a_malformed_embedding_result_is_a_validation_error(result: bytes, match: str) -> None:
