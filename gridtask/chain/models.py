@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gridtask.exceptions import ConfigError
+from gridtask.scoring import SIMILARITY_BITS
 from gridtask.types import NodeStatus, TaskState, TaskType
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -17,11 +18,8 @@ MAX_SIMILARITY_TYPES = 16
 
 def default_similarity_bits() -> tuple[int, ...]:
     """Per task type (indexed by ``TaskType``), the Hamming distance under which two similarity
-    scores agree: the scoring module's table (0 = exact comparison)."""
-    from gridtask import scoring  # scoring imports crypto and types only; kept lazy for import order
-
-    table: dict[TaskType, int] = getattr(scoring, "SIMILARITY_BITS", {})
-    return tuple(int(table.get(t, 0)) for t in TaskType)
+    scores agree: the scoring module's measured table (0 = exact comparison)."""
+    return tuple(SIMILARITY_BITS.get(t, 0) for t in TaskType)
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,21 @@ class TaskInfo:
 
 
 @dataclass(frozen=True)
+class TaskDetails:
+    """What ``getTask`` leaves out of a task (``TaskNetwork.getTaskInfo``)."""
+
+    task_type: int
+    task_size: int
+    created_block: int
+    """The block it was created in while it waits for ``startTask`` (0 once started): it must
+    start within 256 blocks of it, since selection reads that block's hash."""
+    grouped: bool
+    """It was a member of a validated group of three."""
+
+
+@dataclass(frozen=True)
 class NodeInfo:
-    """One node as ``TaskNetwork.getNode`` returns it."""
+    """One node as ``TaskNetwork.getNode`` returns it (and, for a LEAVING node, ``release_at``)."""
 
     address: str
     status: NodeStatus
@@ -97,3 +108,5 @@ class NodeInfo:
     vram: int
     public_key: bytes
     version: int
+    release_at: int = 0
+    """When a LEAVING node's stake is released (unix seconds; 0 for any other node)."""
