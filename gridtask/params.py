@@ -2,7 +2,9 @@
 
 Their canonical bytes, salted with the nonce, are hashed on chain (``params_hash``), so
 the node can prove to itself that the relay handed over exactly what the creator meant.
-The creator's public key travels inside, so the result can be encrypted back to it.
+The task's result key travels inside: the node encrypts its result under it
+(``gridtask.crypto.encrypt_result``), a cipher the contract can undo when the creator
+reveals the task ID and nonce the key is derived from (a dispute).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class TaskParams(BaseModel):
     task_type: TaskType
     model: str = Field(min_length=1, max_length=32)
     inputs: dict[str, Any]
-    reply_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="creator's X25519 key, hex")
+    result_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="the task's result key (32 bytes), hex")
 
     def encode(self) -> bytes:
         return canonical_json(self.model_dump(mode="json"))
@@ -38,5 +40,5 @@ class TaskParams(BaseModel):
             raise ValueError(f"malformed task parameters: {exc.errors()[0]['msg']}") from None
 
     @property
-    def reply_key_bytes(self) -> bytes:
-        return bytes.fromhex(self.reply_key)
+    def result_key_bytes(self) -> bytes:
+        return bytes.fromhex(self.result_key)

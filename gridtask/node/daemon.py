@@ -10,6 +10,13 @@ a retry back-off, a relay long-poll, a chain that is down, a task in flight) is
 cancelled at once, because everything it needs to finish later is on disk before
 each step (its sealed result before ``submitScore``, its event cursor after each
 poll) or on chain. What is left resumes on restart.
+
+Outcomes. The node says in its log what happens to it and to its tasks, and reacts: a
+slash (how much, why, the stake left), a task invalidated or aborted by others, the
+outcome of a validation that covered its task, a pause. A node paused with enough stake
+(its task was aborted past a deadline: it lost its turn) takes work again at once; one
+whose stake fell below the minimum stays paused, takes nothing, and says how to top up,
+until ``NodeToppedUp`` brings it back.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from gridtask.node.executors.base import ExecutorSet
 from gridtask.node.settings import NodeSettings
 from gridtask.node.worker import TaskWorker
 from gridtask.relay.client import RelayClient
-from gridtask.types import NodeStatus, TaskState
+from gridtask.types import GroupOutcome, NodeStatus, TaskState
 
 log = logging.getLogger("gridtask.node")
 
@@ -45,7 +52,12 @@ SWEEP_SCAN = 4
 MAX_QUEUED_SEEN = 1024  # TaskQueued events kept for claiming while the node is busy
 CLOSE_TIMEOUT_S = 1.0  # each connection closed at shutdown; the whole stop stays well under 5 s
 TASK_MOVED_ON = {"TaskStarted", "TaskAborted"}  # the events that take a task out of the queue
-MY_EVENTS = {"TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported"}
+MY_EVENTS = {"TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported",
+             "TaskInvalidated"}
+NODE_EVENTS = {"NodeSlashed", "NodePaused", "NodeToppedUp"}  # about one node (``node``); this one's are acted on
+#: What the operator runs to add stake (printed when the node is paused for low stake).
+TOP_UP_COMMAND = "gridtask node top-up --amount ETH"
+ETHER = 10**18
 
 
 class NodeDaemon:
@@ -70,6 +82,7 @@ class NodeDaemon:
         self._last_withdraw = time.monotonic()
         self._claiming: asyncio.Task[None] | None = None
         self._queued: dict[bytes, ChainEvent] = {}  # TaskQueued not yet claimed, oldest first
+        self._stake_low = False  # below the contract's minimum: paused, takes nothing until topped up
 
     @property
     def address(self) -> str:
@@ -128,7 +141,10 @@ class NodeDaemon:
                 public_key=self.identity.encryption_public_key, version=self.settings.version,
                 stake=self.settings.stake,
             )
-        elif node.status == NodeStatus.PAUSED:
+        elif node.status == NodeStatus.LEAVING:
+            log.warning("node %s: this node has quit (its stake is released later): it takes no tasks; "
+                        "withdraw when released, or join again with another key", self.address)
+        elif not await self._check_stake() and node.status == NodeStatus.PAUSED:
             await self.chain.resume()
         await self.recover()
         await self.sweep_queue()  # work queued while this node was away waits no longer
@@ -194,8 +210,21 @@ class NodeDaemon:
             commitment = event.commitment or b""
             if event.name in ("TaskStarted", "TaskValidated"):
                 self._track(commitment)
-            elif commitment in self._wake:
-                self._wake[commitment].set()
+            else:
+                if event.name == "TaskInvalidated":
+                    log.warning("task %s: invalidated: %s; its fee went back to its creator",
+                                commitment.hex()[:10], event.args.get("reason", ""))
+                if commitment in self._wake:
+                    self._wake[commitment].set()
+        elif event.name == "TaskAborted" and (event.commitment or b"") in self._mine:
+            if not same_address(event.args.get("by"), self.address):
+                log.warning("task %s: aborted by %s: %s", (event.commitment or b"").hex()[:10],
+                            event.args.get("by"), event.args.get("reason", ""))
+            self._wake[event.commitment or b""].set()
+        elif event.name == "TaskGroupValidated":
+            await self._group_outcome(event)
+        elif event.name in NODE_EVENTS and same_address(event.args.get("node"), self.address):
+            await self._node_event(event)
         elif event.name == "TaskQueued":
             self._queued[event.commitment or b""] = event
             while len(self._queued) > MAX_QUEUED_SEEN:  # the oldest are the likeliest taken
@@ -220,10 +249,93 @@ class NodeDaemon:
                 log.info("node %s: withdrew %d wei", self.address, amount)
         return amount
 
+    # ------------------------------------------------------------ outcomes and stake
+
+    async def _node_event(self, event: ChainEvent) -> None:
+        """A slash, a pause or a top-up of this node: say so, and take work again when it may."""
+        if event.name == "NodeSlashed":
+            node = await self.chain.get_node(self.address)
+            commitment = event.commitment or b""
+            log.warning("node %s: SLASHED %s ETH (%d wei) for task %s: %s; stake left %s ETH",
+                        self.address, _eth(int(event.args["amount"])), int(event.args["amount"]),
+                        commitment.hex()[:10], event.args.get("reason", ""), _eth(node.stake if node else 0))
+            await self._check_stake()
+        elif event.name == "NodePaused":
+            if await self._check_stake():
+                return  # stays paused until topped up (said by _check_stake)
+            why = await self._why_paused(event)
+            log.warning("node %s: paused by the contract%s; resuming", self.address, why)
+            await self._resume()
+        elif event.name == "NodeToppedUp":
+            log.info("node %s: topped up: stake %s ETH", self.address, _eth(int(event.args["stake"])))
+            if not await self._check_stake():
+                await self._resume()
+
+    async def _check_stake(self) -> bool:
+        """Whether this node's stake is below the contract's minimum (then it takes nothing:
+        the contract keeps it paused, and asking for work would only be refused). Says so,
+        with what to do, when it first finds it low."""
+        node = await self.chain.get_node(self.address)
+        minimum = await self.chain.min_stake()
+        low = node is not None and node.stake < minimum
+        if low and not self._stake_low:
+            log.error("node %s: stake %s ETH is below the minimum %s ETH: the node is paused and takes no "
+                      "tasks until it is topped up; top up with `%s`", self.address,
+                      _eth(node.stake if node else 0), _eth(minimum), TOP_UP_COMMAND)
+        elif not low and self._stake_low:
+            log.info("node %s: stake back above the minimum", self.address)
+        self._stake_low = low
+        return low
+
+    async def _resume(self) -> None:
+        node = await self.chain.get_node(self.address)
+        if node is not None and node.status == NodeStatus.PAUSED:
+            with contextlib.suppress(TransactionReverted):  # resumed meanwhile (a restart's start-up)
+                await self.chain.resume()
+                log.info("node %s: taking tasks again", self.address)
+        self._claim_queued()
+
+    async def _why_paused(self, event: ChainEvent) -> str:
+        """The reason a pause came with, from the other events of its transaction."""
+        receipt = await self.chain.rpc(
+            lambda: self.chain.w3.eth.get_transaction_receipt(event.transaction_hash),  # type: ignore[arg-type]
+            "eth_getTransactionReceipt")
+        for other in self.chain.decode_receipt(receipt):
+            if other.name == "TaskAborted":
+                return (f": task {(other.commitment or b'').hex()[:10]} ended past its deadline "
+                        f"({other.args.get('reason', '')}), so this node lost its turn")
+        return ""
+
+    async def _group_outcome(self, event: ChainEvent) -> None:
+        """A validation that covered one of this node's tasks: its outcome, for this node's
+        task only (the event is public; the node looks at nothing else about the others)."""
+        agreeing, outcome = int(event.args["agreeing"]), GroupOutcome(int(event.args["outcome"]))
+        for index, key in enumerate(event.task_keys):
+            task = await self.chain.get_task(key)
+            if task is None or not same_address(task.node, self.address):
+                continue
+            if agreeing >> index & 1:
+                verdict = "accepted"
+            elif task.state == TaskState.ABORTED:
+                verdict = "had been aborted: no vote"
+            elif outcome == GroupOutcome.AGREED:
+                verdict = "REJECTED: it disagreed with the majority"
+            else:
+                verdict = "aborted and refunded, nobody slashed"
+            log.info("task %s: validated against other runs: %s; this node's result %s",
+                     key.hex()[:10], outcome.name, verdict)
+            if key in self._wake:
+                self._wake[key].set()
+
+    # ------------------------------------------------------------ claiming
+
     def _claim_queued(self) -> None:
         """Claim the queued tasks seen so far, in the background (the node's own events must
         not wait behind it). One claimer at a time; a ``TaskQueued`` that arrives while it
-        runs is in ``_queued`` and gets its turn, so none is dropped."""
+        runs is in ``_queued`` and gets its turn, so none is dropped. Nothing while the
+        stake is below the minimum: the node is paused then."""
+        if self._stake_low:
+            return
         if self._queued and not self._mine and (self._claiming is None or self._claiming.done()):
             self._claiming = asyncio.create_task(self._claim_loop(), name="node-claim")
 
@@ -255,7 +367,7 @@ class NodeDaemon:
         has been looked at once (``sweep_polls``), however many unrunnable ones come first:
         each look moves the contract's sweep cursor on by SWEEP_SCAN tasks."""
         for _ in range(sweep_polls(await self.chain.queued_count())):
-            if self._mine or self.should_exit.is_set():
+            if self._mine or self.should_exit.is_set() or self._stake_low:
                 return bool(self._mine)
             node = await self.chain.get_node(self.address)
             if node is None or node.status != NodeStatus.IDLE:
@@ -285,6 +397,8 @@ class NodeDaemon:
                     if task is None or task.state.is_final or not same_address(task.node, self.address):
                         if task is not None:
                             log.info("task %s: ended %s", commitment.hex()[:10], task.state.name)
+                            if task.state.is_final:
+                                self.worker.forget(commitment)  # nothing more to deliver
                         return
                     before = task.state
                     await self.worker.advance(task)
@@ -300,6 +414,10 @@ class NodeDaemon:
             self._wake.pop(commitment, None)
             if not self.should_exit.is_set():
                 self._claim_queued()  # queued work seen while busy, if the contract left any
+
+
+def _eth(wei: int) -> str:
+    return f"{wei / ETHER:.6g}"
 
 
 def sweep_polls(queued: int) -> int:

@@ -3,7 +3,19 @@
 The chain is the source of truth: ``TaskWorker.advance`` reads the task's state and
 does the one thing that state asks of the node, so a node that restarts mid-task
 simply calls it again. The encrypted result is written to disk before its hash is
-committed, because sealing is randomized: only those exact bytes match the commitment.
+committed, so a node that restarts after running a task commits (and later delivers)
+those same bytes instead of running the task a second time.
+
+The result is encrypted under the task's result key (from the parameters) with the
+keccak-CTR cipher of ``gridtask.crypto``; the node commits ``keccak`` of that ciphertext
+with the score, and the relay checks the delivery against it. The creator can therefore
+prove on chain that a delivered result does not fit its score (a dispute), and nobody
+can make an honest node's ciphertext say anything else.
+
+Deadlines. A task whose parameters never came (or that the node cannot finish) is aborted
+*before* its deadline (``abort_at``): the contract pauses a node whose task is aborted past
+it. Once scored, the deadline is the creator's validation window: past it the node claims
+its fee (``claimUnvalidated``). Once validated, the node delivers until the deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ from pathlib import Path
 from gridtask import retry
 from gridtask.chain.client import ChainClient, ChainEvent, from_bytes32
 from gridtask.chain.models import TaskInfo
-from gridtask.crypto import keccak, params_hash, seal, unseal
+from gridtask.crypto import encrypt_result, keccak, params_hash, unseal
 from gridtask.exceptions import (
     ChainError,
     CryptoError,
@@ -30,12 +42,29 @@ from gridtask.node.executors.base import ExecutorSet, InvalidTaskParameters
 from gridtask.params import TaskParams
 from gridtask.relay.client import RelayClient
 from gridtask.scoring import canonical_json, score
-from gridtask.types import TaskErrorCode, TaskState
+from gridtask.types import TaskErrorCode, TaskState, TaskType
 
 log = logging.getLogger("gridtask.node")
 
 SPEC_CACHE = 1024
 PARAMS_WAIT_S = 5.0  # long poll: the relay answers the moment the creator uploads
+#: How long before its stage's deadline the node gives up on a task it cannot finish: room for
+#: the abort to be mined in time (a few blocks), at most a quarter of the stage (short test stages).
+ABORT_MARGIN_S = 10.0
+MIN_ABORT_MARGIN_S = 2.0
+
+
+def abort_at(task: TaskInfo) -> float:
+    """The wall-clock instant the node gives up on a task in its own stage.
+
+    Before scoring (STARTED): early enough that the abort lands before the deadline, so an
+    honest node whose parameters never came is not paused for it. Once validated, the
+    contract lets the node abort only past the deadline, and pauses it then: a node that
+    cannot deliver what it committed keeps trying until the end, and loses its turn."""
+    if task.state == TaskState.VALIDATED:
+        return task.deadline + 1.0
+    margin = min(ABORT_MARGIN_S, max(MIN_ABORT_MARGIN_S, task.timeout / 4))
+    return task.deadline - margin
 
 
 @dataclass(frozen=True)
@@ -76,7 +105,7 @@ class TaskWorker:
         elif task.state == TaskState.VALIDATED:
             await self._deliver(task)
         elif task.state == TaskState.SCORE_READY:
-            await self.give_up_if_late(task, "node: validation deadline passed")
+            await self._claim_if_unvalidated(task)
 
     # ------------------------------------------------------------ execute and score
 
@@ -84,10 +113,10 @@ class TaskWorker:
         name = task.commitment.hex()[:10]
         saved = self._saved(task.commitment)
         if saved is not None:
-            # Sealing is randomized: after a failed or unconfirmed submitScore, commit the
-            # same bytes again rather than running the task twice.
-            sealed, committed_score = saved
-            await self.chain.submit_score(task.commitment, committed_score, keccak(sealed))
+            # After a failed or unconfirmed submitScore, or a restart: commit the saved bytes
+            # rather than running the task twice.
+            cipher, committed_score = saved
+            await self.chain.submit_score(task.commitment, committed_score, keccak(cipher))
             log.info("task %s: score submitted (saved result)", name)
             return
         spec = await self.spec(task.commitment)
@@ -114,32 +143,40 @@ class TaskWorker:
                 )
             executor = self.executors.find(params.task_type, params.model)
             log.info("task %s: running %s on %s", name, params.task_type.name, params.model)
-            result = await executor.run(params.model, params.inputs)
+            result = await asyncio.wait_for(executor.run(params.model, params.inputs),
+                                            max(0.0, abort_at(task) - time.time()))
         except InvalidTaskParameters as exc:
             log.info("task %s: parameters refused: %s", name, exc)
             return await self._error(task, exc.code)
+        except TimeoutError:  # still running at abort_at: abort in time rather than be paused
+            log.warning("task %s: not finished before its deadline; aborting it", name)
+            return await self._abort(task, "node: ran out of time")
         except Exception as exc:  # the node's own failure: not the task's fault
             log.exception("task %s: local failure", name)
             return await self._abort(task, f"node: local failure: {type(exc).__name__}"[:64])
         plain_result = canonical_json(result)
-        sealed = seal(plain_result, params.reply_key_bytes)
-        result_score = score(plain_result)
-        self._save(task.commitment, sealed, result_score)
-        await self.chain.submit_score(task.commitment, result_score, keccak(sealed))
+        cipher = encrypt_result(params.result_key_bytes, plain_result)
+        result_score = score(plain_result, TaskType(spec.task_type))
+        self._save(task.commitment, cipher, result_score)
+        await self.chain.submit_score(task.commitment, result_score, keccak(cipher))
         log.info("task %s: score submitted", name)
 
     async def _fetch_params(self, task: TaskInfo) -> bytes | None:
-        """The encrypted parameters, retrying "task not ready" until the stage's deadline;
-        ``None`` when there are none (yet): the node gave up, or the relay refused."""
+        """The encrypted parameters, retrying "task not ready" until ``abort_at``; ``None``
+        when there are none (yet): the node gave up, or the relay refused."""
         reason = "node: parameters never arrived"
+        give_up_at = abort_at(task)
 
         async def give_up(_: BaseException) -> None:
-            await self.give_up_if_late(task, reason)
+            await self._give_up(task, reason)
+
+        def download() -> Awaitable[bytes]:  # the long poll never runs past the give-up instant
+            return self.relay.download_params(
+                task.commitment, wait=max(0.0, min(PARAMS_WAIT_S, give_up_at - time.time())))
 
         try:
             return await retry.NOT_READY.call(
-                lambda: self.relay.download_params(task.commitment, wait=PARAMS_WAIT_S),
-                deadline=retry.until_wall(task.deadline), stop=self.stop, on_give_up=give_up)
+                download, deadline=retry.until_wall(give_up_at), stop=self.stop, on_give_up=give_up)
         except RelayError as exc:  # refused for good: tried again on the next wake, until the deadline
             log.warning("task %s: parameters refused by the relay: %s", task.commitment.hex()[:10], exc)
             await self.give_up_if_late(task, reason)
@@ -151,26 +188,26 @@ class TaskWorker:
         name = task.commitment.hex()[:10]
         saved = self._saved(task.commitment)
         if saved is None or keccak(saved[0]) != task.result_hash:
-            # Nothing deliverable: free the node once the stage's deadline allows it.
+            # Nothing deliverable: free the node once the contract lets it (past the deadline).
             log.error("task %s: validated but the committed result is lost", name)
             await self.give_up_if_late(task, "node: result lost")
             return
-        reason = "node: delivery deadline passed"
+        reason = "node: could not deliver in time"
 
         async def upload() -> bool:
             await self.relay.upload_result(task.commitment, saved[0])
             return True
 
         async def give_up(_: BaseException) -> bool:
-            await self.give_up_if_late(task, reason)
+            await self._give_up(task, reason)
             return False
 
         try:
             if await retry.RELAY_TRANSIENT.call(
-                upload, deadline=retry.until_wall(task.deadline), stop=self.stop, on_give_up=give_up
+                upload, deadline=retry.until_wall(abort_at(task)), stop=self.stop, on_give_up=give_up
             ):
                 log.info("task %s: result delivered", name)
-                self._forget(task.commitment)
+                self.forget(task.commitment)
         except RelayError as exc:  # refused: delivered meanwhile, ended, or tried again on the next wake
             current = await self.chain.get_task(task.commitment)
             if current is not None and current.state == TaskState.VALIDATED:
@@ -180,14 +217,33 @@ class TaskWorker:
     # ------------------------------------------------------------ giving up
 
     async def give_up_if_late(self, task: TaskInfo, reason: str) -> bool:
-        """The node's one rule for giving up on a task: once the stage's deadline has
-        passed, abort it (the fee goes back to its creator and the node is free again).
-        Returns whether it gave up; before the deadline, the caller keeps trying."""
-        if time.time() <= task.deadline:
+        """The node's one rule for giving up on a task in its own stage: from ``abort_at`` on
+        (shortly before the deadline), abort it; the fee goes back to its creator and the node
+        is free again, not paused. Returns whether it gave up; before then, the caller keeps
+        trying."""
+        if time.time() < abort_at(task):
             return False
-        log.info("task %s: giving up, aborting (%s)", task.commitment.hex()[:10], reason)
-        await self._abort(task, reason)
+        await self._give_up(task, reason)
         return True
+
+    async def _give_up(self, task: TaskInfo, reason: str) -> None:
+        """Abort now: ``give_up_if_late`` decided, or a retry whose deadline is ``abort_at`` ran out."""
+        log.info("task %s: giving up before its deadline, aborting (%s)", task.commitment.hex()[:10], reason)
+        await self._abort(task, reason)
+
+    async def _claim_if_unvalidated(self, task: TaskInfo) -> None:
+        """Scored, and the creator let the validation window pass: claim the fee. The
+        creator may still validate until then (the claim is refused; the task moves on)."""
+        if time.time() <= task.deadline:
+            return
+        name = task.commitment.hex()[:10]
+        try:
+            await self.chain.claim_unvalidated(task.commitment)
+        except TransactionReverted as exc:  # validated meanwhile, or the chain's clock is behind
+            log.info("task %s: claimUnvalidated refused: %s", name, exc.reason)
+            return
+        log.info("task %s: not validated within its window: claimed the fee (%d wei)", name, task.fee)
+        self.forget(task.commitment)
 
     # ------------------------------------------------------------ helpers
 
@@ -220,11 +276,11 @@ class TaskWorker:
     def _result_path(self, commitment: bytes) -> Path:
         return self.results_dir / f"{commitment.hex()}.bin"
 
-    def _save(self, commitment: bytes, sealed: bytes, result_score: bytes) -> None:
-        """Score and sealed bytes together, atomically: the score is the first 32 bytes."""
+    def _save(self, commitment: bytes, cipher: bytes, result_score: bytes) -> None:
+        """Score and ciphertext together, atomically: the score is the first 32 bytes."""
         path = self._result_path(commitment)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(result_score + sealed)
+        tmp.write_bytes(result_score + cipher)
         tmp.replace(path)
 
     def _saved(self, commitment: bytes) -> tuple[bytes, bytes] | None:
@@ -234,7 +290,8 @@ class TaskWorker:
         raw = path.read_bytes()
         return raw[32:], raw[:32]
 
-    def _forget(self, commitment: bytes) -> None:
+    def forget(self, commitment: bytes) -> None:
+        """Drop a task's saved result: it was delivered, or the task ended."""
         self._result_path(commitment).unlink(missing_ok=True)
 
 

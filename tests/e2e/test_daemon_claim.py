@@ -2,11 +2,13 @@
 probes per selection: a task can then be queued next to an idle node that could run it
 (the selection missed it), and only that node's daemon, claiming on ``TaskQueued``,
 starts it. A ``TaskQueued`` that arrives while the daemon is already claiming must not be
-dropped."""
+dropped. And the other claim a node makes: the fee of a task it scored whose creator let the
+validation window pass (``claimUnvalidated``)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import warnings
 from collections.abc import AsyncIterator
@@ -18,7 +20,7 @@ from pydantic import SecretStr
 from gridtask.chain.anvil import ROOT
 from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.config import NetworkConfig
-from gridtask.devnet import FUNDING, Devnet
+from gridtask.devnet import DEVNET_PARAMS, FUNDING, Devnet
 from gridtask.keys import Identity
 from gridtask.node import daemon as daemon_module
 from gridtask.node.daemon import NodeDaemon
@@ -33,6 +35,9 @@ pytestmark = pytest.mark.e2e
 ETHER = 10**18
 BIG_VRAM = 8000  # only the daemon under test has it; the crowd of idle nodes has none
 MAX_TRIES = 30  # tasks created until one is queued (each is with probability ~0.45)
+NEVER_SAMPLED = dataclasses.replace(DEVNET_PARAMS, validation_rate_bps=0)
+"""Only one node can run these tasks: none may be sampled (a group needs three nodes)."""
+VALIDATION_WINDOW_S = 5
 
 
 def contract_probes() -> int:
@@ -43,7 +48,7 @@ def contract_probes() -> int:
 async def crowded(tmp_path: Path) -> AsyncIterator[tuple[Devnet, NodeDaemon]]:
     """Anvil, the contract and the relay; MAX_PROBES + 4 idle echo nodes with no VRAM; and,
     in this process, the daemon under test: an echo node with ``BIG_VRAM``, started up."""
-    net = Devnet(nodes=0, home=tmp_path / "devnet")
+    net = Devnet(nodes=0, home=tmp_path / "devnet", params=NEVER_SAMPLED)
     try:
         await net.start()
         assert net.config is not None and net.chain is not None
@@ -159,7 +164,7 @@ async def test_a_node_that_joins_late_reaches_a_task_behind_many_it_cannot_run(t
     can run, all queued before the node exists. Joining, the node's start-up sweeps the whole
     queue: the runnable task starts on it and succeeds (one look of the contract, as at join,
     sees only the first QUEUE_SCAN + SWEEP_SCAN tasks)."""
-    async with running_devnet(tmp_path, nodes=0) as net:
+    async with running_devnet(tmp_path, nodes=0, params=NEVER_SAMPLED) as net:
         assert net.config is not None and net.chain is not None
         async with Client(config=net.config) as client:
             with warnings.catch_warnings():
@@ -184,3 +189,40 @@ async def test_a_node_that_joins_late_reaches_a_task_behind_many_it_cannot_run(t
                 info = await client.task(handle.commitment)
                 assert info is not None and info.state == TaskState.QUEUED
         await assert_conserved(net)
+
+
+async def test_a_node_whose_creator_never_validates_claims_its_fee_after_the_window(tmp_path: Path) -> None:
+    """The creator uploads the parameters and then stays silent: once the validation window
+    after the score has passed, the node (a real ``gridtask node`` process) claims the fee
+    itself; the task ends ABORTED "node paid", the creator gets nothing back, the node is free."""
+    params = dataclasses.replace(NEVER_SAMPLED, validation_window=VALIDATION_WINDOW_S)
+    async with running_devnet(tmp_path, nodes=1, node_models=["echo"], params=params) as net:
+        assert net.config is not None
+        async with Client(config=net.config) as client:
+            handle = await client.submit(TaskType.ECHO, "echo", {"data": "never validated"})
+            await wait_state(client, handle.commitment, TaskState.STARTED)
+            info = await client.task(handle.commitment)
+            assert info is not None
+            await client._upload_params(handle, handle.original, info, deadline=float("inf"))  # and no more
+            await wait_state(client, handle.commitment, TaskState.SCORE_READY)
+            scored = await client.task(handle.commitment)
+            assert scored is not None
+            await wait_state(client, handle.commitment, TaskState.ABORTED, timeout=VALIDATION_WINDOW_S + 60)
+            events = await events_of(client, handle.commitment)
+            claimed = events["TaskAborted"]
+            block = await client.chain.w3.eth.get_block(claimed.block_number)
+            node = await client.chain.get_node(info.node)
+            refunded = await client.chain.balance_of()
+            paid = await client.chain.balance_of(info.node) + sum(
+                int(e.args["amount"]) for e in await client.chain.get_logs(0, await client.chain.block_number())
+                if e.name == "Withdrawal" and e.args["account"].lower() == info.node.lower())
+        assert claimed.args["by"] == info.node
+        assert claimed.args["reason"] == "creator did not validate in time: node paid"
+        assert int(block["timestamp"]) > scored.deadline  # not before the window ended...
+        assert int(block["timestamp"]) - scored.deadline < 30  # ...and soon after it
+        assert refunded == 0 and paid == handle.fee
+        assert node is not None and node.status == NodeStatus.IDLE
+        log = (net.home / "node0.log").read_text()
+        assert f"task {handle.commitment.hex()[:10]}: not validated within its window: claimed the fee" in log
+        assert not list((net.home / "nodes").glob("*/results/*.bin"))  # nothing left to deliver
+        await assert_all_ended_and_conserved(net, expect=TaskState.ABORTED)

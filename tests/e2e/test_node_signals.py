@@ -1,26 +1,46 @@
 """`gridtask node` stops within 5 s of SIGTERM whatever it waits on, and a restarted node
 finishes (or gives up on) its task correctly: real node processes, real signals, a real
-anvil and relay. A second signal exits at once."""
+anvil and relay. A second signal exits at once. A node gives up on a task whose parameters
+never came before its deadline, so the contract does not pause it; one restarted too late
+for that is paused (it lost its turn), says why, and takes tasks again."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gridtask.devnet import Devnet
+from gridtask.devnet import DEVNET_PARAMS, Devnet
 from gridtask.sdk import Client, TaskState, TaskType
+from gridtask.types import NodeStatus
 
-from .conftest import assert_all_ended_and_conserved, devnet_behind_cuttable_proxy, start_devnet, wait_state
+from .conftest import (
+    assert_all_ended_and_conserved,
+    devnet_behind_cuttable_proxy,
+    running_devnet,
+    start_devnet,
+    wait_state,
+)
 from .model_server import HeldModelServer
 
 pytestmark = pytest.mark.e2e
 
 STOP_BUDGET_S = 5.0
+NEVER_SAMPLED = dataclasses.replace(DEVNET_PARAMS, validation_rate_bps=0)
+"""One node cannot form a validation group: these tests' tasks are never sampled."""
+
+
+@pytest.fixture
+async def one_echo_net(tmp_path: Path) -> AsyncIterator[Devnet]:
+    """The shared one-node fixture, with no task sampled (a group needs three nodes)."""
+    async with running_devnet(tmp_path, nodes=1, node_models=["echo"], params=NEVER_SAMPLED) as net:
+        yield net
 
 
 def node_log(net: Devnet, name: str = "node0") -> str:
@@ -53,11 +73,16 @@ def assert_stopped_cleanly(net: Devnet, took: float, code: int) -> None:
 
 async def wait_log_grows(net: Devnet, text: str, timeout: float = 30) -> None:
     """Until one more line of the node's log mentions ``text`` (case aside) than now."""
+    await wait_log_grows_from(net, node_log(net).lower().count(text), text, timeout)
+
+
+async def wait_log_grows_from(net: Devnet, before: int, text: str, timeout: float = 30) -> None:
+    """Until more than ``before`` lines of the node's log mention ``text`` (case aside)."""
     def count() -> int:
         return node_log(net).lower().count(text)
 
-    before, deadline = count(), time.monotonic() + timeout
-    while count() == before:
+    deadline = time.monotonic() + timeout
+    while count() <= before:
         assert time.monotonic() < deadline, f"no new {text!r} in the log: {node_log(net)[-2000:]}"
         await asyncio.sleep(0.2)
 
@@ -72,12 +97,19 @@ async def test_idle_node_stops_on_sigterm_and_runs_tasks_after_restart(one_echo_
     await assert_all_ended_and_conserved(one_echo_net)
 
 
-async def test_node_waiting_for_parameters_stops_and_after_restart_gives_up_at_the_deadline(
+async def aborted_at(client: Client, key: bytes) -> tuple[str, int]:
+    """The reason of the task's ``TaskAborted`` and the timestamp of the block that holds it."""
+    aborted = next(e for e in await client.events(key) if e.name == "TaskAborted")
+    block = await client.chain.w3.eth.get_block(aborted.block_number)
+    return str(aborted.args["reason"]), int(block["timestamp"])
+
+
+async def test_node_waiting_for_parameters_stops_and_after_restart_gives_up_before_the_deadline(
     one_echo_net: Devnet,
 ) -> None:
     assert one_echo_net.config is not None
     async with Client(config=one_echo_net.config) as client:
-        stage_s = 8
+        stage_s = 20  # room for the restart below on a loaded machine; the node gives up 5 s before the end
         handle = await client.submit(TaskType.ECHO, "echo", {"data": "never sent"}, stage_timeout=stage_s)
         await wait_state(client, handle.task_id, TaskState.STARTED)
         await asyncio.sleep(1.5)  # the node is in its long poll on the relay now
@@ -86,12 +118,42 @@ async def test_node_waiting_for_parameters_stops_and_after_restart_gives_up_at_t
         info = await client.task(handle.commitment)
         assert info is not None and info.state == TaskState.STARTED  # nothing ended it on the way out
         one_echo_net.start_node(0)
-        # The parameters never come: the restarted node gives up once the stage deadline passed.
+        # The parameters never come: the restarted node gives up, before the stage deadline.
         await wait_state(client, handle.task_id, TaskState.ABORTED, timeout=stage_s + 60)
-        aborted = await client._find_event(handle, "TaskAborted")
-        assert aborted is not None and aborted.args["reason"] == "node: parameters never arrived"
+        reason, at = await aborted_at(client, handle.commitment)
+        assert reason == "node: parameters never arrived"
+        print(f"the node aborted {info.deadline - at} s before the deadline")
+        assert at <= info.deadline
+        node = await client.chain.get_node(info.node)
+        assert node is not None and node.status == NodeStatus.IDLE  # in time: not paused
         assert await client.chain.balance_of() == handle.fee  # the fee came back to its creator
     await assert_all_ended_and_conserved(one_echo_net, expect=TaskState.ABORTED)
+
+
+async def test_node_restarted_past_its_deadline_is_paused_says_why_and_takes_tasks_again(
+    one_echo_net: Devnet,
+) -> None:
+    """Down while its task's deadline passed: the restarted node aborts the task late, the
+    contract pauses it for that (it lost its turn), and the node resumes and runs the next task."""
+    assert one_echo_net.config is not None
+    async with Client(config=one_echo_net.config) as client:
+        stage_s = 5
+        handle = await client.submit(TaskType.ECHO, "echo", {"data": "never sent"}, stage_timeout=stage_s)
+        await wait_state(client, handle.task_id, TaskState.STARTED)
+        one_echo_net.stop_process("node0", signal.SIGKILL)
+        info = await client.task(handle.commitment)
+        assert info is not None
+        await asyncio.sleep(max(0.0, info.deadline + 1 - time.time()))
+        one_echo_net.start_node(0)
+        await wait_state(client, handle.task_id, TaskState.ABORTED, timeout=60)
+        reason, at = await aborted_at(client, handle.commitment)
+        assert reason == "node: parameters never arrived" and at > info.deadline
+        await wait_log_grows_from(one_echo_net, 0, "lost its turn; resuming")
+        assert f"task {handle.commitment.hex()[:10]} ended past its deadline" in node_log(one_echo_net)
+        paused = [e.name for e in await client.chain.find_logs([client.chain.events.topic("NodePaused")])]
+        assert paused == ["NodePaused"]
+        assert await client.run(TaskType.ECHO, "echo", {"data": "back"}, timeout=90) == {"echo": "back"}
+    await assert_all_ended_and_conserved(one_echo_net)
 
 
 async def test_node_holding_an_unvalidated_score_stops_and_delivers_after_restart(one_echo_net: Devnet) -> None:
@@ -101,7 +163,7 @@ async def test_node_holding_an_unvalidated_score_stops_and_delivers_after_restar
         await wait_state(client, handle.task_id, TaskState.STARTED)
         info = await client.task(handle.commitment)
         assert info is not None
-        await client._upload_params(handle, info, deadline=float("inf"))  # no validation yet
+        await client._upload_params(handle, handle.original, info, deadline=float("inf"))  # no validation yet
         await wait_state(client, handle.task_id, TaskState.SCORE_READY)
         took, code = sigterm(one_echo_net)
         assert_stopped_cleanly(one_echo_net, took, code)
