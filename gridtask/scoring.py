@@ -51,16 +51,19 @@ SIMILARITY_TASK_TYPES: frozenset[TaskType] = frozenset({TaskType.EMBED})
 
 SIMILARITY_BITS: dict[TaskType, int] = {
     TaskType.ECHO: 0,
-    TaskType.EMBED: 12,
+    TaskType.EMBED: 16,
     TaskType.LLM: 0,
 }
 """Per task type, the largest Hamming distance between the high 128 bits of two scores that
 still agree; 0 compares the whole score exactly. The contract's deploy default.
 
-EMBED, 12 bits: measured on real all-MiniLM-L6-v2 outputs (tests/node/test_similarity.py):
-honest nodes on 1 or 2 threads and batch sizes 1, 32 or all differ by at most 2 bits, every
-cheat tried (a perturbed layer, other texts, random vectors, 5% noise, two vectors swapped)
-by at least 27."""
+EMBED, 16 bits, measured on real all-MiniLM-L6-v2 outputs (tests/node/test_similarity.py):
+honest reruns on 1 or 2 threads with batch sizes 1, 32 or all were 0 bits apart (375
+pairs), every cheat tried (a perturbed layer, a skipped layer, int8 weights, other texts,
+random vectors, 1-10% noise, two vectors swapped) at least 41 bits (25 trials each). At
+16, a machine whose numbers differ by up to 1e-4 each (a hundred times a rerun's
+rounding) still agrees, and an unrelated result (64 bits apart on average) passes with
+probability 3e-19."""
 
 SIMHASH_RESOLUTION = 0.02
 """Grid step of the similarity hash, in the vectors' units (MiniLM's are unit vectors):
@@ -125,10 +128,12 @@ def simhash(vectors: Sequence[Sequence[float]] | np.ndarray) -> int:
     distance between corresponding vectors, ``sqrt(2 * (1 - mean cosine))`` for unit
     vectors.
 
-    Hyperplane b's block for text j is ``s[j, b] * r[:, b]``: r a ±1 matrix (dim × 128),
-    s ±1 signs per position and bit, so only ``dim + texts`` rows are stored, order
-    matters (two swapped vectors change about half the bits), and the projection of a
-    batch of n unit vectors, divided by sqrt(n), is of order 1 whatever n. Planes, signs
+    Hyperplane b's block for text j is ``s[j, b] * t[j] * r[:, b]``: r a ±1 matrix
+    (dim × 128), s ±1 signs per position and bit, t ±1 signs per position and dimension.
+    Only ``(dim + texts) x 128 + texts x dim`` signs are stored instead of a plane per
+    text, yet no two positions share a plane up to sign, so order matters (swapping two
+    vectors randomizes every bit), and the projection of a batch of n unit vectors,
+    divided by sqrt(n), is of order 1 whatever n. Planes, signs
     and offsets come from numpy's PCG64 raw output with a fixed seed: a bit stream that is
     the same on every machine and numpy version (its normal sampler is not); only the
     projection itself is floating point. Bit 0 is the most significant. An empty batch
@@ -144,7 +149,8 @@ def simhash(vectors: Sequence[Sequence[float]] | np.ndarray) -> int:
     if not np.isfinite(array).all():
         raise ValidationError("simhash: vectors must hold finite numbers (got NaN or infinity)")
     texts, dim = array.shape
-    projection = ((array @ _planes(dim)) * _position_signs(texts)).sum(axis=0) / math.sqrt(texts)
+    flipped = array * _dimension_signs(texts, dim)
+    projection = ((flipped @ _planes(dim)) * _position_signs(texts)).sum(axis=0) / math.sqrt(texts)
     cells = np.floor(projection / SIMHASH_RESOLUTION + _offsets())
     return int.from_bytes(np.packbits(cells.astype(np.int64) & 1).tobytes(), "big")
 
@@ -173,14 +179,15 @@ def _refuse_constant(name: str) -> float:
     raise ValidationError(f"an embedding holds finite numbers only (got {name})")
 
 
-def _random_signs(stream: int, rows: int) -> np.ndarray:
-    """``rows`` x 128 matrix of ±1.0 from the raw PCG64 stream ``stream``: row i depends only
-    on i, so a larger matrix extends a smaller one."""
+def _random_signs(stream: int, rows: int, columns: int = SIMHASH_BITS) -> np.ndarray:
+    """``rows`` x ``columns`` matrix of ±1.0 from the raw PCG64 stream ``stream``, each row
+    from its own whole 64-bit words."""
     import numpy as np
 
-    words = np.random.PCG64([_SIMHASH_SEED, stream]).random_raw(rows * SIMHASH_BITS // 64)
-    bits = np.unpackbits(words.astype(">u8").view(np.uint8)).reshape(rows, SIMHASH_BITS)
-    return bits.astype(np.float64) * 2.0 - 1.0
+    words_per_row = -(-columns // 64)
+    words = np.random.PCG64([_SIMHASH_SEED, stream]).random_raw(rows * words_per_row)
+    bits = np.unpackbits(words.astype(">u8").view(np.uint8)).reshape(rows, words_per_row * 64)
+    return bits[:, :columns].astype(np.float64) * 2.0 - 1.0
 
 
 @lru_cache(maxsize=1)
@@ -200,5 +207,11 @@ def _planes(dim: int) -> np.ndarray:
 
 @lru_cache(maxsize=32)
 def _position_signs(texts: int) -> np.ndarray:
-    """The texts x 128 per-position signs, cached per batch size."""
+    """The texts x 128 per-position signs of each plane, cached per batch size."""
     return _random_signs(1, texts)
+
+
+@lru_cache(maxsize=32)
+def _dimension_signs(texts: int, dim: int) -> np.ndarray:
+    """The texts x dim per-position flips of the vectors' coordinates, cached per shape."""
+    return _random_signs(3, texts, dim)

