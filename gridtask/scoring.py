@@ -36,6 +36,7 @@ __all__ = [
     "SIMILARITY_TASK_TYPES",
     "canonical_json",
     "hamming",
+    "result_matches_score",
     "score",
     "scores_agree",
     "simhash",
@@ -111,6 +112,23 @@ def scores_agree(a: bytes, b: bytes, task_type: TaskType, similarity_bits: int |
         return a == b
     high = slice(0, _HALF)
     return hamming(int.from_bytes(a[high], "big"), int.from_bytes(b[high], "big")) <= bits
+
+
+def result_matches_score(
+    result: bytes, committed: bytes, task_type: TaskType, similarity_bits: int | None = None
+) -> bool:
+    """Whether delivered result bytes are the ones a node's committed score binds: the test
+    ``disputeResult`` makes on chain, so a creator disputes exactly when this is False.
+
+    Exact comparison (threshold 0): the whole score is ``result_digest``. Similarity types:
+    the low 128 bits are the digest's; the high half is not recomputed, as the contract
+    cannot (it would also differ if another machine's float rounding flipped a bit).
+    """
+    digest = result_digest(result)
+    bits = SIMILARITY_BITS.get(TaskType(task_type), 0) if similarity_bits is None else similarity_bits
+    if bits == 0:
+        return digest == committed
+    return digest[_HALF:] == committed[_HALF:]
 
 
 def simhash(vectors: Sequence[Sequence[float]] | np.ndarray) -> int:

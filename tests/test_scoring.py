@@ -18,6 +18,7 @@ from gridtask.scoring import (
     SIMILARITY_TASK_TYPES,
     canonical_json,
     hamming,
+    result_matches_score,
     score,
     scores_agree,
     simhash,
@@ -234,3 +235,28 @@ def test_scores_agree_refuses_a_negative_threshold() -> None:
     with pytest.raises(ValidationError, match="0 or more"):
         scores_agree(bytes(32), bytes(32), TaskType.EMBED, similarity_bits=-1)
 
+
+
+# --- what a dispute proves ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_type", [TaskType.ECHO, TaskType.LLM])
+def test_an_exact_result_matches_only_its_own_score(task_type: TaskType) -> None:
+    result = canonical_json({"text": "a poem"})
+    assert result_matches_score(result, score(result, task_type), task_type)
+    assert not result_matches_score(canonical_json({"text": "a poen"}), score(result, task_type), task_type)
+
+
+def test_an_embedding_result_matches_on_the_digest_half_only() -> None:
+    """The contract compares the low 128 bits in a dispute: a node cannot deliver other
+    vectors that happen to hash alike, and a creator cannot claim a mismatch over a SimHash
+    bit its own machine rounded differently."""
+    result = embed_result(FIXED_VECTORS)
+    committed = score(result, TaskType.EMBED)
+    assert result_matches_score(result, committed, TaskType.EMBED)
+    assert result_matches_score(result, flip_high_bits(committed, 5), TaskType.EMBED)
+    rerun = embed_result(np.array(FIXED_VECTORS) + 1e-6)
+    assert scores_agree(score(rerun, TaskType.EMBED), committed, TaskType.EMBED)  # an honest rerun agrees ...
+    assert not result_matches_score(rerun, committed, TaskType.EMBED)  # ... but is not the delivered result
+    # with the network's threshold at 0 the type is exact, as on chain
+    assert not result_matches_score(result, flip_high_bits(committed, 1), TaskType.EMBED, similarity_bits=0)
