@@ -56,6 +56,9 @@ def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="config file (default ~/.gridtask/config.json)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+ValidateOpt = Annotated[str, typer.Option(
+    "--validate", help="sampled: a group of three checks the task when the network samples it; "
+    "always: a group of three runs it every time (three fees, each node keeps its own)")]
 
 
 # ---------------------------------------------------------------- applications
@@ -68,11 +71,13 @@ def run(
     max_tokens: Annotated[int, typer.Option(help="tokens to generate")] = 32,
     fee: Annotated[float, typer.Option(help="fee in ETH")] = 0.001,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 120,
+    validate: ValidateOpt = "sampled",
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Generate text from a prompt on the network."""
-    result = _task(TaskType.LLM, model, {"prompt": prompt, "max_tokens": max_tokens}, fee, timeout, as_json, config)
+    result = _task(TaskType.LLM, model, {"prompt": prompt, "max_tokens": max_tokens}, fee, timeout, validate,
+                   as_json, config)
     if not as_json:
         out.print(result["result"]["text"])
 
@@ -83,11 +88,12 @@ def embed(
     model: Annotated[str, typer.Option("--model", "-m")] = "all-minilm-l6-v2",
     fee: Annotated[float, typer.Option(help="fee in ETH")] = 0.001,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result")] = 120,
+    validate: ValidateOpt = "sampled",
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Embed texts into vectors on the network."""
-    result = _task(TaskType.EMBED, model, {"texts": texts}, fee, timeout, as_json, config)
+    result = _task(TaskType.EMBED, model, {"texts": texts}, fee, timeout, validate, as_json, config)
     if not as_json:
         for text, vector in zip(texts, result["result"]["embeddings"], strict=True):
             head = ", ".join(f"{x:+.3f}" for x in vector[:4])
@@ -100,38 +106,45 @@ def _task(
     inputs: dict[str, Any],
     fee: float,
     timeout: float,
+    validate: str,
     as_json: bool,
     config: Path | None,
 ) -> dict[str, Any]:
-    from gridtask.limits import check_positive, check_task
+    from gridtask.limits import check_positive, check_task, check_validate_mode
     from gridtask.sdk import Client
 
     async def go() -> dict[str, Any]:
         # What no node would run is refused before anything is paid (the SDK checks it again).
         check_positive("fee", fee, "ETH")
         check_positive("timeout", timeout, "seconds")
+        check_validate_mode(validate)
         check_task(task_type, model, inputs)
         async with Client(config_path=config) as client:
             await _check_model_served(client, model)
             with console.status(f"creating {task_type.name.lower()} task on {model}...") as status:
-                handle = await client.submit(task_type, model, inputs, fee=int(fee * ETHER))
+                handle = await client.submit(task_type, model, inputs, fee=int(fee * ETHER), validate=validate)
 
                 def on_status(h: Any, state: TaskState) -> None:
                     status.update(f"task {h.task_id[:12]}: {_STATE_WORDS.get(state, state.name)}")
 
                 result = await client.result(handle, timeout=timeout, on_status=on_status)
-            info = await client.task(handle.commitment)
+            delivered = handle.delivered_by or handle.original  # another member's when its group outvoted it
+            info = await client.task(delivered.key)
             doc = {
                 "task_id": handle.task_id,
+                "delivered_by": delivered.task_id,
                 "state": info.state.name if info else "?",
                 "node": handle.node,
                 "fee_wei": handle.fee,
+                "group": _group_doc(handle.group) if handle.group else None,
                 "result": result,
             }
             if as_json:
                 out.print_json(json.dumps(doc))
             else:
-                console.print(f"task {handle.task_id} [green]{doc['state']}[/] on node {handle.node}")
+                console.print(f"task {delivered.task_id} [green]{doc['state']}[/] on node {handle.node}")
+                if handle.group:
+                    console.print(f"validated by a group of three: {handle.group.describe()}")
             return doc
 
     return _run(go)
@@ -148,7 +161,22 @@ async def _check_model_served(client: Any, model: str) -> None:
         raise ValidationError(f"unknown model {model!r}: no node on this network serves it")
 
 
+def _group_doc(group: Any) -> dict[str, Any]:
+    """A ``GroupResult`` as JSON: the outcome, each member's key, node and vote, the slashes."""
+    return {
+        "outcome": group.outcome.name,
+        "sampled": group.sampled,
+        "members": [
+            {"task_id": "0x" + key.hex(), "node": node, "agreed": agreed}
+            for key, node, agreed in zip(group.keys, group.nodes or [""] * len(group.keys), group.agreeing,
+                                         strict=True)
+        ],
+        "slashed": [{"node": node, "amount_wei": amount} for node, amount in group.slashed.items()],
+    }
+
+
 _STATE_WORDS = {
+    TaskState.CREATED: "created, starting it",
     TaskState.QUEUED: "queued, waiting for a node",
     TaskState.STARTED: "started, node running it",
     TaskState.SCORE_READY: "score committed, validating",
@@ -177,6 +205,9 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
             events = await client.events(commitment)
             error = next((int(e.args["error_code"]) for e in events if e.name == "TaskErrorReported"), None)
             aborted = next((str(e.args["reason"]) for e in events if e.name == "TaskAborted"), None)
+            invalidated = next((str(e.args["reason"]) for e in events if e.name == "TaskInvalidated"), None)
+            group = await client.group(commitment)
+            slashes = await client.slashes(commitment)
             doc: dict[str, Any] = {
                 "task_id": "0x" + commitment.hex(),
                 "state": info.state.name,
@@ -186,6 +217,10 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
                 "deadline": info.deadline,
                 "error": None if error is None else {"code": error, "message": explain_task_error(error)},
                 "abort_reason": aborted,
+                "invalidated_reason": invalidated,
+                "group": _group_doc(group) if group else None,
+                "slashed": [{"node": e.args["node"], "amount_wei": int(e.args["amount"]),
+                             "reason": str(e.args["reason"])} for e in slashes],
                 "events": [
                     {
                         "name": e.name,
@@ -205,7 +240,18 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
             if error is not None:
                 out.print(f"  error   {explain_task_error(error)} (task error {error}; the fee was refunded)")
             if aborted is not None:
-                out.print(f"  reason  {aborted} (the fee was refunded)")
+                paid = "the node was paid" if "node paid" in aborted else "the fee was refunded"
+                out.print(f"  reason  {aborted} ({paid})")
+            if invalidated is not None:
+                out.print(f"  invalid {invalidated} (the fee was refunded, the node slashed)")
+            for slash in doc["slashed"]:
+                out.print(f"  slashed node {slash['node']}: {slash['amount_wei'] / ETHER} ETH ({slash['reason']})")
+            if group is not None:
+                out.print(f"  group   {group.describe()}")
+                for member in doc["group"]["members"]:
+                    mark = "[green]agreed[/]" if member["agreed"] else "[red]outvoted or no vote[/]"
+                    this = "  (this task)" if member["task_id"] == doc["task_id"] else ""
+                    out.print(f"    {member['task_id']}  node {member['node']}  {mark}{this}")
             for e in doc["events"]:
                 out.print(f"  block {e['block']:>6}  {e['name']}")
 
@@ -252,8 +298,13 @@ def _jsonable(value: Any) -> Any:
 # ---------------------------------------------------------------- daemons
 
 
-@app.command()
+node_app = typer.Typer(help="Run a node, or act on this node's stake.")
+app.add_typer(node_app, name="node")
+
+
+@node_app.callback(invoke_without_command=True)
 def node(
+    ctx: typer.Context,
     model: Annotated[
         list[str], typer.Option("--model", help="echo | all-minilm-l6-v2 | llm:NAME=DIR | openai:NAME=URL")
     ] = ["echo"],  # noqa: B006
@@ -266,6 +317,8 @@ def node(
     config: ConfigOpt = None,
 ) -> None:
     """Run a node: join with a stake, then run the tasks the contract gives it."""
+    if ctx.invoked_subcommand is not None:
+        return
     from gridtask.node.daemon import NodeDaemon
     from gridtask.node.settings import NodeSettings, build_executors
 
@@ -283,6 +336,35 @@ def node(
         daemon = NodeDaemon(settings, executors)
         _on_signals(daemon.shutdown)
         await daemon.serve()
+
+    _run(go)
+
+
+@node_app.command("top-up")
+def node_top_up(
+    amount: Annotated[float, typer.Option("--amount", help="ETH to add to this node's stake")],
+    config: ConfigOpt = None,
+) -> None:
+    """Add to this node's stake (the config's key); a node slashed below the minimum needs it to resume."""
+    from gridtask.chain.client import ChainClient
+    from gridtask.keys import Identity
+    from gridtask.limits import check_positive
+
+    async def go() -> None:
+        check_positive("amount", amount, "ETH")
+        network = _network(config)
+        async with ChainClient.from_config(network, Identity.from_hex(network.private_key)) as chain:
+            before = await chain.get_node(chain.account)
+            if before is None:
+                raise ValidationError(f"{chain.account} is not a node on this network: `gridtask node` joins it")
+            await chain.top_up(int(amount * ETHER))
+            after = await chain.get_node(chain.account)
+            assert after is not None
+            params = await chain.network_params()
+            console.print(f"node {chain.account}: stake {before.stake / ETHER} -> {after.stake / ETHER} ETH "
+                          f"(minimum {params.min_stake / ETHER} ETH), status {after.status.name}")
+            if after.stake >= params.min_stake and after.status.name == "PAUSED":
+                console.print("the stake is back over the minimum: a running node daemon resumes it")
 
     _run(go)
 

@@ -14,10 +14,14 @@
         ├── TaskAborted           the task was aborted on chain (``reason``, ``fee`` refunded)
         ├── TaskErrored           the node reported the parameters as unrunnable (``code``, ``message``)
         ├── TaskTimeout           the task did not end before the caller's timeout
+        ├── TaskInvalidated       its result was shown wrong on chain (outvoted, or disputed): refunded
+        ├── GroupFailed           a validation group found no two agreeing results: refunded
         └── ResultMismatch        the delivered result does not match the score its node committed
 """
 
 from __future__ import annotations
+
+from gridtask.types import GroupOutcome
 
 
 class GridtaskError(Exception):
@@ -122,5 +126,54 @@ class TaskTimeout(TaskFailed):
     """The task did not end before the caller's timeout; its fee can be recovered by aborting."""
 
 
+class TaskInvalidated(TaskFailed):
+    """The task's result was shown wrong on chain: its validation group outvoted it, or its
+    creator won a dispute. Its fee (``fee`` wei) went back to the creator's balance and its
+    node (``node``) was slashed; ``reason`` is the one in ``TaskInvalidated``."""
+
+    def __init__(self, reason: str, *, task_id: str = "", node: str = "", fee: int = 0) -> None:
+        self.reason = reason
+        self.node = node
+        self.fee = fee
+        refund = f"{fee} wei" if fee else "the fee"
+        super().__init__(
+            f"task {task_id} invalidated: {reason}; its node {node or '?'} was slashed and {refund} went back "
+            "to your balance (`gridtask withdraw` takes it out)",
+            task_id=task_id,
+        )
+
+
+class GroupFailed(TaskFailed):
+    """A validation group of three ended without two agreeing results.
+
+    ``outcome`` is ``GroupOutcome.NO_MAJORITY`` (results came in but no two agree) or
+    ``GroupOutcome.TOO_FEW`` (fewer than two members scored before their deadlines);
+    ``reason`` is the contract's. Every member was aborted and ``refunded`` wei went back
+    to the creator's balance; nobody was slashed (nobody can tell who was wrong). Running
+    the task again gives it a new group.
+    """
+
+    def __init__(self, outcome: GroupOutcome, reason: str, *, task_id: str = "", refunded: int = 0) -> None:
+        self.outcome = outcome
+        self.reason = reason
+        self.refunded = refunded
+        super().__init__(
+            f"task {task_id}: its validation group ended {outcome.name} ({reason}); no result is trusted, "
+            f"{refunded} wei went back to your balance (`gridtask withdraw` takes it out); submit it again "
+            "to run it on a new group",
+            task_id=task_id,
+        )
+
+
 class ResultMismatch(TaskFailed):
-    """The delivered result does not match the score its node committed on chain."""
+    """The delivered result does not match the score its node committed on chain.
+
+    ``disputed`` says whether the SDK proved it on chain (``disputeResult``): then the task
+    is INVALIDATED, its node (``node``) slashed and the fee refunded. A ciphertext over the
+    contract's dispute limit cannot be disputed; the message says so.
+    """
+
+    def __init__(self, message: str, *, task_id: str = "", node: str = "", disputed: bool = False) -> None:
+        self.node = node
+        self.disputed = disputed
+        super().__init__(message, task_id=task_id)

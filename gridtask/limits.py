@@ -37,6 +37,10 @@ MAX_PARAMS_BYTES = DEFAULT_MAX_PARAMS_BYTES
 SEAL_OVERHEAD_BYTES = 48
 """What sealing adds to the parameters: an ephemeral X25519 key (32) and a MAC (16)."""
 
+VALIDATE_MODES = ("sampled", "always")
+"""``validate="sampled"``: a task is validated by a group of three when the network samples it
+(``validation_rate_bps``); ``"always"``: every task runs as a group of three, paying three fees."""
+
 MAX_TEXTS = 256
 MAX_ECHO_DATA_CHARS = 1_000_000
 MAX_PROMPT_CHARS = 100_000
@@ -79,6 +83,40 @@ def check_positive(name: str, value: object, unit: str) -> None:
     """A fee, a wait or a stage timeout of zero or less can only lose the fee: refuse it."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValidationError(f"{name}: must be a positive number of {unit} (got {value!r})")
+
+
+def check_validate_mode(mode: object) -> str:
+    """``validate=`` is one of ``VALIDATE_MODES``."""
+    if mode not in VALIDATE_MODES:
+        raise ValidationError(f"validate: one of {', '.join(map(repr, VALIDATE_MODES))} (got {mode!r})")
+    return str(mode)
+
+
+DEFAULT_STAGE_TIMEOUT_S = 60
+
+
+def stage_timeout_fits(stage_timeout: int, validation_window: int) -> bool:
+    """Whether a group member that stalls (queued for a whole stage, then started and silent
+    for another) is over, and can be aborted, before a member that scored at once may claim
+    its fee unvalidated: two stages within the network's validation window."""
+    return 2 * stage_timeout <= validation_window
+
+
+def default_stage_timeout(validation_window: int, min_timeout: int) -> int:
+    """The SDK's stage timeout on a network: 60 s, or less where the validation window is
+    short (the devnet's 60 s gives 30 s), never under the contract's minimum."""
+    return max(min_timeout, min(DEFAULT_STAGE_TIMEOUT_S, validation_window // 2))
+
+
+def check_fee(fee: int, size: int, min_fee_per_unit: int) -> None:
+    """The contract refuses a fee under ``min_fee_per_unit * task_size`` (spam must cost
+    something); refuse it here first, before any transaction is sent."""
+    least = min_fee_per_unit * size
+    if fee < least:
+        raise ValidationError(
+            f"fee: at least {least} wei for a task of size {size}, the network's minimum of "
+            f"{min_fee_per_unit} wei per unit (got {fee})"
+        )
 
 
 def input_field(inputs: object, name: str, kind: type[T], *, default: T = _MISSING) -> T:

@@ -3,17 +3,30 @@
     from gridtask.sdk import Client, Model, Simple, Task
 """
 
-from gridtask.sdk._client import Client, ClientState, NoNodeWarning, TaskHandle, parse_task_id
+from gridtask.sdk._client import (
+    Client,
+    ClientState,
+    GroupResult,
+    Member,
+    NoNodeWarning,
+    StageTimeoutWarning,
+    TaskHandle,
+    parse_task_id,
+)
 from gridtask.sdk._dria import Model, Simple, Task, TaskResult
 from gridtask.sdk._sync import SyncClient
-from gridtask.types import TaskState, TaskType
+from gridtask.types import GroupOutcome, TaskState, TaskType
 
 __all__ = [
     "Client",
     "ClientState",
+    "GroupOutcome",
+    "GroupResult",
+    "Member",
     "Model",
     "NoNodeWarning",
     "Simple",
+    "StageTimeoutWarning",
     "SyncClient",
     "Task",
     "TaskHandle",

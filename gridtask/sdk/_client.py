@@ -1,10 +1,21 @@
 """The application's side of a task's life, in full (docs/design.md, "A task's life", steps 1-3 and 6-8).
 
-``Client.submit`` creates the task on chain; ``Client.result`` follows it: on
-``TaskStarted`` it encrypts the parameters to the selected node and uploads them, on
-``TaskScoreReady`` it validates, on ``TaskSuccess`` it downloads, decrypts and checks the
-result against the score. Events only wake it: each step reads the task's state from the
-chain, so a missed event or a chain that was away for a while delays it, never loses it.
+``Client.submit`` creates the task on chain and, in a later block, starts it (the later
+block's hash picks its node, so nobody can grind the choice); it then asks the contract
+whether the task was sampled for validation, and if so (or when the caller asked for
+``validate="always"``) makes it a group of three: two more tasks with the same task ID
+and fresh nonces, on nodes that ran none of the other members. ``Client.result`` follows
+every member: on ``TaskStarted`` it encrypts the parameters to the member's node and
+uploads them; once scored, a lone task is validated by itself and a group together
+(``validateTaskGroup``); on ``TaskSuccess`` it downloads, decrypts and checks the result
+against the score, and proves a mismatch on chain (``disputeResult``). Events only wake
+it: each step reads the tasks' states from the chain, so a missed event or a chain that
+was away for a while delays it, never loses it.
+
+Two names for two things: a task's *key* (``TaskHandle.task_id``, 0x-hex) is its public
+name on chain; its *task ID* (``TaskHandle.secret``) is the application's secret behind
+the commitment, shared by the members of a validation group and shown to nobody until
+the creator opens it to the contract.
 """
 
 from __future__ import annotations
@@ -16,47 +27,78 @@ import logging
 import os
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from gridtask.chain.client import ChainClient, ChainEvent, to_bytes32
+from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainClient, ChainEvent, to_bytes32
 from gridtask.chain.events import EventFollower
-from gridtask.chain.models import TaskInfo
+from gridtask.chain.models import NetworkParams, TaskInfo
 from gridtask.config import NetworkConfig, load_config, secret_value
-from gridtask.crypto import params_hash, seal, task_commitment, task_key, unseal
+from gridtask.crypto import (
+    decrypt_result,
+    params_hash,
+    result_key,
+    seal,
+    task_commitment,
+    task_id_hash,
+    task_key,
+)
 from gridtask.exceptions import (
     ChainError,
     ConfigError,
     CryptoError,
     GridtaskError,
+    GroupFailed,
     RelayError,
     ResultMismatch,
     TaskAborted,
     TaskErrored,
+    TaskInvalidated,
     TaskTimeout,
     TransactionReverted,
     ValidationError,
 )
 from gridtask.keys import Identity
-from gridtask.limits import check_model_type, check_params_size, check_positive, check_task, explain_task_error
+from gridtask.limits import (
+    DEFAULT_STAGE_TIMEOUT_S,
+    check_fee,
+    check_model_type,
+    check_params_size,
+    check_positive,
+    check_task,
+    check_validate_mode,
+    default_stage_timeout,
+    explain_task_error,
+    stage_timeout_fits,
+)
 from gridtask.params import TaskParams
 from gridtask.relay.client import RelayClient
 from gridtask.retry import CHAIN_UNREACHABLE, NOT_READY
-from gridtask.scoring import score
-from gridtask.types import TaskState, TaskType
+from gridtask.scoring import result_matches_score, score, scores_agree
+from gridtask.types import GroupOutcome, NodeStatus, TaskState, TaskType
 
 log = logging.getLogger("gridtask.sdk")
 
 DEFAULT_FEE = 10**15  # 0.001 ether
-DEFAULT_STAGE_TIMEOUT_S = 60
 WAKE_CHECK_S = 1.0
 ABORT_GRACE_S = 1.0  # past a stage deadline by the local clock, a block's timestamp is past it too
 # States in which the task waits on someone else (a node to take it, to score, to deliver):
 # past the stage's deadline with the state unchanged, nothing more will happen.
 STALLABLE = (TaskState.QUEUED, TaskState.STARTED, TaskState.VALIDATED)
+# A group is validated once every member is in one of these (the contract's rule).
+GROUP_READY = (TaskState.SCORE_READY, TaskState.ERRORED, TaskState.ABORTED)
+# States a member reaches only after its group was validated.
+AFTER_GROUP = (TaskState.VALIDATED, TaskState.SUCCESS, TaskState.INVALIDATED)
+GROUP_SIZE = 3
+EXCLUDE_MAX = 2  # the contract's DynArray[address, 2]
+# Members replaced because they landed on a node another member ran on, before giving up.
+MAX_REPLACEMENTS = 2
+NODE_PAID = "node paid"  # in the reason of a task its node claimed (claimUnvalidated)
+_ACTED, _WAIT = object(), object()  # what one step of ``result`` did, when it returned no result
 
 
 class ClientState(Enum):
@@ -71,22 +113,127 @@ class NoNodeWarning(UserWarning):
     """No node serves a model yet: the task waits in the queue until one joins."""
 
 
-@dataclass
-class TaskHandle:
-    """A task this client created. ``task_id`` is the 0x-hex commitment, its name on chain."""
+class StageTimeoutWarning(UserWarning):
+    """The stage timeout is long for the network's validation window: should the task be
+    sampled, a member of its group that stalls can hold the group until a node that scored
+    claims its fee unvalidated, and that node escapes the vote."""
 
-    commitment: bytes
+
+@dataclass
+class Member:
+    """One task on chain: a lone task, or one of the three of a validation group."""
+
+    key: bytes
     nonce: bytes
     params: bytes
-    model: str
-    fee: int
-    created_at: float = field(default_factory=time.monotonic)
     node: str = ""
-    state: TaskState = TaskState.QUEUED
+    state: TaskState = TaskState.CREATED
+    uploaded: bool = False
+    checked: bool = False  # its delivered result was downloaded and checked against its score
+    output: Any = None  # the checked result
+    rejected: ResultMismatch | None = None  # its delivered result did not match its score
 
     @property
     def task_id(self) -> str:
-        return "0x" + self.commitment.hex()
+        return "0x" + self.key.hex()
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """How a validation group ended (``TaskGroupValidated``): ``keys`` are its three tasks,
+    the original first; ``agreeing[i]`` says whether ``keys[i]``'s score was in the majority;
+    ``slashed`` maps each slashed node to the wei taken from its stake; ``sampled`` is
+    whether the network sampled the original (then the agreeing nodes shared its fee and the
+    two extra fees came back) or the creator asked for it (each agreeing node kept its fee)."""
+
+    outcome: GroupOutcome
+    keys: tuple[bytes, ...]
+    agreeing: tuple[bool, ...]
+    sampled: bool
+    slashed: dict[str, int] = field(default_factory=dict)
+    nodes: tuple[str, ...] = ()
+
+    @property
+    def agreed(self) -> bool:
+        return self.outcome == GroupOutcome.AGREED
+
+    def describe(self) -> str:
+        """One line for people: the outcome, how many agreed, who was slashed."""
+        why = "sampled by the network" if self.sampled else "validation asked for"
+        text = f"{self.outcome.name} ({sum(self.agreeing)} of {len(self.keys)} agree; {why})"
+        for node, amount in self.slashed.items():
+            text += f"; node {node} slashed {amount} wei"
+        return text
+
+
+@dataclass
+class TaskHandle:
+    """A task this client created: its members on chain (one, or three when validated by a
+    group) and what only its creator knows. ``task_id`` is the original's key, its name on
+    chain; ``secret`` is the task ID the members share; ``group`` is set once the group was
+    validated; ``node`` is the node whose result ``result()`` returned (else the original's)."""
+
+    members: list[Member]
+    model: str
+    fee: int
+    task_type: TaskType = TaskType.ECHO
+    secret: bytes = b""
+    validate: str = "sampled"
+    models: list[bytes] = field(default_factory=list)
+    min_vram: int = 0
+    gpu: bytes = bytes(32)
+    size: int = 1
+    stage_timeout: int = DEFAULT_STAGE_TIMEOUT_S
+    serving: int = 0  # how many nodes serve every one of the task's models (at submission)
+    sampled: bool | None = None  # None until the contract was asked (after the start)
+    group: GroupResult | None = None
+    spares: list[Member] = field(default_factory=list)  # members replaced for sharing a node
+    replacements: int = 0
+    delivered_by: Member | None = None
+    created_at: float = field(default_factory=time.monotonic)
+    state: TaskState = TaskState.CREATED
+
+    @property
+    def original(self) -> Member:
+        return self.members[0]
+
+    @property
+    def opening(self) -> bytes:
+        """``keccak(task ID)``: what opens the members' commitments when validating them.
+        The task ID itself, from which the result keys derive, is revealed only to dispute."""
+        return task_id_hash(self.secret)
+
+    @property
+    def commitment(self) -> bytes:
+        """The original's key on chain (the name predates the key; kept for callers)."""
+        return self.original.key
+
+    @property
+    def task_id(self) -> str:
+        return self.original.task_id
+
+    @property
+    def nonce(self) -> bytes:
+        return self.original.nonce
+
+    @property
+    def params(self) -> bytes:
+        return self.original.params
+
+    @params.setter
+    def params(self, value: bytes) -> None:
+        self.original.params = value
+
+    @property
+    def node(self) -> str:
+        return (self.delivered_by or self.original).node
+
+    @property
+    def is_group(self) -> bool:
+        return len(self.members) > 1
+
+    def member(self, key: bytes) -> Member | None:
+        return next((m for m in [*self.members, *self.spares] if m.key == key), None)
 
 
 StatusCallback = Callable[[TaskHandle, TaskState], None]
@@ -125,10 +272,13 @@ class Client:
         self._relay: RelayClient | None = None
         self._follower: EventFollower | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._events: dict[bytes, list[ChainEvent]] = {}
         self._wake: dict[bytes, asyncio.Event] = {}
         # A node's encryption key is derived from its account: one look-up per node is enough.
         self._node_keys: dict[str, bytes] = {}
+        self._network: NetworkParams | None = None  # the contract's deploy parameters, read once
+        # Nodes of this client's most recent tasks: every start excludes them, so that the
+        # exclude list of a group's member looks like that of any other task.
+        self._recent_nodes: deque[str] = deque(maxlen=EXCLUDE_MAX)
 
     def __repr__(self) -> str:
         return f"Client(address={self.identity.address!r}, rpc_url={self.config.rpc_url!r}, state={self.state.name})"
@@ -191,11 +341,12 @@ class Client:
         fee: int = DEFAULT_FEE,
         timeout: float = 120.0,
         on_status: StatusCallback | None = None,
+        validate: str = "sampled",
         **requirements: Any,
     ) -> Any:
-        """Submit a task and return its checked result."""
+        """Submit a task and return its checked result (``validate``: see ``submit``)."""
         check_positive("timeout", timeout, "seconds")  # before paying: a wait of 0 only loses the fee
-        handle = await self.submit(task_type, model, inputs, fee=fee, **requirements)
+        handle = await self.submit(task_type, model, inputs, fee=fee, validate=validate, **requirements)
         return await self.result(handle, timeout=timeout, on_status=on_status)
 
     async def submit(
@@ -209,21 +360,35 @@ class Client:
         min_vram: int = 0,
         gpu: str = "",
         size: int = 1,
-        stage_timeout: int = DEFAULT_STAGE_TIMEOUT_S,
+        stage_timeout: int | None = None,
+        validate: str = "sampled",
     ) -> TaskHandle:
-        """Create the task on chain (docs/design.md, "A task's life", step 1) and return at once.
+        """Create and start the task on chain (docs/design.md, "A task's life", step 1) and
+        return without waiting for a node.
+
+        ``validate="sampled"`` (the default): the network samples tasks for validation at
+        its rate (``validation_rate_bps``); a sampled task becomes a group of three here,
+        paying two more fees that come back once the group agrees. ``validate="always"``:
+        the task runs as a group of three from the start, and each of the three nodes keeps
+        its fee (``fee`` is paid three times). Nodes cannot tell either kind from a lone task.
+
+        ``stage_timeout`` (seconds each stage may take) defaults to 60 s, or half the
+        network's validation window where that is shorter (``limits.default_stage_timeout``).
 
         Everything a node would refuse is refused here first, before anything is paid
         (``ValidationError`` naming the limit, see ``gridtask.limits``).
         """
         task_type = _task_type(task_type)
+        validate = check_validate_mode(validate)
         if not isinstance(inputs, dict):
             raise ValidationError(f"inputs: must be a dict (got {type(inputs).__name__})")
         if not isinstance(fee, int) or isinstance(fee, bool):
             raise ValidationError(f"fee: must be an integer number of wei (got {fee!r})")
         check_positive("fee", fee, "wei")
-        check_positive("stage_timeout", stage_timeout, "seconds")
-        for name, number, least in (("size", size, 1), ("min_vram", min_vram, 0), ("stage_timeout", stage_timeout, 1)):
+        if stage_timeout is not None:
+            check_positive("stage_timeout", stage_timeout, "seconds")
+        for name, number, least in (("size", size, 1), ("min_vram", min_vram, 0),
+                                    ("stage_timeout", 1 if stage_timeout is None else stage_timeout, 1)):
             if not isinstance(number, int) or isinstance(number, bool) or number < least:
                 raise ValidationError(f"{name}: must be an integer of at least {least} (got {number!r})")
         wanted = models or [model]
@@ -237,121 +402,441 @@ class Client:
         check_task(task_type, model, inputs)
         for other in wanted:
             check_model_type(task_type, other)
-        params = TaskParams(
-            task_type=task_type, model=model, inputs=inputs,
-            reply_key=self.identity.encryption_public_key.hex(),
-        ).encode()
-        check_params_size(params)
+        handle = TaskHandle(
+            members=[], model=model, fee=fee, task_type=task_type, secret=os.urandom(32), validate=validate,
+            models=model_ids, min_vram=min_vram, gpu=gpu_id, size=size,
+        )
+        check_params_size(self._new_member(handle, inputs).params)  # every member's are the same size
         await self.open()
+        network = await self._network_params()
+        check_fee(fee, size, network.min_fee_per_unit)
+        if stage_timeout is None:
+            stage_timeout = default_stage_timeout(network.validation_window, network.min_timeout)
+        elif not stage_timeout_fits(stage_timeout, network.validation_window):
+            warnings.warn(f"stage_timeout {stage_timeout} s is over half the network's validation window "
+                          f"({network.validation_window} s): should the task be sampled, a member of its group "
+                          "that stalls can hold the group until a node that scored is paid unvalidated",
+                          StageTimeoutWarning, stacklevel=2)
+        handle.stage_timeout = stage_timeout
+        counts = []
         for m, raw in zip(wanted, model_ids, strict=True):
-            if await self.chain.model_node_count(raw) == 0:
+            counts.append(await self.chain.model_node_count(raw))
+            if counts[-1] == 0:
                 warnings.warn(f"no node serves {m} yet: the task waits until one joins",
                               NoNodeWarning, stacklevel=2)
-        task_id, nonce = os.urandom(32), os.urandom(32)
-        commitment = task_commitment(task_id, nonce)
-        key = task_key(self.identity.address, commitment)  # the task's name on chain
-        self._watch(key)
-        await self.chain.create_task(
-            task_type=int(task_type), commitment=commitment, nonce=nonce, models=model_ids, min_vram=min_vram,
-            required_gpu=gpu_id, params_hash=params_hash(params, nonce), task_size=size, timeout=stage_timeout,
-            fee=fee,
-        )
-        log.info("task 0x%s: created (fee %d wei)", key.hex()[:8], fee)
-        return TaskHandle(commitment=key, nonce=nonce, params=params, model=model, fee=fee)
+        handle.serving = min(counts)
+        if handle.serving and (len(model_ids) > 1 or min_vram or gpu):
+            handle.serving = await self._capable_nodes(handle)
+        members = [self._new_member(handle, inputs) for _ in range(GROUP_SIZE if validate == "always" else 1)]
+        await self._create(handle, members)
+        log.info("task %s: created (fee %d wei%s)", handle.task_id[:10], fee,
+                 ", a group of three" if handle.is_group else "")
+        for member in handle.members:
+            await self._start(handle, member)
+        await self._sample(handle, inputs)
+        return handle
 
     async def result(
         self, handle: TaskHandle, *, timeout: float = 120.0, on_status: StatusCallback | None = None
     ) -> Any:
-        """Follow the task to its end (docs/design.md, "A task's life", steps 2-8) and return the checked result.
+        """Follow the task (and its group) to its end (docs/design.md, "A task's life",
+        steps 2-8) and return the checked result: the original's, or, when its group
+        outvoted it, an agreeing member's (``handle.group`` says how the group ended).
+        In a group, every agreeing member's delivery is downloaded and checked against its
+        score before returning, and a mismatch disputed: a node that copied another's score
+        agrees with it, and only its delivery can show that.
 
         A task that waits on someone else (a node to take it, to score, to deliver) past
         its stage's deadline will not move again: this aborts it at once, which refunds
-        the fee, and raises ``TaskAborted``. ``TaskTimeout`` means only that ``timeout``
-        ran out first.
+        the fee, and raises ``TaskAborted`` (a group member is aborted the same way, and the
+        group goes on without it). ``GroupFailed``: no two members agreed; ``TaskInvalidated``:
+        the result was shown wrong on chain; ``ResultMismatch``: the delivered result does
+        not match its score (disputed on chain when small enough). ``TaskTimeout`` means only
+        that ``timeout`` ran out first.
         """
         check_positive("timeout", timeout, "seconds")
         deadline = time.monotonic() + timeout
-        uploaded = False
+        for member in handle.members:
+            self._watch(handle, member.key)
         try:
             while True:
-                info = await self._task(handle, deadline)
-                if info.state != handle.state:
-                    handle.state = info.state
+                infos = await self._read(handle, deadline)
+                original = infos[handle.commitment]
+                if original.state != handle.state:
+                    handle.state = original.state
                     if on_status:
-                        on_status(handle, info.state)
-                if info.state == TaskState.SUCCESS:
-                    return await self._download(handle, info, deadline)
-                elif info.state == TaskState.ABORTED:
-                    raise TaskAborted(await self._abort_reason(handle), task_id=handle.task_id, fee=info.fee)
-                elif info.state == TaskState.ERRORED:
-                    code = await self._error_code(handle)
-                    raise TaskErrored(code, task_id=handle.task_id, message=explain_task_error(code, handle.params))
-                elif info.state in STALLABLE and time.time() > info.deadline + ABORT_GRACE_S:
-                    await self._abort_stalled(handle, info, deadline)
-                elif info.state == TaskState.STARTED and not uploaded:
-                    await self._upload_params(handle, info, deadline)
-                    uploaded = True
-                elif info.state == TaskState.SCORE_READY:  # again if a reorg took a validation back
-                    await self._validate(handle, deadline)
+                        on_status(handle, original.state)
+                if handle.sampled is None and original.state != TaskState.CREATED:
+                    await self._sample(handle, None)  # a handle whose submit was cut short
+                    continue
+                if handle.is_group:
+                    outcome = await self._group_step(handle, infos, deadline)
                 else:
+                    outcome = await self._single_step(handle, handle.original, original, deadline)
+                if outcome is _WAIT:
                     await self._sleep_until_event(handle, deadline)
+                elif outcome is not _ACTED:
+                    return outcome
         finally:
-            self._unwatch(handle.commitment)
+            self._unwatch(handle)
 
-    async def execute(self, task: Any, timeout: float = 300) -> list[Any]:
+    async def execute(self, task: Any, timeout: float = 300, *, validate: str = "sampled") -> list[Any]:
         """Dria style: run a ``Task`` (or a list) and return ``TaskResult`` objects."""
         from gridtask.sdk._dria import execute
 
+        check_validate_mode(validate)
         await self.open()
-        return await execute(self, task, timeout=timeout)
+        return await execute(self, task, timeout=timeout, validate=validate)
+
+    # ------------------------------------------------------------ creating and starting
+
+    def _new_member(self, handle: TaskHandle, inputs: dict[str, Any]) -> Member:
+        """A fresh nonce and the parameters it salts: its own result key among them, so the
+        members of a group have different parameters hashes and results encrypted apart."""
+        nonce = os.urandom(32)
+        params = TaskParams(
+            task_type=handle.task_type, model=handle.model, inputs=inputs,
+            result_key=result_key(handle.secret, nonce).hex(),
+        ).encode()
+        key = task_key(self.identity.address, task_commitment(handle.secret, nonce))
+        return Member(key=key, nonce=nonce, params=params)
+
+    async def _create(self, handle: TaskHandle, members: list[Member]) -> None:
+        """Create members on chain (concurrently: the chain client orders their nonces)."""
+        for member in members:
+            handle.members.append(member)
+            self._watch(handle, member.key)
+
+        async def create(member: Member) -> None:
+            await self.chain.create_task(
+                task_type=int(handle.task_type), commitment=task_commitment(handle.secret, member.nonce),
+                nonce=member.nonce, models=handle.models, min_vram=handle.min_vram, required_gpu=handle.gpu,
+                params_hash=params_hash(member.params, member.nonce), task_size=handle.size,
+                timeout=handle.stage_timeout, fee=handle.fee,
+            )
+
+        await asyncio.gather(*(create(m) for m in members))
+
+    async def _capable_nodes(self, handle: TaskHandle) -> int:
+        """How many registered nodes could run the task: every model, enough VRAM, the GPU
+        asked for (the contract's match, less idleness). Only needed when the task asks for
+        more than one model, some VRAM or a GPU: then ``model_node_count`` overcounts, and an
+        exclude list capped by it could leave the task no node at all."""
+        joined = await self.chain.find_logs([self.chain.events.topic("NodeJoined")])
+        capable = 0
+        for address in dict.fromkeys(str(e.args["node"]) for e in joined if not e.removed):
+            node = await self.chain.get_node(address)
+            if node is None or node.status in (NodeStatus.NONE, NodeStatus.LEAVING) or node.vram < handle.min_vram:
+                continue
+            if handle.gpu != bytes(32) and to_bytes32(node.gpu) != handle.gpu:
+                continue
+            served = {to_bytes32(m) for m in await self.chain.get_node_models(address)}
+            capable += set(handle.models) <= served
+        return capable
+
+    def _exclude(self, handle: TaskHandle, member: Member) -> list[str]:
+        """The nodes ``member`` may not run on: a group member's, the other members' nodes;
+        any other task's, the nodes of this client's two most recent tasks (so that an exclude
+        list never marks a group). Either way no more of them than leaves a node that can run
+        it (a rule of public numbers, so the cap marks nothing either)."""
+        if handle.is_group:
+            nodes = [m.node for m in handle.members if m is not member and m.node]
+        else:
+            nodes = list(dict.fromkeys(reversed(self._recent_nodes)))
+        return nodes[:max(0, min(EXCLUDE_MAX, handle.serving - 1))]
+
+    async def _start(self, handle: TaskHandle, member: Member) -> None:
+        """``startTask`` in a block after the creation (the creation's receipt is in: any
+        transaction sent now lands later); then learn its node, if it got one."""
+        exclude = self._exclude(handle, member)
+        try:
+            await self.chain.start_task(member.key, handle.models, handle.min_vram, handle.gpu, exclude=exclude)
+        except TransactionReverted as exc:
+            info = await self.chain.get_task(member.key)
+            if info is None or info.state == TaskState.CREATED:
+                if "start window passed" in exc.reason:  # 256 blocks later: only a refund is left
+                    await self.chain.cancel_task(member.key)
+                    return
+                raise
+            log.info("task %s: started by someone else meanwhile", member.task_id[:10])
+        self._learn_node(member, await self.chain.get_task(member.key))
+
+    def _learn_node(self, member: Member, info: TaskInfo | None) -> None:
+        if info is not None and info.has_node and not member.node:
+            member.node = info.node
+            self._recent_nodes.append(info.node)
+
+    async def _sample(self, handle: TaskHandle, inputs: dict[str, Any] | None) -> None:
+        """Ask the contract whether the original was sampled (the task ID opens its
+        commitment); a sampled lone task becomes a group of three at once."""
+        if handle.sampled is not None:
+            return
+        original = handle.original
+        handle.sampled = bool(await CHAIN_UNREACHABLE.call(
+            lambda: self.chain.is_sampled(original.key, handle.opening, original.nonce)))
+        if not handle.sampled or handle.is_group:
+            return
+        log.info("task %s: sampled for validation; two more tasks with its task ID make a group of three",
+                 handle.task_id[:10])
+        params = TaskParams.decode(original.params)
+        await self._create(handle, [self._new_member(handle, inputs or params.inputs) for _ in range(2)])
+        for member in handle.members[1:]:
+            await self._start(handle, member)
+
+    # ------------------------------------------------------------ following
+
+    async def _read(self, handle: TaskHandle, deadline: float) -> dict[bytes, TaskInfo]:
+        """Every member's record (spares included)."""
+        infos = {}
+        for member in [*handle.members, *handle.spares]:
+            info = await self._task(member, deadline)
+            member.state = info.state
+            self._learn_node(member, info)
+            infos[member.key] = info
+        return infos
+
+    async def _tend(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float,
+                    *, upload: bool = True) -> bool:
+        """What one member needs from its creator now: a start, its parameters, or an abort
+        once it stalled past its stage's deadline. True if something was done."""
+        if info.state == TaskState.CREATED:
+            await self._start(handle, member)
+            return True
+        if info.state in STALLABLE and time.time() > info.deadline + ABORT_GRACE_S:
+            await self._abort_stalled(handle, member, info, deadline)
+            return True
+        if info.state == TaskState.STARTED and upload and not member.uploaded:
+            await self._upload_params(handle, member, info, deadline)
+            member.uploaded = True
+            return True
+        return False
+
+    async def _single_step(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> Any:
+        if info.state == TaskState.SUCCESS:
+            handle.delivered_by = member
+            return await self._download(handle, member, info, deadline)
+        if info.state == TaskState.ABORTED:
+            raise TaskAborted(await self._abort_reason(member), task_id=member.task_id, fee=info.fee)
+        if info.state == TaskState.ERRORED:
+            code = await self._error_code(member)
+            raise TaskErrored(code, task_id=member.task_id, message=explain_task_error(code, member.params))
+        if info.state == TaskState.INVALIDATED:
+            raise await self._invalidated(member, info)
+        if await self._tend(handle, member, info, deadline):
+            return _ACTED
+        if info.state == TaskState.SCORE_READY:  # again if a reorg took a validation back
+            await self._validate_single(handle, member, deadline)
+            return _ACTED
+        return _WAIT
+
+    async def _group_step(self, handle: TaskHandle, infos: dict[bytes, TaskInfo], deadline: float) -> Any:
+        if handle.group is None and any(infos[m.key].state in AFTER_GROUP for m in handle.members):
+            handle.group = await self._find_group(handle)  # validated by an earlier call
+        if handle.group is None:
+            for spare in handle.spares:  # never uploaded to: its node aborts it, or we do once stalled
+                if await self._tend(handle, spare, infos[spare.key], deadline, upload=False):
+                    return _ACTED
+            if await self._replace_duplicate(handle):
+                return _ACTED
+            for member in handle.members:
+                if await self._tend(handle, member, infos[member.key], deadline):
+                    return _ACTED
+            if all(infos[m.key].state in GROUP_READY for m in handle.members):
+                await self._validate_group(handle, deadline)
+                return _ACTED
+            return _WAIT
+        group = handle.group
+        if not group.agreed:
+            raise await self._group_failed(handle, group, infos)
+        # Every agreeing member's delivery is checked (and disputed when it does not fit its
+        # score), not only the one returned: a member that copied another's score agrees, and
+        # only its delivery can show it. Then: the original's result if it agreed, else the
+        # first agreeing member's.
+        agreeing = [m for k, ok in zip(group.keys, group.agreeing, strict=True) if ok
+                    for m in [handle.member(k)] if m is not None]
+        for member in agreeing:
+            info = infos.get(member.key) or await self._task(member, deadline)
+            if not info.state.is_final:  # validated, still to deliver
+                return _ACTED if await self._tend(handle, member, info, deadline) else _WAIT
+        for member in agreeing:
+            info = infos.get(member.key) or await self._task(member, deadline)
+            if info.state == TaskState.SUCCESS and not member.checked:
+                try:
+                    member.output = await self._download(handle, member, info, deadline)
+                except ResultMismatch as exc:
+                    member.rejected = exc
+                member.checked = True
+        for member in agreeing:
+            if member.checked and member.rejected is None:
+                handle.delivered_by = member
+                return member.output
+        mismatches = [m.rejected for m in agreeing if m.rejected is not None]
+        if mismatches:
+            raise mismatches[0]
+        raise TaskAborted("no agreeing member of its validation group delivered its result",
+                          task_id=handle.task_id, fee=0)
+
+    async def _replace_duplicate(self, handle: TaskHandle) -> bool:
+        """A group needs three distinct nodes. A member that landed on a node another member
+        runs on (it was queued while the other's node was not known yet) is left to its node
+        without parameters, which aborts it (a refund), and a new member takes its place,
+        excluding the other two nodes. True if one was replaced."""
+        seen: set[str] = set()
+        for index, member in enumerate(handle.members):
+            node = member.node.lower()
+            if not node:
+                continue
+            if node not in seen:
+                seen.add(node)
+                continue
+            if handle.replacements >= MAX_REPLACEMENTS:
+                raise GroupFailed(GroupOutcome.TOO_FEW, f"no third distinct node after {MAX_REPLACEMENTS} "
+                                  "replacements", task_id=handle.task_id, refunded=0)
+            log.warning("task %s: group member %s landed on node %s, which runs another member; replacing it",
+                        handle.task_id[:10], member.task_id[:10], member.node)
+            handle.replacements += 1
+            handle.spares.append(member)
+            handle.members.remove(member)
+            replacement = self._new_member(handle, TaskParams.decode(handle.original.params).inputs)
+            await self._create(handle, [replacement])
+            handle.members.insert(index, handle.members.pop())  # back at the duplicate's place
+            await self._start(handle, replacement)
+            return True
+        return False
 
     # ------------------------------------------------------------ steps
 
-    async def _upload_params(self, handle: TaskHandle, info: TaskInfo, deadline: float) -> None:
+    async def _upload_params(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> None:
         key = self._node_keys.get(info.node)
         if key is None:
             node = await self.chain.get_node(info.node)
             if node is None:
-                raise GridtaskError(f"task {handle.task_id}: its node {info.node} is not registered")
+                raise GridtaskError(f"task {member.task_id}: its node {info.node} is not registered")
             key = self._node_keys[info.node] = node.public_key
-        handle.node = info.node
-        sealed = seal(handle.params, key)
+        member.node = info.node
+        sealed = seal(member.params, key)
 
         async def upload() -> None:
             try:
-                await self.relay.upload_params(handle.commitment, sealed)
+                await self.relay.upload_params(member.key, sealed)
             except RelayError as exc:
                 if exc.detail != "parameters already uploaded":  # an earlier try got through
                     raise
 
         await self._retry(upload, handle, deadline)
 
-    async def _download(self, handle: TaskHandle, info: TaskInfo, deadline: float) -> Any:
-        sealed = await self._retry(lambda: self.relay.download_result(handle.commitment), handle, deadline)
+    async def _download(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> Any:
+        """Fetch the ciphertext, decrypt it with the member's result key and check it against
+        the score its node committed; a mismatch is disputed on chain (``_mismatch``)."""
+        cipher = await self._retry(lambda: self.relay.download_result(member.key), handle, deadline)
         try:
-            plain = unseal(sealed, self.identity.encryption_private_key)
+            plain = decrypt_result(result_key(handle.secret, member.nonce), cipher)
         except CryptoError:
-            raise ResultMismatch(f"task {handle.task_id}: the delivered result cannot be decrypted",
-                                 task_id=handle.task_id) from None
-        if score(plain) != info.score:
+            raise await self._mismatch(handle, member, info, cipher, "cannot be decrypted with its result key") \
+                from None
+        bits = (await self._network_params()).similarity_bits_for(int(handle.task_type))
+        if not result_matches_score(plain, info.score, handle.task_type, bits):  # what a dispute proves
+            raise await self._mismatch(handle, member, info, cipher,
+                                       f"does not match the score its node {info.node} committed")
+        try:
+            # A similarity type's high half is recomputed here, under the network's rule of agreement
+            # (another machine's rounding may move a bit or two); the contract cannot recompute it.
+            fits = scores_agree(score(plain, handle.task_type), info.score, handle.task_type, bits)
+            output = json.loads(plain)
+        except ValueError:  # ValidationError too: not the JSON its executor returns
+            fits, output = False, None
+        if not fits:
             raise ResultMismatch(
-                f"task {handle.task_id}: the delivered result does not match the score its node "
-                f"{info.node} committed", task_id=handle.task_id)
-        try:
-            return json.loads(plain)
-        except ValueError:
-            raise ResultMismatch(f"task {handle.task_id}: the node delivered a result that is not JSON",
-                                 task_id=handle.task_id) from None
+                f"task {member.task_id}: node {info.node} delivered the bytes it committed to, but they are not "
+                "a valid result of its task type or do not fit the similarity hash it committed; a dispute on "
+                "chain cannot prove that (it checks the result's digest only), so the node keeps the fee",
+                task_id=member.task_id, node=info.node)
+        return output
 
-    async def _validate(self, handle: TaskHandle, deadline: float) -> None:
-        """Accept the score (docs/design.md, "A task's life", step 6); the caller reads the
-        task's state again either way."""
+    async def _mismatch(self, handle: TaskHandle, member: Member, info: TaskInfo, cipher: bytes,
+                        what: str) -> ResultMismatch:
+        """Prove a mismatch on chain when the ciphertext fits a dispute: the task becomes
+        INVALIDATED, its node is slashed and the fee comes back."""
+        head = f"task {member.task_id}: the delivered result {what}"
+        if len(cipher) > MAX_DISPUTE_CIPHERTEXT:
+            return ResultMismatch(
+                f"{head}; its ciphertext is {len(cipher)} bytes, over the {MAX_DISPUTE_CIPHERTEXT} a "
+                "dispute on chain takes, so it cannot be proved wrong there and the node keeps the fee",
+                task_id=member.task_id, node=info.node)
+        log.warning("%s; disputing it on chain", head)
         try:
-            await CHAIN_UNREACHABLE.call(lambda: self.chain.validate_single_task(handle.commitment),
-                                         deadline=deadline)
+            await CHAIN_UNREACHABLE.call(
+                lambda: self.chain.dispute_result(member.key, handle.secret, member.nonce, cipher), deadline=None)
+        except TransactionReverted as exc:
+            return ResultMismatch(f"{head}; the dispute on chain was refused: {exc.reason}",
+                                  task_id=member.task_id, node=info.node)
+        return ResultMismatch(
+            f"{head}; disputed on chain: node {info.node} was slashed and the fee ({info.fee} wei) went back "
+            "to your balance (`gridtask withdraw` takes it out)",
+            task_id=member.task_id, node=info.node, disputed=True)
+
+    async def _validate_single(self, handle: TaskHandle, member: Member, deadline: float) -> None:
+        """Accept the score of a task the network did not sample (docs/design.md, "A task's
+        life", step 6), opening its commitment; the caller reads the state again either way."""
+        try:
+            await CHAIN_UNREACHABLE.call(
+                lambda: self.chain.validate_single_task(member.key, handle.opening, member.nonce), deadline=deadline)
         except TransactionReverted as exc:  # its node aborted it, or an earlier try got through
-            log.warning("task %s: validate refused (%s); reading its state again", handle.task_id[:10], exc.reason)
+            log.warning("task %s: validate refused (%s); reading its state again", member.task_id[:10], exc.reason)
+            if "sampled" in exc.reason:  # the contract says so: ask it again, which makes the group
+                handle.sampled = None
+                return
             await self._sleep_until_event(handle, deadline)
+
+    async def _validate_group(self, handle: TaskHandle, deadline: float) -> None:
+        """``validateTaskGroup`` once every member scored or ended; its receipt says how the
+        group ended (``handle.group``)."""
+        nonces = [m.nonce for m in handle.members]
+        try:
+            receipt = await CHAIN_UNREACHABLE.call(
+                lambda: self.chain.validate_task_group(handle.opening, nonces), deadline=deadline)
+        except TransactionReverted as exc:  # a member moved meanwhile, or an earlier try got through
+            log.warning("task %s: group validation refused (%s); reading its state again",
+                        handle.task_id[:10], exc.reason)
+            handle.group = await self._find_group(handle)
+            if handle.group is None:
+                await self._sleep_until_event(handle, deadline)
+            return
+        events = self.chain.decode_receipt(receipt) if receipt is not None else []
+        found = next((e for e in events if e.name == "TaskGroupValidated"), None)
+        handle.group = await self._group_result(found, events) if found else await self._find_group(handle)
+        if handle.group is not None:
+            log.info("task %s: group validated: %s", handle.task_id[:10], handle.group.describe())
+
+    async def _group_failed(self, handle: TaskHandle, group: GroupResult,
+                            infos: dict[bytes, TaskInfo]) -> GroupFailed | TaskErrored:
+        """The typed error of a group without a majority: its reason and what came back; or,
+        when the members' nodes reported the same task error, that error (the parameters
+        are at fault, not the nodes)."""
+        codes = [await self._error_code(m) for m in handle.members if infos[m.key].state == TaskState.ERRORED]
+        if len(codes) >= 2 and len(set(codes)) == 1:
+            return TaskErrored(codes[0], task_id=handle.task_id,
+                               message=explain_task_error(codes[0], handle.original.params))
+        reason, refunded = "", 0
+        for member in handle.members:
+            info = await self.chain.get_task(member.key)
+            if info is None:
+                continue
+            why = await self._abort_reason(member) if info.state == TaskState.ABORTED else ""
+            if why.startswith("group:"):
+                reason = why
+            if NODE_PAID not in why:
+                refunded += info.fee
+        default = {GroupOutcome.NO_MAJORITY: "group: no two results agree",
+                   GroupOutcome.TOO_FEW: "group: fewer than two results"}
+        return GroupFailed(group.outcome, reason or default.get(group.outcome, group.outcome.name),
+                           task_id=handle.task_id, refunded=refunded)
+
+    async def _invalidated(self, member: Member, info: TaskInfo) -> TaskInvalidated:
+        event = await self._find_event(member, "TaskInvalidated")
+        reason = str(event.args.get("reason", "")) if event else ""
+        return TaskInvalidated(reason or "its result was shown wrong", task_id=member.task_id, node=info.node,
+                               fee=info.fee)
 
     async def _retry(self, call: Callable[[], Any], handle: TaskHandle, deadline: float) -> Any:
         """A relay call, again while the relay has nothing yet or is away, until the caller's deadline."""
@@ -361,11 +846,11 @@ class Client:
 
         return await NOT_READY.call(call, deadline=deadline, on_give_up=timed_out)
 
-    async def _task(self, handle: TaskHandle, deadline: float) -> TaskInfo:
+    async def _task(self, member: Member, deadline: float) -> TaskInfo:
         """The task's record, waiting out a chain that is away until the caller's deadline."""
-        info = await CHAIN_UNREACHABLE.call(lambda: self.chain.get_task(handle.commitment), deadline=deadline)
+        info = await CHAIN_UNREACHABLE.call(lambda: self.chain.get_task(member.key), deadline=deadline)
         if info is None:
-            raise GridtaskError(f"task {handle.task_id} is not on chain")
+            raise GridtaskError(f"task {member.task_id} is not on chain")
         return info
 
     async def _sleep_until_event(self, handle: TaskHandle, deadline: float) -> None:
@@ -386,31 +871,93 @@ class Client:
             f"stage deadline passes, `gridtask task abort {handle.task_id}` refunds the fee",
             task_id=handle.task_id)
 
-    async def _abort_stalled(self, handle: TaskHandle, info: TaskInfo, deadline: float) -> None:
+    async def _abort_stalled(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> None:
         """Abort a task that outlived its stage's deadline; the loop then sees it ABORTED."""
         reason = f"creator: no progress by the {info.state.name} deadline"
-        log.warning("task %s: %s; aborting it (the fee is refunded)", handle.task_id[:10], reason)
+        log.warning("task %s: %s; aborting it (the fee is refunded)", member.task_id[:10], reason)
         try:
-            await self.chain.abort_task(handle.commitment, reason)
+            await self.chain.abort_task(member.key, reason)
         except ChainError as exc:
             # Reverted because it moved meanwhile (a late score, a node's own abort) or the
             # chain's clock is behind ours, or the chain is away: read its state again.
-            log.info("task %s: abort did not go through (%s)", handle.task_id[:10], exc)
+            log.info("task %s: abort did not go through (%s)", member.task_id[:10], exc)
             await self._sleep_until_event(handle, deadline)
 
-    async def _abort_reason(self, handle: TaskHandle) -> str:
-        event = await self._find_event(handle, "TaskAborted")
+    async def _abort_reason(self, member: Member) -> str:
+        event = await self._find_event(member, "TaskAborted")
         return str(event.args["reason"]) if event else "unknown reason"
 
-    async def _error_code(self, handle: TaskHandle) -> int:
-        event = await self._find_event(handle, "TaskErrorReported")
+    async def _error_code(self, member: Member) -> int:
+        event = await self._find_event(member, "TaskErrorReported")
         return int(event.args["error_code"]) if event else 0
 
-    async def _find_event(self, handle: TaskHandle, name: str) -> ChainEvent | None:
-        for event in await self.events(handle.commitment):
-            if event.name == name:
+    async def _find_event(self, member: Member, name: str) -> ChainEvent | None:
+        for event in await self.events(member.key):
+            if event.name == name and not event.removed:
                 return event
         return None
+
+    async def _network_params(self) -> NetworkParams:
+        """The network's deploy parameters (minimum fee, validation window...), read once per client."""
+        if self._network is None:
+            self._network = await CHAIN_UNREACHABLE.call(self.chain.network_params)
+        return self._network
+
+    # ------------------------------------------------------------ groups on chain
+
+    async def _find_group(self, handle: TaskHandle) -> GroupResult | None:
+        """The group's ``TaskGroupValidated`` on chain (indexed by ``keccak(task ID)``)."""
+        topic = self.chain.events.topic("TaskGroupValidated")
+        events = await self.chain.find_logs([topic, handle.opening])
+        for event in reversed(events):
+            if not event.removed and bytes(event.args["keys"][0]) == handle.commitment:
+                return await self._group_result(event)
+        return None
+
+    async def group(self, task_id: str | bytes) -> GroupResult | None:
+        """How the validation group of a task (any member's key) ended, or None if the task
+        was never validated in a group."""
+        key = parse_task_id(task_id)
+        await self.open()
+        info = await self.chain.get_task(key)
+        if info is None:
+            return None
+        creator = bytes(12) + bytes.fromhex(info.creator.removeprefix("0x"))
+        events = await self.chain.find_logs([self.chain.events.topic("TaskGroupValidated"), None, creator])
+        for event in reversed(events):
+            if not event.removed and key in [bytes(k) for k in event.args["keys"]]:
+                return await self._group_result(event)
+        return None
+
+    async def slashes(self, task_id: str | bytes) -> list[ChainEvent]:
+        """``NodeSlashed`` events for one task (a group outvoted it, or its creator disputed it)."""
+        key = parse_task_id(task_id)
+        await self.open()
+        topic = self.chain.events.topic("NodeSlashed")
+        return [e for e in await self.chain.find_logs([topic, None, key]) if not e.removed]
+
+    async def _group_result(self, event: ChainEvent, receipt_events: list[ChainEvent] | None = None) -> GroupResult:
+        """A ``TaskGroupValidated`` with the slashes of the same transaction and the members' nodes."""
+        if receipt_events is None:
+            topic = self.chain.events.topic("NodeSlashed")
+            receipt_events = [e for e in await self.chain.find_logs([topic], from_block=event.block_number,
+                                                                     to_block=event.block_number)
+                              if e.transaction_hash == event.transaction_hash]
+        keys = tuple(bytes(k) for k in event.args["keys"])
+        bits = int(event.args["agreeing"])
+        slashed: dict[str, int] = {}
+        for e in receipt_events:
+            if e.name == "NodeSlashed":
+                slashed[str(e.args["node"])] = slashed.get(str(e.args["node"]), 0) + int(e.args["amount"])
+        nodes = []
+        for k in keys:
+            info = await self.chain.get_task(k)
+            nodes.append(info.node if info is not None else "")
+        return GroupResult(
+            outcome=GroupOutcome(int(event.args["outcome"])), keys=keys,
+            agreeing=tuple(bool(bits >> i & 1) for i in range(len(keys))), sampled=bool(event.args["sampled"]),
+            slashed=slashed, nodes=tuple(nodes),
+        )
 
     # ------------------------------------------------------------ inspection
 
@@ -439,11 +986,14 @@ class Client:
 
     # ------------------------------------------------------------ events
 
-    def _watch(self, commitment: bytes) -> None:
-        self._wake[commitment] = asyncio.Event()
+    def _watch(self, handle: TaskHandle, key: bytes) -> None:
+        """Events of any member wake the handle's one waiter."""
+        wake = self._wake.setdefault(handle.members[0].key if handle.members else key, asyncio.Event())
+        self._wake[key] = wake
 
-    def _unwatch(self, commitment: bytes) -> None:
-        self._wake.pop(commitment, None)
+    def _unwatch(self, handle: TaskHandle) -> None:
+        for member in [*handle.members, *handle.spares]:
+            self._wake.pop(member.key, None)
 
     async def _pump_events(self) -> None:
         assert self._follower is not None
@@ -475,4 +1025,5 @@ def _task_type(value: TaskType | int) -> TaskType:
         raise ValidationError(f"unknown task type {value!r}: one of {[t.name.lower() for t in TaskType]}") from None
 
 
-__all__ = ["Client", "ClientState", "NoNodeWarning", "TaskHandle", "parse_task_id"]
+__all__ = ["Client", "ClientState", "GroupResult", "Member", "NoNodeWarning", "StageTimeoutWarning", "TaskHandle",
+           "parse_task_id"]

@@ -47,6 +47,8 @@ class TaskResult(BaseModel):
     model: str
     node: str = ""
     fee: int = 0
+    group: str = ""
+    """How its validation group ended (``GroupResult.describe()``), empty for a lone task."""
 
 
 class Simple:
@@ -64,23 +66,25 @@ class Simple:
         return str(results[0].result)
 
 
-async def execute(client: Client, task: Task | list[Task], *, timeout: float = 300) -> list[TaskResult]:
-    """Run one task or several at once; results come back in the same order."""
+async def execute(client: Client, task: Task | list[Task], *, timeout: float = 300,
+                  validate: str = "sampled") -> list[TaskResult]:
+    """Run one task or several at once; results come back in the same order (``validate``
+    as ``Client.submit``)."""
     check_positive("timeout", timeout, "seconds")
     tasks = [task] if isinstance(task, Task) else task
     if not tasks or not all(isinstance(t, Task) for t in tasks):
         raise ValidationError("execute takes a Task or a non-empty list of Task objects")
-    return list(await asyncio.gather(*(_execute_one(client, t, timeout) for t in tasks)))
+    return list(await asyncio.gather(*(_execute_one(client, t, timeout, validate) for t in tasks)))
 
 
-async def _execute_one(client: Client, task: Task, timeout: float) -> TaskResult:
+async def _execute_one(client: Client, task: Task, timeout: float, validate: str) -> TaskResult:
     workflow = task.workflow.model_dump() if isinstance(task.workflow, Workflow) else task.workflow
     model = await _served_model(client, [m.value if isinstance(m, Model) else str(m) for m in task.models])
-    handle = await client.submit(TaskType.LLM, model, {"workflow": workflow})
+    handle = await client.submit(TaskType.LLM, model, {"workflow": workflow}, validate=validate)
     output = await client.result(handle, timeout=timeout)
     return TaskResult(
         id=handle.task_id, task_input=workflow, result=output.get("text", output), model=model,
-        node=handle.node, fee=handle.fee,
+        node=handle.node, fee=handle.fee, group=handle.group.describe() if handle.group else "",
     )
 
 

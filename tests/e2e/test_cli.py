@@ -42,6 +42,7 @@ def test_run_prints_generated_text_and_json(config_file: Path) -> None:
     code, out, _ = invoke("run", "Hey there", "--model", "tiny-llm", "--json", "--config", str(config_file))
     doc = json.loads(out)
     assert code == 0 and doc["state"] == "SUCCESS" and doc["result"]["text"]
+    assert doc["group"] is None and doc["delivered_by"] == doc["task_id"]  # not sampled: validated alone
     code, out, _ = invoke("task", "show", doc["task_id"], "--json", "--config", str(config_file))
     shown = json.loads(out)
     assert code == 0 and shown["state"] == "SUCCESS"

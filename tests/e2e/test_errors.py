@@ -65,6 +65,11 @@ def served_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devne
         (["embed", "a", "-m", "echo"], "model: 'echo' runs echo tasks, not embedding tasks"),
         (["embed", "a", "-m", "fake-llm"], "model: 'fake-llm' runs text-generation tasks, not embedding tasks"),
         (["embed", *["t"] * 300], "texts: at most 256 per task (got 300)"),
+        (["run", "hi", "-m", "fake-llm", "--validate", "sometimes"],
+         "validate: one of 'sampled', 'always' (got 'sometimes')"),
+        (["run", "hi", "-m", "fake-llm", "--fee", "1e-12"],
+         "fee: at least 1000000000 wei for a task of size 1, the network's minimum of 1000000000 wei per unit "
+         "(got 1000000)"),
     ],
 )
 async def test_cli_refuses_before_paying(served_net: tuple[Devnet, Path], args: list[str], message: str) -> None:
@@ -107,14 +112,14 @@ async def test_a_task_error_names_the_limit_it_breaks(
     node's limit: the node reports a task error, and the SDK names the limit it broke."""
     monkeypatch.setattr(sdk_client, "check_task", lambda *args: None)
     owed = await client.chain.balance_of()
-    handle = await client.submit(TaskType.ECHO, "echo", {"data": "x" * 1_000_001}, fee=5555)
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "x" * 1_000_001}, fee=5555 * 10**9)
     monkeypatch.undo()
     with pytest.raises(TaskErrored) as errored:
         await client.result(handle, timeout=60)
     assert errored.value.code == TaskErrorCode.INVALID_PARAMETERS
     assert errored.value.message == "data: at most 1000000 characters of JSON (got 1000003)"
     assert "data: at most 1000000 characters of JSON (got 1000003)" in str(errored.value)
-    assert await client.chain.balance_of() == owed + 5555
+    assert await client.chain.balance_of() == owed + 5555 * 10**9
     # `task show` has no parameters to re-check: it gives the code's documented meaning
     proc = await gridtask_async(config_file, "task", "show", handle.task_id)
     assert proc.returncode == 0, proc.stderr

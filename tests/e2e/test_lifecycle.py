@@ -32,14 +32,14 @@ async def test_echo_tasks_succeed_and_money_is_conserved(echo_net: Devnet, clien
 
 
 async def test_node_is_paid_the_fee_on_success(echo_net: Devnet, client: Client) -> None:
-    handle = await client.submit(TaskType.ECHO, "echo", {"data": 1}, fee=12345)
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": 1}, fee=12345 * 10**9)
     await client.result(handle)
     info = await client.task(handle.commitment)
     assert info is not None and info.state == TaskState.SUCCESS
     events = [e.name for e in await client.events(handle.commitment)]
     assert events == ["TaskCreated", "TaskStarted", "TaskScoreReady", "TaskValidated", "TaskSuccess"]
     success = [e for e in await client.events(handle.commitment) if e.name == "TaskSuccess"][0]
-    assert success.args["fee"] == 12345 and success.args["node"] == info.node
+    assert success.args["fee"] == 12345 * 10**9 and success.args["node"] == info.node
     await assert_all_ended_and_conserved(echo_net)
 
 
@@ -101,8 +101,9 @@ def test_committed_abi_names_every_function_the_sdk_calls() -> None:
     from gridtask.chain import artifact
 
     names = {item.get("name") for item in artifact.abi()}
-    for fn in ["createTask", "submitScore", "validateSingleTask", "reportResultUploaded", "abortTask",
-               "cancelTask", "reportTaskError", "withdraw", "join", "takeQueuedTask", "getTask", "getNode"]:
+    for fn in ["createTask", "startTask", "isSampled", "submitScore", "validateSingleTask", "validateTaskGroup",
+               "disputeResult", "reportResultUploaded", "abortTask", "cancelTask", "reportTaskError", "withdraw",
+               "join", "topUp", "takeQueuedTask", "getTask", "getNode", "min_fee_per_unit", "validation_rate_bps"]:
         assert fn in names
     assert json.loads((ROOT / "package.json").read_text())["dependencies"]["@foundry-rs/anvil"] == "1.7.1"
 

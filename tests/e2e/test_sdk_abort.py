@@ -32,7 +32,7 @@ def node_name(net: Devnet, address: str) -> str:
 
 
 async def test_result_aborts_a_task_whose_node_was_killed(echo_net: Devnet, client: Client) -> None:
-    fee = 4242
+    fee = 4242 * 10**9
     owed_before = await client.chain.balance_of()
     handle = await client.submit(TaskType.ECHO, "echo", {"data": "never run"}, fee=fee,
                                  stage_timeout=STAGE_TIMEOUT_S)
@@ -64,13 +64,14 @@ async def test_result_aborts_a_task_no_node_took_before_its_deadline(echo_net: D
     owed_before = await client.chain.balance_of()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoNodeWarning)
-        handle = await client.submit(TaskType.LLM, "nobody-serves-it", {"prompt": "hi"}, fee=99, stage_timeout=5)
+        handle = await client.submit(TaskType.LLM, "nobody-serves-it", {"prompt": "hi"}, fee=99 * 10**9,
+                                     stage_timeout=5)
     info = await client.task(handle.commitment)
     assert info is not None and info.state == TaskState.QUEUED
     with pytest.raises(TaskAborted, match="no progress by the QUEUED deadline"):
         await client.result(handle, timeout=WAIT_S)
     assert time.time() - info.deadline < PROMPT_S
-    assert await client.chain.balance_of() == owed_before + 99
+    assert await client.chain.balance_of() == owed_before + 99 * 10**9
     assert echo_net.config is not None  # and `gridtask task show` says why it ended
     shown = await gridtask_async(save_config(echo_net.config, tmp_path / "config.json"), "task", "show", handle.task_id)
     assert shown.returncode == 0, shown.stderr

@@ -7,7 +7,8 @@ import inspect
 import gridtask.sdk as sdk
 
 PUBLIC_NAMES = [
-    "Client", "ClientState", "Model", "NoNodeWarning", "Simple", "SyncClient", "Task",
+    "Client", "ClientState", "GroupOutcome", "GroupResult", "Member", "Model", "NoNodeWarning", "Simple",
+    "StageTimeoutWarning", "SyncClient", "Task",
     "TaskHandle", "TaskResult", "TaskState", "TaskType", "parse_task_id",
 ]
 

@@ -106,8 +106,8 @@ def test_the_sync_client_refuses_a_zero_wait_too() -> None:
 
 
 def test_parameters_larger_than_the_relay_takes_are_refused() -> None:
-    reply_key = "ab" * 32
-    fits = TaskParams(task_type=TaskType.ECHO, model="echo", inputs={"data": "x"}, reply_key=reply_key).encode()
+    result_key = "ab" * 32
+    fits = TaskParams(task_type=TaskType.ECHO, model="echo", inputs={"data": "x"}, result_key=result_key).encode()
     limits.check_params_size(fits)
     big = b"x" * (DEFAULT_MAX_PARAMS_BYTES - limits.SEAL_OVERHEAD_BYTES + 1)
     with pytest.raises(ValidationError, match=rf"parameters: at most {DEFAULT_MAX_PARAMS_BYTES} bytes"):
@@ -177,5 +177,5 @@ def test_a_valid_workflow_passes_and_echo_data_may_be_any_json() -> None:
 )
 def test_a_task_error_is_explained(code: int, params: dict[str, Any] | None, expected: str) -> None:
     raw = None if params is None else TaskParams(
-        task_type=TaskType.EMBED, model="all-minilm-l6-v2", inputs=params, reply_key="ab" * 32).encode()
+        task_type=TaskType.EMBED, model="all-minilm-l6-v2", inputs=params, result_key="ab" * 32).encode()
     assert limits.explain_task_error(code, raw) == expected

@@ -1,0 +1,420 @@
+"""The SDK's side of validation groups, one module under test (``gridtask.sdk._client``):
+what it sends to the chain and the relay, and what it makes of the answers, against a
+chain and relay faked in memory. Paths a devnet cannot take on purpose (two members on
+one node, a member that copied a score and delivered garbage, a result too large to
+dispute) are here; tests/e2e/test_sdk_groups.py runs the common ones on a real devnet."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from nacl.public import PrivateKey
+
+import gridtask.sdk._client as sdk_client
+from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainEvent
+from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, NodeInfo, TaskInfo
+from gridtask.config import NetworkConfig
+from gridtask.crypto import encrypt_result, keccak, task_id_hash, task_key, unseal
+from gridtask.exceptions import GroupFailed, ResultMismatch, TransactionReverted
+from gridtask.keys import Identity
+from gridtask.params import TaskParams
+from gridtask.scoring import canonical_json, score
+from gridtask.sdk import Client, ClientState, GroupOutcome, TaskType
+from gridtask.types import NodeStatus, TaskState
+
+Answer = Callable[[Any], bytes]  # a node's result for the echo data it was given
+
+
+def honest(data: Any) -> bytes:
+    return canonical_json({"echo": data})
+
+
+def liar(data: Any) -> bytes:
+    return canonical_json({"echo": ["forged", data]})
+
+
+@dataclass
+class FakeTask:
+    key: bytes
+    commitment: bytes
+    nonce: bytes
+    fee: int
+    task_type: int
+    state: TaskState = TaskState.CREATED
+    node: str = ZERO_ADDRESS
+    score: bytes = bytes(32)
+    result_hash: bytes = bytes(32)
+    cipher: bytes = b""
+
+
+@dataclass
+class FakeNetwork:
+    """The contract and the relay as the SDK sees them, with nodes that answer at once.
+
+    ``pick`` chooses a started task's node from those not excluded (the first free one by
+    default); ``answers`` says what each node answers; ``delivers`` may replace what a node
+    uploads (a copier's garbage)."""
+
+    account: str
+    nodes: dict[str, PrivateKey] = field(default_factory=dict)
+    answers: dict[str, Answer] = field(default_factory=dict)
+    delivers: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)
+    sampled: bool = False
+    vram: dict[str, int] = field(default_factory=dict)
+    min_vram: dict[bytes, int] = field(default_factory=dict)
+    pick: Callable[[FakeNetwork, bytes, list[str]], str] | None = None
+    tasks: dict[bytes, FakeTask] = field(default_factory=dict)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    logs: list[ChainEvent] = field(default_factory=list)
+    blocks: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    # ---------------------------------------------------------------- contract
+
+    async def network_params(self) -> NetworkParams:
+        return NetworkParams(validation_window=600)
+
+    async def model_node_count(self, model: bytes) -> int:
+        return len(self.nodes)
+
+    async def create_task(self, *, task_type: int, commitment: bytes, nonce: bytes, fee: int, min_vram: int,
+                          **_: Any) -> None:
+        key = task_key(self.account, commitment)
+        self.min_vram[key] = min_vram
+        self.tasks[key] = FakeTask(key, commitment, nonce, fee, task_type)
+        self.calls.append(("create", key))
+
+    async def start_task(self, key: bytes, models: Any, min_vram: int, gpu: bytes, exclude: Any = ()) -> None:
+        self.calls.append(("start", (key, [e.lower() for e in exclude])))
+        task = self.tasks[key]
+        assert task.state == TaskState.CREATED
+        excluded = [e.lower() for e in exclude]
+        if len(excluded) > 2:
+            raise TransactionReverted("exclude: at most 2")
+        node = (self.pick or first_free)(self, key, excluded)
+        task.node, task.state = node, TaskState.STARTED
+
+    async def is_sampled(self, key: bytes, task_id: bytes, nonce: bytes) -> bool:
+        self._open(key, task_id, nonce)
+        return self.sampled
+
+    async def get_task(self, key: bytes) -> TaskInfo | None:
+        t = self.tasks.get(key)
+        if t is None:
+            return None
+        return TaskInfo(commitment=key, creator=self.account, node=t.node, fee=t.fee, state=t.state,
+                        deadline=2**40, timeout=60, score=t.score, result_hash=t.result_hash)
+
+    async def get_node(self, address: str) -> NodeInfo | None:
+        return NodeInfo(address=address, status=NodeStatus.BUSY, stake=10**18, gpu="cpu",
+                        vram=self.vram.get(address, 0), public_key=bytes(self.nodes[address].public_key), version=1)
+
+    async def get_node_models(self, address: str) -> list[str]:
+        return ["echo"]
+
+    async def validate_single_task(self, key: bytes, task_id: bytes, nonce: bytes) -> None:
+        self._open(key, task_id, nonce)
+        if self.sampled:
+            raise TransactionReverted("tasks: task was sampled: validate it as a group of three")
+        self.calls.append(("validate_single", key))
+        self._deliver(self.tasks[key])
+
+    async def validate_task_group(self, opening: bytes, nonces: list[bytes]) -> list[ChainEvent]:
+        keys = [task_key(self.account, keccak(opening + n)) for n in nonces]
+        self.calls.append(("validate_group", keys))
+        members = [self.tasks[k] for k in keys]
+        assert len({m.node for m in members}) == 3, "group: two tasks ran on the same node"
+        assert all(m.state in (TaskState.SCORE_READY, TaskState.ERRORED) for m in members)
+        scored = [m for m in members if m.state == TaskState.SCORE_READY]
+        agreeing = [m in scored and sum(m.score == o.score for o in scored) >= 2 for m in members]
+        outcome = (GroupOutcome.AGREED if any(agreeing) else
+                   GroupOutcome.NO_MAJORITY if len(scored) >= 2 else GroupOutcome.TOO_FEW)
+        block = next(self.blocks)
+        receipt = [self._event("TaskGroupValidated", block, task_id=opening, outcome=int(outcome), keys=keys,
+                               agreeing=sum(1 << i for i, a in enumerate(agreeing) if a), sampled=self.sampled)]
+        for member, ok in zip(members, agreeing, strict=True):
+            if member.state == TaskState.ERRORED:
+                continue
+            if outcome != GroupOutcome.AGREED:
+                member.state = TaskState.ABORTED
+                self._event("TaskAborted", block, commitment=member.key, reason="group: no two results agree")
+            elif ok:
+                self._deliver(member)
+            else:
+                member.state = TaskState.INVALIDATED
+                receipt.append(self._event("NodeSlashed", block, node=member.node, commitment=member.key,
+                                           amount=5 * 10**17, reason="group: score disagrees with the majority"))
+        return receipt
+
+    async def dispute_result(self, key: bytes, task_id: bytes, nonce: bytes, ciphertext: bytes) -> None:
+        self._open(key, task_id_hash(task_id), nonce)  # a dispute reveals the task ID itself
+        self.calls.append(("dispute", key))
+        assert keccak(ciphertext) == self.tasks[key].result_hash
+        self.tasks[key].state = TaskState.INVALIDATED
+
+    async def abort_task(self, key: bytes, reason: str) -> None:
+        raise AssertionError("nothing stalls here")
+
+    def decode_receipt(self, receipt: list[ChainEvent]) -> list[ChainEvent]:
+        return receipt
+
+    async def find_logs(self, topics: list[Any], **_: Any) -> list[ChainEvent]:
+        name = topics[0]
+        return [e for e in self.logs if (name is None or e.name == name)
+                and (len(topics) < 2 or topics[1] is None or topics[1] in e.args.values())]
+
+    @property
+    def events(self) -> Any:
+        class Topics:
+            @staticmethod
+            def topic(name: str) -> str:
+                return name
+        return Topics()
+
+    # ---------------------------------------------------------------- relay and nodes
+
+    async def upload_params(self, key: bytes, sealed: bytes) -> None:
+        """The node gets its parameters, runs them, commits a score and keeps the ciphertext."""
+        task = self.tasks[key]
+        self.calls.append(("upload", key))
+        params = TaskParams.decode(unseal(sealed, self.nodes[task.node]))
+        if "refuse" in params.inputs:  # parameters no node runs: a task error (refunded)
+            task.state = TaskState.ERRORED
+            self._event("TaskErrorReported", next(self.blocks), commitment=key, error_code=3)
+            return
+        plain = self.answers.get(task.node, honest)(params.inputs["data"])
+        cipher = encrypt_result(params.result_key_bytes, plain)
+        task.score = score(plain, TaskType(task.task_type))
+        task.cipher = self.delivers.get(task.node, lambda c: c)(cipher)
+        task.result_hash = keccak(task.cipher)
+        task.state = TaskState.SCORE_READY
+
+    async def download_result(self, key: bytes) -> bytes:
+        self.calls.append(("download", key))
+        return self.tasks[key].cipher
+
+    # ---------------------------------------------------------------- helpers
+
+    def _open(self, key: bytes, opening: bytes, nonce: bytes) -> None:
+        """The contract's check: ``keccak(task ID)`` and the nonce open the task's commitment."""
+        if task_key(self.account, keccak(opening + nonce)) != key:
+            raise TransactionReverted("tasks: task ID does not open the commitment")
+
+    def _deliver(self, task: FakeTask) -> None:
+        task.state = TaskState.SUCCESS
+
+    def _event(self, name: str, block: int, **args: Any) -> ChainEvent:
+        event = ChainEvent(name=name, args=args, block_number=block, transaction_hash=bytes([block]) * 32,
+                           log_index=len(self.logs))
+        self.logs.append(event)
+        return event
+
+    def called(self, what: str) -> list[Any]:
+        return [arg for name, arg in self.calls if name == what]
+
+
+def first_free(net: FakeNetwork, key: bytes, excluded: list[str]) -> str:
+    busy = {t.node.lower() for t in net.tasks.values() if t.state == TaskState.STARTED}
+    vram = net.min_vram.get(key, 0)
+    return next(n for n in net.nodes if n.lower() not in excluded and n.lower() not in busy
+                and net.vram.get(n, 0) >= vram)
+
+
+@pytest.fixture
+def app() -> Identity:
+    return Identity.generate()
+
+
+@pytest.fixture
+def net(app: Identity) -> FakeNetwork:
+    network = FakeNetwork(account=app.address)
+    for _ in range(4):
+        address = Identity.generate().address
+        network.nodes[address] = PrivateKey.generate()
+        network._event("NodeJoined", next(network.blocks), node=address)
+    return network
+
+
+@pytest.fixture
+def client(app: Identity, net: FakeNetwork, monkeypatch: pytest.MonkeyPatch) -> Client:
+    monkeypatch.setattr(sdk_client, "WAKE_CHECK_S", 0.001)
+    config = NetworkConfig(rpc_url="http://127.0.0.1:9", contract="0x" + "11" * 20, relay_url="http://127.0.0.1:9",
+                           private_key="0x" + app.private_key.hex())
+    c = Client(config=config)
+    c._chain, c._relay, c.state = net, net, ClientState.OPENED  # type: ignore[assignment]
+    return c
+
+
+def node(net: FakeNetwork, index: int) -> str:
+    return list(net.nodes)[index]
+
+
+async def test_a_lone_task_excludes_the_nodes_of_the_two_tasks_before_it(client: Client, net: FakeNetwork) -> None:
+    used = []
+    for i in range(4):
+        handle = await client.submit(TaskType.ECHO, "echo", {"data": i})
+        assert handle.sampled is False and not handle.is_group
+        assert await client.result(handle) == {"echo": i}
+        used.append(handle.node.lower())
+    excludes = [exclude for _, exclude in net.called("start")]
+    assert excludes == [[], [used[0]], [used[1], used[0]], [used[2], used[1]]]
+    assert len(set(used[:3])) == 3 and used[3] != used[2]
+    assert len(net.called("validate_single")) == 4  # alone, opening the commitment (the fake checks it)
+
+
+async def test_the_exclude_list_leaves_a_node_to_run_the_task(client: Client, net: FakeNetwork) -> None:
+    """Two nodes serve the model: a task excludes at most one, or it could never run."""
+    for extra in list(net.nodes)[2:]:
+        del net.nodes[extra]
+    for i in range(3):
+        await client.run(TaskType.ECHO, "echo", {"data": i})
+    assert [len(e) for _, e in net.called("start")] == [0, 1, 1]
+
+
+async def test_a_sampled_task_becomes_a_group_on_three_nodes_and_returns_the_originals_result(
+    client: Client, net: FakeNetwork
+) -> None:
+    net.sampled = True
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "x"})
+    assert handle.is_group and len(handle.members) == 3
+    starts = dict(net.called("start"))
+    original, first, second = handle.members
+    assert starts[first.key] == [original.node.lower()]
+    assert starts[second.key] == [original.node.lower(), first.node.lower()]
+    assert await client.result(handle) == {"echo": "x"}
+    assert net.called("validate_group") == [[m.key for m in handle.members]]
+    assert net.called("validate_single") == []
+    assert handle.group is not None and handle.group.outcome == GroupOutcome.AGREED
+    assert handle.delivered_by is original
+    # every agreeing member's delivery was checked, not only the one returned
+    assert sorted(net.called("download")) == sorted(m.key for m in handle.members)
+    # salted apart: three commitments, three result keys
+    params = [TaskParams.decode(m.params) for m in handle.members]
+    assert len({p.result_key for p in params}) == 3 and len({m.key for m in handle.members}) == 3
+
+
+async def test_validate_always_creates_three_before_starting_any(client: Client, net: FakeNetwork) -> None:
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": 1}, validate="always")
+    assert [name for name, _ in net.calls[:4]] == ["create", "create", "create", "start"]
+    assert handle.sampled is False and len(handle.members) == 3
+    assert await client.result(handle) == {"echo": 1}
+
+
+async def test_an_outvoted_original_gives_an_agreeing_members_result(client: Client, net: FakeNetwork) -> None:
+    net.sampled = True
+    net.answers[node(net, 0)] = liar  # the original lands on node 0 (the first free one)
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "truth"})
+    assert handle.original.node == node(net, 0)
+    assert await client.result(handle) == {"echo": "truth"}
+    group = handle.group
+    assert group is not None and group.agreeing == (False, True, True)
+    assert group.slashed == {node(net, 0): 5 * 10**17}
+    assert handle.delivered_by is handle.members[1] and handle.node == handle.members[1].node
+    assert "node " + node(net, 0) + " slashed" in group.describe()
+
+
+async def test_no_majority_is_a_typed_error_with_the_refund(client: Client, net: FakeNetwork) -> None:
+    net.sampled = True
+    net.answers[node(net, 0)] = liar
+    net.answers[node(net, 1)] = lambda data: canonical_json({"echo": "other"})
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "?"}, fee=10**15)
+    with pytest.raises(GroupFailed) as failed:
+        await client.result(handle)
+    assert failed.value.outcome == GroupOutcome.NO_MAJORITY
+    assert failed.value.reason == "group: no two results agree"
+    assert failed.value.refunded == 3 * 10**15
+    assert "ended NO_MAJORITY" in str(failed.value) and "submit it again" in str(failed.value)
+
+
+async def test_two_members_on_one_node_get_a_replacement(client: Client, net: FakeNetwork) -> None:
+    """The second extra lands on the first extra's node (the queue gave it there before the
+    first's node was known): it gets no parameters, and a new member takes its place."""
+    net.sampled = True
+    starts = 0
+
+    def pick(n: FakeNetwork, key: bytes, excluded: list[str]) -> str:
+        nonlocal starts
+        starts += 1
+        if starts == 3:  # ignores the exclude list, as a queue without it would
+            return node(n, 1)
+        return first_free(n, key, excluded)
+
+    net.pick = pick
+    # the first extra finishes before the second starts, so its node is free again
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "d"})
+    assert await client.result(handle) == {"echo": "d"}
+    assert len(handle.spares) == 1 and handle.replacements == 1
+    spare = handle.spares[0]
+    assert spare.node == node(net, 1) and spare.key not in net.called("upload")
+    nodes = [m.node for m in handle.members]
+    assert len(set(nodes)) == 3
+    assert net.called("validate_group") == [[m.key for m in handle.members]]
+    replacement = handle.members[2]
+    assert dict(net.called("start"))[replacement.key] == [m.node.lower() for m in handle.members[:2]]
+
+
+async def test_a_delivery_that_does_not_fit_its_score_is_disputed(client: Client, net: FakeNetwork) -> None:
+    garbage = encrypt_result(bytes(32), b"garbage")
+    net.delivers[node(net, 0)] = lambda cipher: garbage
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": 5})
+    with pytest.raises(ResultMismatch) as mismatch:
+        await client.result(handle)
+    assert mismatch.value.disputed and mismatch.value.node == node(net, 0)
+    assert net.called("dispute") == [handle.commitment]
+    assert "was slashed and the fee" in str(mismatch.value)
+
+
+async def test_a_delivery_too_large_to_dispute_says_so(client: Client, net: FakeNetwork) -> None:
+    net.delivers[node(net, 0)] = lambda cipher: b"\1" * (MAX_DISPUTE_CIPHERTEXT + 32)
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": 5})
+    with pytest.raises(ResultMismatch, match=f"over the {MAX_DISPUTE_CIPHERTEXT} a dispute on chain takes") as m:
+        await client.result(handle)
+    assert not m.value.disputed and net.called("dispute") == []
+
+
+async def test_a_copier_in_an_agreeing_group_is_disputed_and_the_original_returned(
+    client: Client, net: FakeNetwork
+) -> None:
+    """An extra that committed the right score but delivered garbage agrees in the vote;
+    its delivery is checked all the same, and disputed."""
+    net.sampled = True
+    net.delivers[node(net, 2)] = lambda cipher: encrypt_result(bytes(32), b"nothing")
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "real"})
+    copier = next(m for m in handle.members if m.node == node(net, 2))
+    assert await client.result(handle) == {"echo": "real"}
+    assert net.called("dispute") == [copier.key]
+    assert copier.rejected is not None and copier.rejected.disputed
+
+
+async def test_a_fee_under_the_networks_minimum_is_refused_before_paying(client: Client, net: FakeNetwork) -> None:
+    from gridtask.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match=r"fee: at least 3000000000 wei for a task of size 3"):
+        await client.submit(TaskType.ECHO, "echo", {"data": 1}, fee=10**9, size=3)
+    assert net.calls == []
+
+
+async def test_a_group_whose_nodes_all_refuse_the_parameters_is_a_task_error(client: Client, net: FakeNetwork) -> None:
+    """The parameters are at fault, not the nodes: the user gets the task error, not a group failure."""
+    from gridtask.exceptions import TaskErrored
+
+    net.sampled = True
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": 1, "refuse": True})
+    with pytest.raises(TaskErrored) as errored:
+        await client.result(handle)
+    assert errored.value.code == 3
+    assert len(net.called("validate_group")) == 1  # settled all the same (TOO_FEW)
+
+
+async def test_only_one_node_has_the_vram_so_no_node_is_excluded(client: Client, net: FakeNetwork) -> None:
+    """model_node_count counts every echo node; the task needs VRAM only one has: excluding
+    it would leave the task nowhere to run."""
+    big = node(net, 3)
+    net.vram[big] = 8000
+    for i in range(3):
+        assert await client.run(TaskType.ECHO, "echo", {"data": i}, min_vram=8000) == {"echo": i}
+    assert [e for _, e in net.called("start")] == [[], [], []]
+    assert {net.tasks[k].node for k, _ in net.called("start")} == {big}
