@@ -19,7 +19,7 @@ from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainEvent
 from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, NodeInfo, TaskInfo
 from gridtask.config import NetworkConfig
 from gridtask.crypto import encrypt_result, keccak, task_id_hash, task_key, unseal
-from gridtask.exceptions import GroupFailed, ResultMismatch, TransactionReverted
+from gridtask.exceptions import GroupFailed, ResultMismatch, TaskInvalidated, TransactionReverted
 from gridtask.keys import Identity
 from gridtask.params import TaskParams
 from gridtask.scoring import canonical_json, score
@@ -66,6 +66,8 @@ class FakeNetwork:
     sampled: bool = False
     vram: dict[str, int] = field(default_factory=dict)
     min_vram: dict[bytes, int] = field(default_factory=dict)
+    silent: set[str] = field(default_factory=set)
+    stalled: set[bytes] = field(default_factory=set)
     pick: Callable[[FakeNetwork, bytes, list[str]], str] | None = None
     tasks: dict[bytes, FakeTask] = field(default_factory=dict)
     calls: list[tuple[str, Any]] = field(default_factory=list)
@@ -105,8 +107,9 @@ class FakeNetwork:
         t = self.tasks.get(key)
         if t is None:
             return None
+        deadline = 0 if key in self.stalled else 2**40  # a silent node's task is past its deadline
         return TaskInfo(commitment=key, creator=self.account, node=t.node, fee=t.fee, state=t.state,
-                        deadline=2**40, timeout=60, score=t.score, result_hash=t.result_hash)
+                        deadline=deadline, timeout=60, score=t.score, result_hash=t.result_hash)
 
     async def get_node(self, address: str) -> NodeInfo | None:
         return NodeInfo(address=address, status=NodeStatus.BUSY, stake=10**18, gpu="cpu",
@@ -127,7 +130,8 @@ class FakeNetwork:
         self.calls.append(("validate_group", keys))
         members = [self.tasks[k] for k in keys]
         assert len({m.node for m in members}) == 3, "group: two tasks ran on the same node"
-        assert all(m.state in (TaskState.SCORE_READY, TaskState.ERRORED) for m in members)
+        assert all(m.state in (TaskState.SCORE_READY, TaskState.ERRORED, TaskState.ABORTED) for m in members), \
+            "group: a member is still running; abort it after its deadline"
         scored = [m for m in members if m.state == TaskState.SCORE_READY]
         agreeing = [m in scored and sum(m.score == o.score for o in scored) >= 2 for m in members]
         outcome = (GroupOutcome.AGREED if any(agreeing) else
@@ -136,7 +140,7 @@ class FakeNetwork:
         receipt = [self._event("TaskGroupValidated", block, task_id=opening, outcome=int(outcome), keys=keys,
                                agreeing=sum(1 << i for i, a in enumerate(agreeing) if a), sampled=self.sampled)]
         for member, ok in zip(members, agreeing, strict=True):
-            if member.state == TaskState.ERRORED:
+            if member.state in (TaskState.ERRORED, TaskState.ABORTED):
                 continue
             if outcome != GroupOutcome.AGREED:
                 member.state = TaskState.ABORTED
@@ -154,9 +158,15 @@ class FakeNetwork:
         self.calls.append(("dispute", key))
         assert keccak(ciphertext) == self.tasks[key].result_hash
         self.tasks[key].state = TaskState.INVALIDATED
+        self._event("TaskInvalidated", next(self.blocks), commitment=key, node=self.tasks[key].node,
+                    reason="dispute: result does not match its score")
 
     async def abort_task(self, key: bytes, reason: str) -> None:
-        raise AssertionError("nothing stalls here")
+        task = self.tasks[key]
+        assert task.state == TaskState.STARTED and key in self.stalled, "aborted before its deadline"
+        self.calls.append(("abort", key))
+        task.state = TaskState.ABORTED
+        self._event("TaskAborted", next(self.blocks), commitment=key, reason=reason)
 
     def decode_receipt(self, receipt: list[ChainEvent]) -> list[ChainEvent]:
         return receipt
@@ -180,6 +190,9 @@ class FakeNetwork:
         """The node gets its parameters, runs them, commits a score and keeps the ciphertext."""
         task = self.tasks[key]
         self.calls.append(("upload", key))
+        if task.node in self.silent:  # takes the parameters, never answers: its deadline passes
+            self.stalled.add(key)
+            return
         params = TaskParams.decode(unseal(sealed, self.nodes[task.node]))
         if "refuse" in params.inputs:  # parameters no node runs: a task error (refunded)
             task.state = TaskState.ERRORED
@@ -365,6 +378,10 @@ async def test_a_delivery_that_does_not_fit_its_score_is_disputed(client: Client
     assert mismatch.value.disputed and mismatch.value.node == node(net, 0)
     assert net.called("dispute") == [handle.commitment]
     assert "was slashed and the fee" in str(mismatch.value)
+    # following it again: it is INVALIDATED on chain now, a typed error with the contract's reason
+    with pytest.raises(TaskInvalidated, match="dispute: result does not match its score") as invalid:
+        await client.result(handle)
+    assert invalid.value.node == node(net, 0) and net.called("dispute") == [handle.commitment]
 
 
 async def test_a_delivery_too_large_to_dispute_says_so(client: Client, net: FakeNetwork) -> None:
@@ -418,3 +435,18 @@ async def test_only_one_node_has_the_vram_so_no_node_is_excluded(client: Client,
         assert await client.run(TaskType.ECHO, "echo", {"data": i}, min_vram=8000) == {"echo": i}
     assert [e for _, e in net.called("start")] == [[], [], []]
     assert {net.tasks[k].node for k, _ in net.called("start")} == {big}
+
+
+async def test_a_member_silent_past_its_deadline_is_aborted_and_the_group_goes_on(
+    client: Client, net: FakeNetwork
+) -> None:
+    net.sampled = True
+    net.silent.add(node(net, 1))  # the first extra's node
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "on"})
+    silent = handle.members[1]
+    assert silent.node == node(net, 1)
+    assert await client.result(handle) == {"echo": "on"}
+    assert net.called("abort") == [silent.key]
+    assert net.called("validate_group") == [[m.key for m in handle.members]]  # only after the abort
+    assert handle.group is not None and handle.group.agreeing == (True, False, True)
+    assert handle.group.outcome == GroupOutcome.AGREED and handle.group.slashed == {}
