@@ -248,9 +248,11 @@ def task_show(task_id: str, as_json: JsonOpt = False, config: ConfigOpt = None) 
                 out.print(f"  slashed node {slash['node']}: {slash['amount_wei'] / ETHER} ETH ({slash['reason']})")
             if group is not None:
                 out.print(f"  group   {group.describe()}")
-                for member in doc["group"]["members"]:
+                for index, member in enumerate(doc["group"]["members"]):
                     mark = "[green]agreed[/]" if member["agreed"] else "[red]outvoted or no vote[/]"
-                    this = "  (this task)" if member["task_id"] == doc["task_id"] else ""
+                    notes = [n for n, on in (("the original", index == 0),
+                                             ("this task", member["task_id"] == doc["task_id"])) if on]
+                    this = f"  ({', '.join(notes)})" if notes else ""
                     out.print(f"    {member['task_id']}  node {member['node']}  {mark}{this}")
             for e in doc["events"]:
                 out.print(f"  block {e['block']:>6}  {e['name']}")
