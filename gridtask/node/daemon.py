@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -55,9 +56,10 @@ TASK_MOVED_ON = {"TaskStarted", "TaskAborted"}  # the events that take a task ou
 MY_EVENTS = {"TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported",
              "TaskInvalidated"}
 NODE_EVENTS = {"NodeSlashed", "NodePaused", "NodeToppedUp"}  # about one node (``node``); this one's are acted on
-#: What the operator runs to add stake (printed when the node is paused for low stake).
-TOP_UP_COMMAND = "gridtask node top-up --amount ETH"
+#: What the operator runs to add stake (printed, with the amount missing, when the node is paused for low stake).
+TOP_UP_COMMAND = "gridtask node top-up --amount {amount}"
 ETHER = 10**18
+RAN_KEPT = 256  # this node's latest tasks whose later outcomes (a group's verdict) it reports
 
 
 class NodeDaemon:
@@ -83,6 +85,7 @@ class NodeDaemon:
         self._claiming: asyncio.Task[None] | None = None
         self._queued: dict[bytes, ChainEvent] = {}  # TaskQueued not yet claimed, oldest first
         self._stake_low = False  # below the contract's minimum: paused, takes nothing until topped up
+        self._ran: deque[bytes] = deque(maxlen=RAN_KEPT)  # this node's latest tasks, for outcomes that come later
 
     @property
     def address(self) -> str:
@@ -142,8 +145,8 @@ class NodeDaemon:
                 stake=self.settings.stake,
             )
         elif node.status == NodeStatus.LEAVING:
-            log.warning("node %s: this node has quit (its stake is released later): it takes no tasks; "
-                        "withdraw when released, or join again with another key", self.address)
+            log.warning("node %s: this node has quit: it takes no tasks; its stake is paid out by a withdraw "
+                        "once released (release_at on chain), after which the key may join again", self.address)
         elif not await self._check_stake() and node.status == NodeStatus.PAUSED:
             await self.chain.resume()
         await self.recover()
@@ -281,7 +284,8 @@ class NodeDaemon:
         if low and not self._stake_low:
             log.error("node %s: stake %s ETH is below the minimum %s ETH: the node is paused and takes no "
                       "tasks until it is topped up; top up with `%s`", self.address,
-                      _eth(node.stake if node else 0), _eth(minimum), TOP_UP_COMMAND)
+                      _eth(node.stake if node else 0), _eth(minimum),
+                      TOP_UP_COMMAND.format(amount=_eth(minimum - (node.stake if node else 0))))
         elif not low and self._stake_low:
             log.info("node %s: stake back above the minimum", self.address)
         self._stake_low = low
@@ -311,6 +315,8 @@ class NodeDaemon:
         task only (the event is public; the node looks at nothing else about the others)."""
         agreeing, outcome = int(event.args["agreeing"]), GroupOutcome(int(event.args["outcome"]))
         for index, key in enumerate(event.task_keys):
+            if key not in self._ran:
+                continue  # not this node's: nothing to read
             task = await self.chain.get_task(key)
             if task is None or not same_address(task.node, self.address):
                 continue
@@ -385,6 +391,8 @@ class NodeDaemon:
             return
         self._wake[commitment] = asyncio.Event()
         self._mine[commitment] = asyncio.create_task(self._drive(commitment))
+        if commitment not in self._ran:
+            self._ran.append(commitment)
 
     async def _drive(self, commitment: bytes) -> None:
         """Advance one task each time something happens to it, until it ends."""

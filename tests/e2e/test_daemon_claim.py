@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from gridtask.chain.anvil import ROOT
 from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.config import NetworkConfig
-from gridtask.devnet import DEVNET_PARAMS, FUNDING, Devnet
+from gridtask.devnet import FUNDING, Devnet
 from gridtask.keys import Identity
 from gridtask.node import daemon as daemon_module
 from gridtask.node.daemon import NodeDaemon
@@ -28,15 +28,13 @@ from gridtask.node.settings import NodeSettings, build_executors
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 from gridtask.types import NodeStatus
 
-from .conftest import assert_all_ended_and_conserved, assert_conserved, running_devnet, wait_state
+from .conftest import NO_SAMPLING, assert_all_ended_and_conserved, assert_conserved, running_devnet, wait_state
 
 pytestmark = pytest.mark.e2e
 
 ETHER = 10**18
 BIG_VRAM = 8000  # only the daemon under test has it; the crowd of idle nodes has none
 MAX_TRIES = 30  # tasks created until one is queued (each is with probability ~0.45)
-NEVER_SAMPLED = dataclasses.replace(DEVNET_PARAMS, validation_rate_bps=0)
-"""Only one node can run these tasks: none may be sampled (a group needs three nodes)."""
 VALIDATION_WINDOW_S = 5
 
 
@@ -48,7 +46,7 @@ def contract_probes() -> int:
 async def crowded(tmp_path: Path) -> AsyncIterator[tuple[Devnet, NodeDaemon]]:
     """Anvil, the contract and the relay; MAX_PROBES + 4 idle echo nodes with no VRAM; and,
     in this process, the daemon under test: an echo node with ``BIG_VRAM``, started up."""
-    net = Devnet(nodes=0, home=tmp_path / "devnet", params=NEVER_SAMPLED)
+    net = Devnet(nodes=0, home=tmp_path / "devnet", params=NO_SAMPLING)  # one node runs these: no groups
     try:
         await net.start()
         assert net.config is not None and net.chain is not None
@@ -164,7 +162,7 @@ async def test_a_node_that_joins_late_reaches_a_task_behind_many_it_cannot_run(t
     can run, all queued before the node exists. Joining, the node's start-up sweeps the whole
     queue: the runnable task starts on it and succeeds (one look of the contract, as at join,
     sees only the first QUEUE_SCAN + SWEEP_SCAN tasks)."""
-    async with running_devnet(tmp_path, nodes=0, params=NEVER_SAMPLED) as net:
+    async with running_devnet(tmp_path, nodes=0) as net:
         assert net.config is not None and net.chain is not None
         async with Client(config=net.config) as client:
             with warnings.catch_warnings():
@@ -195,7 +193,7 @@ async def test_a_node_whose_creator_never_validates_claims_its_fee_after_the_win
     """The creator uploads the parameters and then stays silent: once the validation window
     after the score has passed, the node (a real ``gridtask node`` process) claims the fee
     itself; the task ends ABORTED "node paid", the creator gets nothing back, the node is free."""
-    params = dataclasses.replace(NEVER_SAMPLED, validation_window=VALIDATION_WINDOW_S)
+    params = dataclasses.replace(NO_SAMPLING, validation_window=VALIDATION_WINDOW_S)
     async with running_devnet(tmp_path, nodes=1, node_models=["echo"], params=params) as net:
         assert net.config is not None
         async with Client(config=net.config) as client:

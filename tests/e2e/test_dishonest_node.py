@@ -9,13 +9,16 @@ that it does not fit the score, and proves it on chain (``disputeResult``): the 
 re-derives the result key, decrypts the committed ciphertext, and compares. The task ends
 INVALIDATED, the fee goes back to the creator, the node is slashed, and, its stake now below
 the minimum, it is paused and takes no task until it tops up; its daemon says all of that.
+
+And a node that answers wrong consistently (its delivery fits its wrong score) in a task
+validated by a group of three with two honest nodes: outvoted, invalidated and slashed.
+Every node's daemon reports the outcome for its own task only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
@@ -23,12 +26,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 import gridtask.node.worker as worker_module
 from gridtask.chain.models import ETHER
 from gridtask.config import NetworkConfig
 from gridtask.crypto import decrypt_result, encrypt_result, keccak, result_key
-from gridtask.devnet import DEVNET_PARAMS, FUNDING
+from gridtask.devnet import FUNDING
 from gridtask.exceptions import ResultMismatch
 from gridtask.keys import Identity
 from gridtask.node import daemon as daemon_module
@@ -38,14 +42,13 @@ from gridtask.node.executors.echo import EchoExecutor
 from gridtask.node.settings import NodeSettings
 from gridtask.scoring import canonical_json, score
 from gridtask.sdk import Client, TaskState, TaskType
-from gridtask.types import NodeStatus
+from gridtask.types import GroupOutcome, NodeStatus
 
 from .conftest import assert_conserved, running_devnet, wait_state
 
 pytestmark = pytest.mark.e2e
 
 FORGED = canonical_json({"echo": "forged"})
-NEVER_SAMPLED = dataclasses.replace(DEVNET_PARAMS, validation_rate_bps=0)
 
 
 class ForgingCipher:
@@ -69,8 +72,9 @@ async def test_forged_delivery_is_disputed_the_node_slashed_paused_and_the_fee_r
     forging = ForgingCipher()
     monkeypatch.setattr(worker_module, "encrypt_result", forging)  # raises if the worker no longer uses this name
     caplog.set_level(logging.INFO, logger="gridtask.node")
-    # The only node is the liar below; no task is sampled, so the dispute is the only check.
-    async with running_devnet(tmp_path, nodes=0, node_models=["echo"], params=NEVER_SAMPLED) as net:
+    # The only node is the liar below; no task is sampled (the test devnet's default), so the
+    # creator's check of the delivery against the score is the only check.
+    async with running_devnet(tmp_path, nodes=0, node_models=["echo"]) as net:
         assert net.config is not None and net.chain is not None
         liar = Identity.generate()
         net.chain.fund(liar.address, FUNDING)
@@ -148,8 +152,62 @@ async def test_forged_delivery_is_disputed_the_node_slashed_paused_and_the_fee_r
         assert f"SLASHED {amount / ETHER:.6g} ETH" in said and slashed.args["reason"] in said
         assert f"stake left {(ETHER - amount) / ETHER:.6g} ETH" in said
         assert f"task {handle.commitment.hex()[:10]}: invalidated" in said
-        assert f"top up with `{daemon_module.TOP_UP_COMMAND}`" in said
+        assert f"top up with `{daemon_module.TOP_UP_COMMAND.format(amount=amount / ETHER)}`" in said
         assert "topped up" in said
+        await assert_conserved(net)
+
+
+class WrongEcho(EchoExecutor):
+    """A consistent liar's executor: a plausible answer that is not the echo."""
+
+    async def run(self, model: str, inputs: dict) -> dict:
+        return {"echo": ["forged", (await super().run(model, inputs))["echo"]]}
+
+
+async def test_node_outvoted_by_its_group_is_slashed_and_every_node_reports_its_own_outcome(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gridtask.node")
+    async with running_devnet(tmp_path, nodes=2, node_models=["echo"]) as net:  # two honest nodes
+        assert net.config is not None and net.chain is not None
+        liar = Identity.generate()
+        net.chain.fund(liar.address, FUNDING)
+        network = net.config.model_copy(update={"private_key": SecretStr("0x" + liar.private_key.hex())})
+        settings = NodeSettings(network=network, models=["echo"], state_dir=tmp_path / "liar")
+        daemon = NodeDaemon(settings, ExecutorSet([WrongEcho()]))
+        serving = asyncio.create_task(daemon.serve())
+        try:
+            async with Client(config=net.config) as client:
+                await _wait_joined(client, liar.address, serving)
+                handle = await client.submit(TaskType.ECHO, "echo", {"data": "x"}, validate="always")
+                assert await client.result(handle, timeout=120) == {"echo": "x"}
+                group = handle.group
+                liar_node = await client.chain.get_node(liar.address)
+                await asyncio.sleep(1)  # the daemons' logs of the last events
+        finally:
+            daemon.shutdown()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(serving, 30)
+        assert group is not None and group.outcome == GroupOutcome.AGREED
+        nodes = [n.lower() for n in group.nodes]
+        lying = nodes.index(liar.address.lower())
+        assert [not a for a in group.agreeing] == [i == lying for i in range(3)]
+        assert liar_node is not None and liar_node.status == NodeStatus.PAUSED and liar_node.stake < ETHER
+        # The liar's daemon: its own task only, rejected; the slash; the pause and what to do.
+        said = caplog.text
+        liar_task = group.keys[lying].hex()[:10]
+        assert (f"task {liar_task}: validated against other runs: AGREED; this node's result REJECTED: "
+                "it disagreed with the majority") in said
+        assert f"task {liar_task}: invalidated" in said and "SLASHED" in said and "top up with" in said
+        assert sum(f"task {k.hex()[:10]}: validated against other runs" in said for k in group.keys) == 1
+        # Each honest daemon (a `gridtask node` process): its own task, accepted; nothing else.
+        for index, name in enumerate(["node0", "node1"]):
+            text = (net.home / f"{name}.log").read_text()
+            address = net.node_identities[index].address.lower()
+            own = group.keys[nodes.index(address)].hex()[:10]
+            assert f"task {own}: validated against other runs: AGREED; this node's result accepted" in text
+            assert text.count("validated against other runs") == 1
+            assert "SLASHED" not in text
         await assert_conserved(net)
 
 

@@ -10,7 +10,6 @@ until the test lets the server answer, so the kill lands in that window without 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from gridtask.devnet import DEVNET_PARAMS, Devnet
+from gridtask.crypto import task_id_hash
+from gridtask.devnet import Devnet
 from gridtask.exceptions import TaskAborted
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 
@@ -33,16 +33,6 @@ from .conftest import (
 from .model_server import HeldModelServer
 
 pytestmark = pytest.mark.e2e
-
-NEVER_SAMPLED = dataclasses.replace(DEVNET_PARAMS, validation_rate_bps=0)
-"""These faults hit lone tasks: none is sampled (a group of three needs three nodes)."""
-
-
-@pytest.fixture
-async def echo_net(tmp_path: Path) -> AsyncIterator[Devnet]:
-    """The shared two-node fixture, with no task sampled."""
-    async with running_devnet(tmp_path, nodes=2, node_models=["echo"], params=NEVER_SAMPLED) as net:
-        yield net
 
 
 async def test_node_killed_mid_task_resumes_from_the_chain(echo_net: Devnet, client: Client) -> None:
@@ -71,7 +61,7 @@ async def test_node_killed_after_scoring_delivers_after_restart(echo_net: Devnet
     await wait_state(client, handle.task_id, TaskState.SCORE_READY)
     for name in ["node0", "node1"]:
         echo_net.stop_process(name, signal.SIGKILL)
-    await client.chain.validate_single_task(handle.commitment, handle.secret, handle.nonce)
+    await client.chain.validate_single_task(handle.commitment, task_id_hash(handle.secret), handle.nonce)
     for index in range(2):
         echo_net.start_node(index)
     assert await client.result(handle, timeout=90) == {"echo": "kept on disk"}
@@ -98,8 +88,7 @@ async def test_relay_killed_mid_task_loses_nothing(echo_net: Devnet, client: Cli
 
 
 async def test_chain_unreachable_for_ten_seconds(tmp_path: Path) -> None:
-    async with devnet_behind_cuttable_proxy(tmp_path, nodes=2, node_models=["echo"], params=NEVER_SAMPLED) as (
-            net, proxy):
+    async with devnet_behind_cuttable_proxy(tmp_path, nodes=2, node_models=["echo"]) as (net, proxy):
         assert net.config is not None
         async with Client(config=net.config) as client:
             handles = [await client.submit(TaskType.ECHO, "echo", {"data": i}) for i in range(3)]
@@ -114,7 +103,7 @@ async def test_chain_unreachable_for_ten_seconds(tmp_path: Path) -> None:
 
 
 async def test_one_second_blocks(tmp_path: Path) -> None:
-    net = await start_devnet(tmp_path, nodes=2, node_models=["echo"], block_time=1, params=NEVER_SAMPLED)
+    net = await start_devnet(tmp_path, nodes=2, node_models=["echo"], block_time=1)
     try:
         assert net.config is not None
         async with Client(config=net.config) as client:
@@ -140,8 +129,7 @@ def model_server() -> Iterator[HeldModelServer]:
 @pytest.fixture
 async def held_net(tmp_path: Path, model_server: HeldModelServer) -> AsyncIterator[Devnet]:
     """One node whose only model is the held server's."""
-    async with running_devnet(tmp_path, nodes=1, node_models=[f"openai:held={model_server.url}"],
-                              params=NEVER_SAMPLED) as net:
+    async with running_devnet(tmp_path, nodes=1, node_models=[f"openai:held={model_server.url}"]) as net:
         yield net
 
 

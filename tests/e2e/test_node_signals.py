@@ -7,40 +7,23 @@ for that is paused (it lost its turn), says why, and takes tasks again."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gridtask.devnet import DEVNET_PARAMS, Devnet
+from gridtask.devnet import Devnet
 from gridtask.sdk import Client, TaskState, TaskType
 from gridtask.types import NodeStatus
 
-from .conftest import (
-    assert_all_ended_and_conserved,
-    devnet_behind_cuttable_proxy,
-    running_devnet,
-    start_devnet,
-    wait_state,
-)
+from .conftest import assert_all_ended_and_conserved, devnet_behind_cuttable_proxy, start_devnet, wait_state
 from .model_server import HeldModelServer
 
 pytestmark = pytest.mark.e2e
 
 STOP_BUDGET_S = 5.0
-NEVER_SAMPLED = dataclasses.replace(DEVNET_PARAMS, validation_rate_bps=0)
-"""One node cannot form a validation group: these tests' tasks are never sampled."""
-
-
-@pytest.fixture
-async def one_echo_net(tmp_path: Path) -> AsyncIterator[Devnet]:
-    """The shared one-node fixture, with no task sampled (a group needs three nodes)."""
-    async with running_devnet(tmp_path, nodes=1, node_models=["echo"], params=NEVER_SAMPLED) as net:
-        yield net
 
 
 def node_log(net: Devnet, name: str = "node0") -> str:
