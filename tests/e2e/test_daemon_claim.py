@@ -216,8 +216,9 @@ async def test_a_node_whose_creator_never_validates_claims_its_fee_after_the_win
                 if e.name == "Withdrawal" and e.args["account"].lower() == info.node.lower())
         assert claimed.args["by"] == info.node
         assert claimed.args["reason"] == "creator did not validate in time: node paid"
-        assert int(block["timestamp"]) > scored.deadline  # not before the window ended...
-        assert int(block["timestamp"]) - scored.deadline < 30  # ...and soon after it
+        late = int(block["timestamp"]) - scored.deadline
+        print(f"the node claimed {late} s after the validation window ended")
+        assert 0 < late < 30  # not before the window ended, and soon after it
         assert refunded == 0 and paid == handle.fee
         assert node is not None and node.status == NodeStatus.IDLE
         log = (net.home / "node0.log").read_text()
