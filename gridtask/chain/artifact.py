@@ -1,7 +1,9 @@
-"""The compiled contract, committed beside its source so users need no compiler.
+"""The compiled contracts, committed beside their sources so users need no compiler.
 
-``python -m gridtask.chain.artifact`` recompiles ``TaskNetwork.vy`` with the pinned
-vyper and writes ``TaskNetwork.json``; a test fails when the two drift apart.
+``python -m gridtask.chain.artifact`` recompiles ``TaskNetwork.vy`` and ``ScoreVerifier.vy``
+(the stateless score and dispute checks TaskNetwork calls; deployed first, its address
+passed to TaskNetwork's constructor) with the pinned vyper and writes their ``.json``; a
+test fails when they drift apart.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 SOURCE = CONTRACTS_DIR / "TaskNetwork.vy"
 ARTIFACT = CONTRACTS_DIR / "TaskNetwork.json"
+#: Every deployable contract, in deployment order (ScoreVerifier's address goes to TaskNetwork).
+CONTRACTS = ("ScoreVerifier", "TaskNetwork")
 VYPER_VERSION = "0.4.3"
 EVM_VERSION = "cancun"  # pinned in the sources too: runs on chains without the newest forks
 
@@ -29,15 +33,15 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
-def compile_contract() -> dict[str, Any]:
+def compile_contract(name: str = "TaskNetwork") -> dict[str, Any]:
     """Compile with the vyper command line (a dev dependency only)."""
     out = subprocess.run(
         [sys.executable, "-m", "vyper", "-f", "abi,bytecode", "--evm-version", EVM_VERSION,
-         SOURCE.name],
+         f"{name}.vy"],
         cwd=CONTRACTS_DIR, check=True, capture_output=True, text=True,
     ).stdout.strip().splitlines()
     return {
-        "contractName": "TaskNetwork",
+        "contractName": name,
         "compiler": f"vyper {VYPER_VERSION}",
         "evmVersion": EVM_VERSION,
         "sourceSha256": source_digest(),
@@ -47,18 +51,20 @@ def compile_contract() -> dict[str, Any]:
 
 
 @cache
-def load() -> dict[str, Any]:
-    return json.loads(ARTIFACT.read_text())
+def load(name: str = "TaskNetwork") -> dict[str, Any]:
+    return json.loads((CONTRACTS_DIR / f"{name}.json").read_text())
 
 
-def abi() -> list[dict[str, Any]]:
-    return load()["abi"]
+def abi(name: str = "TaskNetwork") -> list[dict[str, Any]]:
+    return load(name)["abi"]
 
 
-def bytecode() -> str:
-    return load()["bytecode"]
+def bytecode(name: str = "TaskNetwork") -> str:
+    return load(name)["bytecode"]
 
 
 if __name__ == "__main__":
-    ARTIFACT.write_text(json.dumps(compile_contract(), indent=1) + "\n")
-    print(f"wrote {ARTIFACT}")
+    for contract in CONTRACTS:
+        path = CONTRACTS_DIR / f"{contract}.json"
+        path.write_text(json.dumps(compile_contract(contract), indent=1) + "\n")
+        print(f"wrote {path}")

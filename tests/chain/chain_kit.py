@@ -17,9 +17,11 @@ from boa.contracts.vyper.vyper_contract import VyperContract
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
-from gridtask.crypto import task_commitment, task_key
+from gridtask.crypto import task_commitment, task_id_hash, task_key
 
-CONTRACT = Path(__file__).resolve().parents[2] / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy"
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "gridtask" / "chain" / "contracts"
+CONTRACT = CONTRACTS_DIR / "TaskNetwork.vy"
+VERIFIER = CONTRACTS_DIR / "ScoreVerifier.vy"
 
 ETHER = 10**18
 MIN_STAKE = ETHER
@@ -27,11 +29,24 @@ CAP_MULTIPLE = 10
 MIN_TIMEOUT = 5
 MAX_TIMEOUT = 3600
 
+# Deploy parameters of issue 8 (the contract tests' defaults: nothing sampled unless a
+# test asks, so a test of one rule is not a lottery; windows short enough to pass)
+VALIDATION_RATE_BPS = 0
+VALIDATION_WINDOW = 600
+CHALLENGE_WINDOW = 3600
+UNSTAKE_DELAY = 7 * 86400
+SLASH_BPS = 5000
+MIN_FEE_PER_UNIT = 1  # wei: the old tests' tiny fees stay valid; the minimum has its own test
+SIMILARITY_BITS = [0, 20, 0]  # ECHO exact, EMBED within 20 bits, LLM exact
+
 # Task states
-QUEUED, STARTED, SCORE_READY, VALIDATED, SUCCESS, ABORTED, ERRORED = range(1, 8)
-LIVE_STATES = (QUEUED, STARTED, SCORE_READY, VALIDATED)
+CREATED, QUEUED, STARTED, SCORE_READY, VALIDATED, SUCCESS, ABORTED, ERRORED, INVALIDATED = range(1, 10)
+LIVE_STATES = (CREATED, QUEUED, STARTED, SCORE_READY, VALIDATED)
+FINAL_STATES = (SUCCESS, ABORTED, ERRORED, INVALIDATED)
 # Node statuses
-IDLE, BUSY, PAUSED = 1, 2, 3
+IDLE, BUSY, PAUSED, LEAVING = 1, 2, 3, 4
+# Group outcomes
+AGREED, NO_MAJORITY, TOO_FEW = 1, 2, 3
 
 
 
@@ -81,8 +96,50 @@ def deployer():
     return boa.load_partial(str(CONTRACT))
 
 
-def deploy(relay: str, min_stake=MIN_STAKE, cap=CAP_MULTIPLE, tmin=MIN_TIMEOUT, tmax=MAX_TIMEOUT):
-    return deployer().deploy(min_stake, cap, tmin, tmax, relay)
+@dataclass
+class Params:
+    """Every constructor parameter, in the constructor's order."""
+
+    min_stake: int = MIN_STAKE
+    cap: int = CAP_MULTIPLE
+    tmin: int = MIN_TIMEOUT
+    tmax: int = MAX_TIMEOUT
+    validation_rate_bps: int = VALIDATION_RATE_BPS
+    validation_window: int = VALIDATION_WINDOW
+    challenge_window: int = CHALLENGE_WINDOW
+    unstake_delay: int = UNSTAKE_DELAY
+    slash_bps: int = SLASH_BPS
+    min_fee_per_unit: int = MIN_FEE_PER_UNIT
+    similarity_bits: list = field(default_factory=lambda: list(SIMILARITY_BITS))
+
+    def args(self, relay, verifier) -> list:
+        return [self.min_stake, self.cap, self.tmin, self.tmax, str(relay), self.validation_rate_bps,
+                self.validation_window, self.challenge_window, self.unstake_delay, self.slash_bps,
+                self.min_fee_per_unit, list(self.similarity_bits), str(verifier)]
+
+
+CONSTRUCTOR_TYPES = ["uint256", "uint256", "uint256", "uint256", "address", "uint256", "uint256",
+                     "uint256", "uint256", "uint256", "uint256", "uint256[]", "address"]
+
+
+@functools.lru_cache(maxsize=1)
+def verifier_deployer():
+    return boa.load_partial(str(VERIFIER))
+
+
+def deploy_verifier():
+    """The stateless ScoreVerifier, deployed first (raw init code: no source map, fast)."""
+    address, _ = boa.env.deploy_code(bytecode=verifier_deployer().compiler_data.bytecode)
+    return verifier_deployer().at(address)
+
+
+def _params(min_stake, cap, tmin, tmax, overrides) -> Params:
+    return Params(min_stake=min_stake, cap=cap, tmin=tmin, tmax=tmax, **overrides)
+
+
+def deploy(relay: str, min_stake=MIN_STAKE, cap=CAP_MULTIPLE, tmin=MIN_TIMEOUT, tmax=MAX_TIMEOUT,
+           **overrides):
+    return deployer().deploy(*_params(min_stake, cap, tmin, tmax, overrides).args(relay, deploy_verifier().address))
 
 
 class _QuietContract(VyperContract):
@@ -94,12 +151,13 @@ class _QuietContract(VyperContract):
 
 
 def deploy_fast(relay: str, min_stake=MIN_STAKE, cap=CAP_MULTIPLE, tmin=MIN_TIMEOUT,
-                tmax=MAX_TIMEOUT, quiet=True):
+                tmax=MAX_TIMEOUT, quiet=True, **overrides):
     """The same deployment as `deploy`, without boa's per-deployment source map (~0.3 s):
-    the init code is run raw and the contract attached with `at`."""
+    the init code is run raw and the contract attached with `at`. Keyword overrides set
+    the issue-8 parameters (`validation_rate_bps=10000`, ...; see `Params`)."""
     d = deployer()
-    args = abi_encode(["uint256", "uint256", "uint256", "uint256", "address"],
-                      [min_stake, cap, tmin, tmax, str(relay)])
+    args = abi_encode(CONSTRUCTOR_TYPES,
+                      _params(min_stake, cap, tmin, tmax, overrides).args(relay, deploy_verifier().address))
     address, _ = boa.env.deploy_code(bytecode=d.compiler_data.bytecode + args)
     net = d.at(address)
     if quiet:
@@ -166,6 +224,10 @@ def build_population(net, n: int, seed=0, **kw) -> list[NodeSpec]:
 
 _nonces = itertools.count(1)
 
+# The (task ID, nonce) that open each task key created through `create_task`, so that
+# validation helpers can reveal them.
+OPENINGS: dict[bytes, tuple[bytes, bytes]] = {}
+
 
 def fresh_nonce() -> bytes:
     return keccak(b"nonce" + next(_nonces).to_bytes(32, "big"))
@@ -180,17 +242,68 @@ def key_of(creator, commitment: bytes) -> bytes:
     return task_key(str(creator), commitment)
 
 
+def block_hash(number: int) -> bytes:
+    """The hash the tests give block `number` (boa keeps none of its own: all zero)."""
+    return keccak(b"gridtask-test-block:" + number.to_bytes(32, "big"))
+
+
+def mine(blocks: int = 1, seconds: int = 0) -> None:
+    """Seal `blocks` blocks: block.number moves on (and the clock, by `seconds` in all), and
+    the last 256 blocks get real, distinct, non-zero hashes, as on a chain, so blockhash()
+    in the contract sees a value nobody chose."""
+    patch = boa.env.evm.patch
+    patch.block_number += blocks
+    patch.timestamp += seconds
+    n = patch.block_number
+    patch.prev_hashes = [block_hash(n - 1 - d) if n - 1 - d >= 0 else EMPTY32 for d in range(256)]
+
+
+def requirements(models=("llama3-8b",), min_vram=0, gpu=None) -> tuple[list[bytes], int, bytes]:
+    return [b32(m) for m in models], min_vram, b32(gpu)
+
+
+def start_task(net, who, key, models=("llama3-8b",), min_vram=0, gpu=None, exclude=()):
+    """startTask with the requirements given at creation."""
+    with boa.env.prank(who):
+        net.startTask(key, *requirements(models, min_vram, gpu), [str(x) for x in exclude])
+
+
 def create_task(net, creator, models=("llama3-8b",), fee=ETHER // 100, min_vram=0, gpu=None,
                 size=1, timeout=60, task_type=0, nonce=None, commitment=None,
-                params_hash=b"\x22" * 32) -> bytes:
-    """createTask with a fresh nonce and commitment (unless given); returns the task's key."""
+                params_hash=b"\x22" * 32, task_id=None, start=True, exclude=()) -> bytes:
+    """createTask with a fresh nonce and task ID (unless given), then, unless start=False,
+    one block later, startTask by the creator; returns the task's key."""
     nonce = nonce if nonce is not None else fresh_nonce()
+    if task_id is None:
+        task_id = keccak(b"task" + nonce)
     if commitment is None:
-        commitment = commitment_of(keccak(b"task" + nonce), nonce)
+        commitment = commitment_of(task_id, nonce)
     with boa.env.prank(creator):
         net.createTask(task_type, commitment, nonce, [b32(m) for m in models], min_vram, b32(gpu),
                        params_hash, size, timeout, value=fee)
-    return key_of(creator, commitment)
+    key = key_of(creator, commitment)
+    OPENINGS[key] = (task_id, nonce)
+    if start:
+        mine()
+        start_task(net, creator, key, models, min_vram, gpu, exclude)
+    return key
+
+
+def opening(key) -> tuple[bytes, bytes]:
+    """(h, nonce) that open a task created through `create_task`: h = keccak(task ID)."""
+    task_id, nonce = OPENINGS[key]
+    return task_id_hash(task_id), nonce
+
+
+def validate(net, key, who=None):
+    """validateSingleTask by the creator (or `who`), opening the commitment with
+    h = keccak(task ID) and the nonce."""
+    with boa.env.prank(who or kit_creator(net, key)):
+        net.validateSingleTask(key, *opening(key))
+
+
+def kit_creator(net, key) -> str:
+    return str(net.getTask(key)[0])
 
 
 def task_view(net, commitment) -> dict:
@@ -247,7 +360,7 @@ class StorageReader:
         layout = net.compiler_data.storage_layout
         layout = layout.get("storage_layout", layout)
         self.slots = {n: layout[n]["slot"] for n in ("tasks", "balanceOf", "nodes", "node_info",
-                                                      "model_node_count")}
+                                                      "model_node_count", "release_at")}
         self.queued_count_slot = layout["task_queue"]["queued_count"]["slot"]
         self.address = bytes.fromhex(str(net.address)[2:])
 
@@ -265,9 +378,10 @@ class StorageReader:
 
     def task(self, commitment: bytes) -> dict:
         base = self._entry("tasks", commitment)
-        meta = self._get(base + 3)
-        return dict(creator=self._address(self._get(base)), node=self._address(self._get(base + 1)),
-                    fee=self._get(base + 2), state=meta & 0xFF, deadline=(meta >> 8) & (2**64 - 1),
+        cf = self._get(base)
+        meta = self._get(base + 2)
+        return dict(creator=self._address(cf & (2**160 - 1)), node=self._address(self._get(base + 1)),
+                    fee=cf >> 160, state=meta & 0xFF, deadline=(meta >> 8) & (2**64 - 1),
                     timeout=(meta >> 72) & (2**64 - 1))
 
     def node(self, addr: str) -> tuple[int, int]:

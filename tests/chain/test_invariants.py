@@ -27,8 +27,10 @@ import chain_kit as kit
 from chain_kit import (
     ABORTED,
     BUSY,
+    CREATED,
     ERRORED,
     IDLE,
+    LEAVING,
     LIVE_STATES,
     MAX_PROBES,
     PAUSED,
@@ -123,7 +125,9 @@ class NetworkMachine(RuleBasedStateMachine):
         self.net = kit.deploy_fast(self.relay)
         self.rd = kit.StorageReader(self.net)
         self.pool = {lower(s.addr): s for s in population(seed)}
-        self.status: dict[str, int] = {}  # registered nodes -> IDLE/BUSY/PAUSED
+        self.status: dict[str, int] = {}  # registered nodes -> IDLE/BUSY/PAUSED/LEAVING
+        self.stakes: dict[str, int] = {}  # registered nodes -> stake held (slashable)
+        self.release: dict[str, int] = {}  # leaving nodes -> when the stake is released
         self.pausing: set[str] = set()  # busy nodes that asked to pause
         self.tasks: dict[bytes, TaskModel] = {}
         self.balances: dict[str, int] = defaultdict(int)
@@ -148,6 +152,7 @@ class NetworkMachine(RuleBasedStateMachine):
         return self.pool[addr]
 
     def active_count(self, model: str) -> int:
+        """Nodes in the model's array: idle or busy (paused and leaving ones are out)."""
         return sum(1 for a, s in self.status.items() if s in (IDLE, BUSY) and model in self.spec(a).models)
 
     def matches(self, addr, t: TaskModel) -> bool:
@@ -233,23 +238,33 @@ class NetworkMachine(RuleBasedStateMachine):
         """The contract just ran _take_queued(addr) on an idle node: mirror it."""
         return self.take_queued(addr)
 
-    def end(self, c, state):
+    def end(self, c, state, pause=False, paid_to_node=False):
+        """The task ends: SUCCESS (or a claim) pays the node, anything else refunds. Its
+        node is freed: it pauses if it asked to or must (`pause`: it let the task's deadline
+        pass), else it is idle and takes queued work."""
         t = self.tasks[c]
         if t.in_queue:
             self.unqueue(c)
-        t.state, t.deadline = state, 0
-        if state == SUCCESS:
+        t.state, t.deadline = state, (now() + kit.CHALLENGE_WINDOW if state == SUCCESS else 0)
+        if state == SUCCESS or paid_to_node:
             self.balances[t.node] += t.fee
         else:
             self.balances[t.creator] += t.fee
-        if t.node is not None and self.status.get(t.node) == BUSY:
-            if t.node in self.pausing:  # it asked to pause: it pauses, takes nothing
-                self.pausing.discard(t.node)
-                self.status[t.node] = PAUSED
+        self.free(t.node, pause)
+
+    def free(self, node, pause=False):
+        if node is not None and self.status.get(node) == BUSY:
+            if pause:
+                self.pausing.discard(node)
+                self.status[node] = PAUSED
+                event("node paused: it let its stage's deadline pass")
+            elif node in self.pausing:  # it asked to pause: it pauses, takes nothing
+                self.pausing.discard(node)
+                self.status[node] = PAUSED
                 event("node paused after its task")
             else:
-                self.status[t.node] = IDLE
-                self.took_queued(t.node)
+                self.status[node] = IDLE
+                self.took_queued(node)
 
     def tasks_in(self, *states):
         return sorted(c for c, t in self.tasks.items() if t.state in states)
@@ -281,6 +296,8 @@ class NetworkMachine(RuleBasedStateMachine):
             t.creator, t.node or ZERO_ADDRESS, t.fee, t.state, t.deadline, t.timeout), c.hex()
         if t.state in (SCORE_READY, VALIDATED, SUCCESS):
             assert (score, result_hash) == (SCORE, RESULT)
+        elif t.state in (CREATED, QUEUED, STARTED):
+            assert score == kit.EMPTY32  # the requirements' hash in that slot is not shown
 
     def poll(self, addr) -> bool:
         got = self.tx(addr, "takeQueuedTask")
@@ -291,6 +308,7 @@ class NetworkMachine(RuleBasedStateMachine):
     def _join(self, addr):
         kit.join(self.net, self.spec(addr))
         self.status[addr] = IDLE
+        self.stakes[addr] = self.spec(addr).stake
         self.took_queued(addr)
 
     # ------------------------------------------------------------ node rules
@@ -298,6 +316,7 @@ class NetworkMachine(RuleBasedStateMachine):
     @precondition(lambda self: len(self.status) < len(self.pool))
     @rule(data=st.data())
     def join(self, data):
+        """A node joins (again, after its stake was released and withdrawn)."""
         addr = data.draw(st.sampled_from(sorted(set(self.pool) - set(self.status))))
         self._join(addr)
         self.settled = False
@@ -317,6 +336,9 @@ class NetworkMachine(RuleBasedStateMachine):
         self.refused("nodes: not a node", self.stranger, "pause")
         if self.status[addr] == PAUSED:
             self.refused("nodes: node is already paused", addr, "pause")
+            return
+        if self.status[addr] == LEAVING:
+            self.refused("nodes: node is leaving", addr, "pause")
             return
         if addr in self.pausing:
             self.refused("nodes: pause already requested", addr, "pause")
@@ -351,14 +373,18 @@ class NetworkMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.status)
     @rule(data=st.data())
     def quit(self, data):
+        """Idle, busy or paused: out of selection at once (a task in hand goes on); the stake
+        stays held, slashable, until the unstake delay passed."""
         addr = data.draw(st.sampled_from(sorted(self.status)))
-        if self.status[addr] == BUSY:
-            self.refused("nodes: node is busy", addr, "quit")
-            return
         self.refused("nodes: not a node", self.stranger, "quit")
+        if self.status[addr] == LEAVING:
+            self.refused("nodes: node is already leaving", addr, "quit")
+            return
         self.tx(addr, "quit")
-        self.balances[addr] += self.spec(addr).stake
-        del self.status[addr]
+        event(f"quit from status {self.status[addr]}")
+        self.status[addr] = LEAVING
+        self.pausing.discard(addr)
+        self.release[addr] = now() + kit.UNSTAKE_DELAY
         self.settled = False
 
     @rule(everyone=st.booleans())
@@ -409,6 +435,11 @@ class NetworkMachine(RuleBasedStateMachine):
     )
     def create_task(self, data, models, fee, size, min_vram, gpu, timeout):
         creator = data.draw(st.sampled_from(self.creators))
+        if fee < kit.MIN_FEE_PER_UNIT * size:
+            with boa.reverts("tasks: fee below the minimum for its size"):
+                kit.create_task(self.net, creator, models=models, fee=fee, size=size, nonce=self.fresh_nonce())
+            event("create: fee below the minimum")
+            return
         self._create(creator, self.fresh_nonce(), models, fee, size, min_vram, gpu, timeout)
 
     @precondition(lambda self: self.nodes_in(IDLE))
@@ -500,7 +531,7 @@ class NetworkMachine(RuleBasedStateMachine):
         wrong = data.draw(st.sampled_from(self.wrong_parties({t.node})))
         self.refused("tasks: only the task's node may do this", wrong, "submitScore", c, SCORE, RESULT)
         self.tx(t.node, "submitScore", c, SCORE, RESULT)
-        t.state, t.deadline = SCORE_READY, now() + t.timeout
+        t.state, t.deadline = SCORE_READY, now() + kit.VALIDATION_WINDOW
         self.check_view(c)
         event("submitScore")
 
@@ -518,8 +549,8 @@ class NetworkMachine(RuleBasedStateMachine):
     def do_validate(self, data, c):
         t = self.tasks[c]
         wrong = data.draw(st.sampled_from(self.wrong_parties({t.creator})))
-        self.refused("tasks: only the creator may validate", wrong, "validateSingleTask", c, b"")
-        self.tx(t.creator, "validateSingleTask", c, b"")
+        self.refused("tasks: only the creator may validate", wrong, "validateSingleTask", c, *kit.opening(c))
+        self.tx(t.creator, "validateSingleTask", c, *kit.opening(c))
         t.state, t.deadline = VALIDATED, now() + t.timeout
         self.check_view(c)
         event("validateSingleTask")
@@ -584,11 +615,13 @@ class NetworkMachine(RuleBasedStateMachine):
             self.refused("tasks: task not started", t.node, "submitScore", c, SCORE, RESULT)
             self.refused("tasks: task not started", t.node, "reportTaskError", c, 1)
         if t.state != SCORE_READY:
-            self.refused("tasks: score not ready", t.creator, "validateSingleTask", c, b"")
+            self.refused("tasks: score not ready", t.creator, "validateSingleTask", c, *kit.opening(c))
         if t.state != VALIDATED:
             self.refused("tasks: task not validated", self.relay, "reportResultUploaded", c)
-        if t.state != QUEUED:
+        if t.state not in (CREATED, QUEUED):
             self.refused("tasks: task not queued", t.creator, "cancelTask", c)
+        if t.state != SCORE_READY and t.node is not None:
+            self.refused("tasks: score not ready", t.node, "claimUnvalidated", c)
         if t.state not in LIVE_STATES:
             self.refused("tasks: task already ended", t.creator, "abortTask", c, "late")
 
@@ -599,11 +632,14 @@ class NetworkMachine(RuleBasedStateMachine):
         t = self.tasks[c]
         if late and now() <= t.deadline:
             boa.env.time_travel(seconds=t.deadline - now() + 1)
+        parties = [t.creator] + ([t.node] if t.node else [])
+        who = data.draw(st.sampled_from(parties))
+        if t.state == SCORE_READY:  # validated, or claimed by its node: never aborted
+            self.refused("tasks: scored: validate it, or its node claims it later", who, "abortTask", c, "x")
+            return
         # a party that is neither the creator nor the task's node
         wrong = data.draw(st.sampled_from(self.wrong_parties({t.creator, t.node})))
         self.refused("tasks: only the creator or the task's node may abort", wrong, "abortTask", c, "x")
-        parties = [t.creator] + ([t.node] if t.node else [])
-        who = data.draw(st.sampled_from(parties))
         is_late = now() > t.deadline
         if who == t.node and not (t.state == STARTED or is_late):
             self.refused("tasks: node may abort only before scoring or after the deadline", who,
@@ -614,14 +650,34 @@ class NetworkMachine(RuleBasedStateMachine):
             return
         self.tx(who, "abortTask", c, "by rule")
         event(f"abort ok from state {t.state} by {'node' if who == t.node else 'creator'}")
-        self.end(c, ABORTED)
+        self.end(c, ABORTED, pause=is_late)  # a node past its own stage's deadline pauses
         self.check_view(c)
         self.settled = False
 
-    @precondition(lambda self: self.tasks_in(QUEUED))
+    @precondition(lambda self: self.tasks_in(SCORE_READY))
+    @rule(data=st.data(), late=st.booleans())
+    def claim_unvalidated(self, data, late):
+        """The creator stays silent: past the validation window the node takes its fee."""
+        c = data.draw(st.sampled_from(self.tasks_in(SCORE_READY)))
+        t = self.tasks[c]
+        wrong = data.draw(st.sampled_from(self.wrong_parties({t.node})))
+        self.refused("tasks: only the task's node may do this", wrong, "claimUnvalidated", c)
+        if not late:
+            if now() <= t.deadline:
+                self.refused("tasks: validation window not passed", t.node, "claimUnvalidated", c)
+            return
+        if now() <= t.deadline:
+            boa.env.time_travel(seconds=t.deadline - now() + 1)
+        self.tx(t.node, "claimUnvalidated", c)
+        self.end(c, ABORTED, paid_to_node=True)
+        self.check_view(c)
+        self.settled = False
+        event("claimUnvalidated")
+
+    @precondition(lambda self: self.tasks_in(CREATED, QUEUED))
     @rule(data=st.data())
     def cancel(self, data):
-        c = data.draw(st.sampled_from(self.tasks_in(QUEUED)))
+        c = data.draw(st.sampled_from(self.tasks_in(CREATED, QUEUED)))
         t = self.tasks[c]
         wrong = data.draw(st.sampled_from(self.wrong_parties({t.creator})))
         self.refused("tasks: only the creator may cancel", wrong, "cancelTask", c)
@@ -634,18 +690,32 @@ class NetworkMachine(RuleBasedStateMachine):
     def time_passes(self, seconds):
         boa.env.time_travel(seconds=seconds)
 
-    @rule(data=st.data())
-    def withdraw(self, data):
-        owed = sorted(a for a, v in self.balances.items() if v > 0)
-        who = data.draw(st.sampled_from(owed or self.accounts()))
+    def released(self, who) -> bool:
+        return self.status.get(who) == LEAVING and now() >= self.release[who]
+
+    def paid_out(self, who) -> int:
+        """What a withdrawal pays `who`: its balance, and a leaving node's released stake
+        (the node's record goes with it)."""
         amount = self.balances[who]
-        if amount == 0:
+        self.balances[who] = 0
+        if self.released(who):
+            amount += self.stakes.pop(who)
+            del self.status[who], self.release[who]
+            event("released stake withdrawn")
+        return amount
+
+    @rule(data=st.data(), wait=st.booleans())
+    def withdraw(self, data, wait):
+        owed = sorted({a for a, v in self.balances.items() if v > 0} | set(self.release))
+        who = data.draw(st.sampled_from(owed or self.accounts()))
+        if wait and who in self.release and now() < self.release[who]:
+            boa.env.time_travel(seconds=self.release[who] - now())
+        if self.balances[who] == 0 and not self.released(who):
             self.refused("funds: nothing to withdraw", who, "withdraw")
             return
         before = boa.env.get_balance(who)
         self.tx(who, "withdraw")
-        assert boa.env.get_balance(who) - before == amount
-        self.balances[who] = 0
+        assert boa.env.get_balance(who) - before == self.paid_out(who)
 
     @rule(data=st.data(), fresh=st.booleans())
     def withdraw_to(self, data, fresh):
@@ -655,14 +725,15 @@ class NetworkMachine(RuleBasedStateMachine):
         recipient = (lower(kit.seeded_address("sm-recipient", len(self.tasks))) if fresh
                      else data.draw(st.sampled_from(self.accounts())))
         self.refused("funds: empty recipient", who, "withdrawTo", ZERO_ADDRESS)
-        amount = self.balances[who]
-        if amount == 0:
+        if self.balances[who] == 0 and not self.released(who):
             self.refused("funds: nothing to withdraw", who, "withdrawTo", recipient)
             return
         before = boa.env.get_balance(recipient)
         self.tx(who, "withdrawTo", recipient)
-        assert boa.env.get_balance(recipient) - before == amount
-        self.balances[who] = 0
+        if recipient != who:
+            assert boa.env.get_balance(recipient) - before == self.paid_out(who)
+        else:
+            self.paid_out(who)
         event("withdrawTo")
 
     # ------------------------------------------------------------ invariants
@@ -671,7 +742,7 @@ class NetworkMachine(RuleBasedStateMachine):
     def money_is_conserved(self):
         """(a) ether held == fees of unfinished tasks + stakes + everything owed."""
         escrow = sum(t.fee for t in self.tasks.values() if t.state in LIVE_STATES)
-        stakes = sum(self.spec(a).stake for a in self.status)
+        stakes = sum(self.stakes.values())
         owed = 0
         for a in self.accounts():
             on_chain = self.rd.balance_of(a)
@@ -695,7 +766,7 @@ class NetworkMachine(RuleBasedStateMachine):
         for a in self.pool:
             status, stake = self.rd.node(a)
             assert status == self.status.get(a, 0), (a, status, self.status.get(a))
-            assert stake == (self.spec(a).stake if a in self.status else 0)
+            assert stake == self.stakes.get(a, 0), (a, stake, self.stakes.get(a))
             assert self.rd.pause_requested(a) == (a in self.pausing), a
         for m in TASK_MODELS:
             assert self.rd.model_node_count(m) == self.active_count(m), m
@@ -746,7 +817,7 @@ def test_storage_reader_agrees_with_views(net, creator, relay, population, make_
         assert rd.node(s.addr) == (status, stake)
         assert rd.balance_of(s.addr) == net.balanceOf(s.addr)
         states.add(status)
-    assert states >= {0, IDLE, BUSY, PAUSED}
+    assert states >= {IDLE, BUSY, PAUSED, LEAVING}
     for m in TASK_MODELS:
         assert rd.model_node_count(m) == net.model_node_count(b32(m))
     assert rd.queued_count() == net.queuedCount() > 0

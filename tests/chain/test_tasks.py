@@ -9,6 +9,7 @@ import pytest
 from chain_kit import (
     ABORTED,
     BUSY,
+    CREATED,
     ERRORED,
     ETHER,
     IDLE,
@@ -32,8 +33,7 @@ def submit(net, node, c, score=SCORE, result=RESULT):
 
 
 def validate(net, who, c):
-    with boa.env.prank(who):
-        net.validateSingleTask(c, b"")
+    kit.validate(net, c, who)
 
 
 def uploaded(net, who, c):
@@ -50,13 +50,19 @@ def abort(net, who, c, reason="local failure"):
 
 
 def _create_raw(net, creator, *, fee=10**15, nonce=None, commitment=None, models=("llama3-8b",),
-                size=1, timeout=60, raw_models=None):
+                size=1, timeout=60, raw_models=None, task_type=0, start=True):
+    """createTask with raw inputs, then (start=True) startTask one block later."""
     nonce = nonce or kit.fresh_nonce()
     commitment = commitment or kit.commitment_of(b"t" * 32, nonce)
     ids = raw_models if raw_models is not None else [b32(m) for m in models]
     with boa.env.prank(creator):
-        net.createTask(0, commitment, nonce, ids, 0, b32(None), b"\x01" * 32, size, timeout, value=fee)
-    return kit.key_of(creator, commitment)
+        net.createTask(task_type, commitment, nonce, ids, 0, b32(None), b"\x01" * 32, size, timeout,
+                       value=fee)
+    key = kit.key_of(creator, commitment)
+    if start:
+        kit.mine()
+        kit.start_task(net, creator, key, models)
+    return key
 
 
 @pytest.mark.parametrize(
@@ -106,8 +112,11 @@ def test_create_task_commitment_exists(net, creator):
 def test_task_key_binds_the_commitment_to_its_creator(net, creator, task):
     """The key on chain is keccak(creator ‖ commitment), packed, as gridtask.crypto computes it."""
     commitment = b"\x45" * 32
-    key = _create_raw(net, creator, commitment=commitment)
-    created, queued = net.get_logs()
+    key = _create_raw(net, creator, commitment=commitment, start=False)
+    (created,) = net.get_logs()
+    kit.mine()
+    kit.start_task(net, creator, key)
+    (queued,) = net.get_logs()
     assert created.commitment == key and queued.commitment == key
     packed = kit.keccak(bytes.fromhex(str(creator)[2:]) + commitment)
     assert key == packed and task(key)["state"] == QUEUED and same(task(key)["creator"], creator)
@@ -156,7 +165,7 @@ def test_happy_path_started_at_once(net, creator, relay, make_node, make_task, t
     t0 = boa.env.timestamp
     c = make_task(models=("minilm-l6",), fee=fee, timeout=100)
     events = [type(e).__name__ for e in net.get_logs()]
-    assert events == ["TaskCreated", "TaskStarted"]
+    assert events == ["TaskStarted"]  # startTask's; TaskCreated came a block before
     assert boa.env.get_balance(net.address) == fee + n.stake
     v = task(c)
     assert v["state"] == STARTED and same(v["node"], n.addr) and same(v["creator"], creator)
@@ -167,15 +176,18 @@ def test_happy_path_started_at_once(net, creator, relay, make_node, make_task, t
     submit(net, n.addr, c)
     v = task(c)
     assert v["state"] == SCORE_READY and v["score"] == SCORE and v["result_hash"] == RESULT
-    assert v["deadline"] == boa.env.timestamp + 100
+    assert v["deadline"] == boa.env.timestamp + kit.VALIDATION_WINDOW  # not the task's timeout
 
     validate(net, creator, c)
     assert task(c)["state"] == VALIDATED
     assert net.balanceOf(n.addr) == 0
 
+    assert task(c)["deadline"] == boa.env.timestamp + 100
+
     uploaded(net, relay, c)
     v = task(c)
-    assert v["state"] == SUCCESS and v["deadline"] == 0
+    # paid at delivery; the deadline of a delivered task ends its challenge window
+    assert v["state"] == SUCCESS and v["deadline"] == boa.env.timestamp + kit.CHALLENGE_WINDOW
     assert net.balanceOf(n.addr) == fee
     assert net.balanceOf(creator) == 0
     assert node(n.addr)["status"] == IDLE
@@ -238,16 +250,17 @@ def test_node_aborts_before_scoring(net, creator, make_node, make_task, task, no
     assert net.balanceOf(creator) == 500 and node(n.addr)["status"] == IDLE
 
 
-def test_node_may_not_abort_after_scoring_before_deadline(net, make_node, make_task, task):
+def test_nobody_aborts_a_scored_task(net, creator, make_node, make_task, task):
+    """A scored task is validated, or its node claims the fee after the validation window:
+    a creator who could abort it past the window would lock the node for a refund."""
     n = make_node()
     c = make_task(timeout=50)
     submit(net, n.addr, c)
-    boa.env.time_travel(seconds=50)  # exactly at the deadline: not late yet
-    with boa.reverts("tasks: node may abort only before scoring or after the deadline"):
-        abort(net, n.addr, c)
-    boa.env.time_travel(seconds=1)
-    abort(net, n.addr, c)
-    assert task(c)["state"] == ABORTED
+    boa.env.time_travel(seconds=kit.VALIDATION_WINDOW + 1000)
+    for who in (n.addr, creator):
+        with boa.reverts("tasks: scored: validate it, or its node claims it later"):
+            abort(net, who, c)
+    assert task(c)["state"] == SCORE_READY
 
 
 def test_node_may_not_abort_validated_before_deadline(net, creator, make_node, make_task, task):
@@ -262,22 +275,44 @@ def test_node_may_not_abort_validated_before_deadline(net, creator, make_node, m
     assert task(c)["state"] == ABORTED and net.balanceOf(creator) == task(c)["fee"]
 
 
-@pytest.mark.parametrize("stage", [STARTED, SCORE_READY, VALIDATED])
-def test_creator_aborts_only_after_deadline(net, creator, make_node, make_task, task, node, stage):
+@pytest.mark.parametrize("stage", [STARTED, VALIDATED], ids=["started", "validated"])
+def test_creator_aborts_only_after_deadline_and_the_late_node_is_paused(
+        net, creator, make_node, make_task, task, node, stage):
+    """The node's own stages: a task aborted past their deadline pauses the node (it loses
+    its turn), so sitting on a task is not free."""
     n = make_node()
     c = make_task(fee=900, timeout=20)
-    if stage >= SCORE_READY:
+    if stage == VALIDATED:
         submit(net, n.addr, c)
-    if stage >= VALIDATED:
         validate(net, creator, c)
     boa.env.time_travel(seconds=20)
     with boa.reverts("tasks: deadline not passed"):
         abort(net, creator, c)
     boa.env.time_travel(seconds=1)
     abort(net, creator, c, "too slow")
+    assert [type(e).__name__ for e in net.get_logs()] == ["TaskAborted", "NodePaused"]
     assert task(c)["state"] == ABORTED
     assert net.balanceOf(creator) == 900 and net.balanceOf(n.addr) == 0
+    assert node(n.addr)["status"] == kit.PAUSED
+    with boa.env.prank(n.addr):  # it comes back by itself
+        net.resume()
     assert node(n.addr)["status"] == IDLE
+
+
+def test_a_node_that_aborts_in_time_is_not_paused(net, creator, make_node, make_task, task, node):
+    n = make_node()
+    c = make_task(timeout=20)
+    boa.env.time_travel(seconds=20)  # at the deadline: still in time
+    abort(net, n.addr, c, "parameters never came")
+    assert task(c)["state"] == ABORTED and node(n.addr)["status"] == IDLE
+
+
+def test_a_node_that_aborts_late_pauses_itself(net, creator, make_node, make_task, task, node):
+    n = make_node()
+    c = make_task(timeout=20)
+    boa.env.time_travel(seconds=21)
+    abort(net, n.addr, c, "late")
+    assert task(c)["state"] == ABORTED and node(n.addr)["status"] == kit.PAUSED
 
 
 def test_stranger_may_not_abort(net, stranger, other_creator, make_node, make_task):
@@ -342,7 +377,8 @@ def test_withdraw_pulls_exact_amounts(net, creator, relay, make_node, make_task,
         net.reportTaskError(c, 1)
     with boa.env.prank(n.addr):
         net.quit()
-    assert net.balanceOf(n.addr) == sum(fees) + 3 * ETHER
+    assert net.balanceOf(n.addr) == sum(fees)  # the stake is released after the unstake delay
+    boa.env.time_travel(seconds=kit.UNSTAKE_DELAY)
     assert net.balanceOf(creator) == 5 * 10**15
     held = boa.env.get_balance(net.address)
     assert held == sum(fees) + 3 * ETHER + 5 * 10**15
@@ -411,7 +447,7 @@ def test_selection_respects_requirements_on_mixed_population(net, creator, popul
 
 def test_unserved_model_queued_then_started_on_join(net, creator, make_node, make_task, task):
     c = make_task(models=("sdxl-turbo", "llama3-8b"), min_vram=8192)
-    assert [type(e).__name__ for e in net.get_logs()] == ["TaskCreated", "TaskQueued"]
+    assert [type(e).__name__ for e in net.get_logs()] == ["TaskQueued"]
     assert task(c)["state"] == QUEUED
     make_node(gpu="cpu", vram=0, models=("sdxl-turbo", "llama3-8b"))  # too little VRAM
     make_node(gpu="a100", vram=81920, models=("sdxl-turbo",))  # lacks a model
@@ -550,7 +586,7 @@ def test_non_creator_may_not_validate(net, creator, other_creator, relay, two_no
     submit(net, runner, c)
     for who in (runner, other, other_creator, relay):
         with boa.env.prank(who), boa.reverts("tasks: only the creator may validate"):
-            net.validateSingleTask(c, b"")
+            net.validateSingleTask(c, *kit.opening(c))
     assert task(c)["state"] == SCORE_READY
 
 
@@ -567,7 +603,7 @@ def test_non_relay_may_not_report_delivery(net, creator, stranger, relay, two_no
 def test_transitions_out_of_order(net, creator, relay, two_nodes_one_task, task):
     c, runner, _ = two_nodes_one_task
     with boa.env.prank(creator), boa.reverts("tasks: score not ready"):
-        net.validateSingleTask(c, b"")
+        net.validateSingleTask(c, *kit.opening(c))
     with boa.env.prank(relay), boa.reverts("tasks: task not validated"):
         net.reportResultUploaded(c)
     submit(net, runner, c)
@@ -577,7 +613,7 @@ def test_transitions_out_of_order(net, creator, relay, two_nodes_one_task, task)
         net.reportResultUploaded(c)
     validate(net, creator, c)
     with boa.env.prank(creator), boa.reverts("tasks: score not ready"):
-        net.validateSingleTask(c, b"")
+        net.validateSingleTask(c, *kit.opening(c))
     uploaded(net, relay, c)
     with boa.env.prank(relay), boa.reverts("tasks: task not validated"):
         net.reportResultUploaded(c)
@@ -592,7 +628,7 @@ def test_unknown_task_reverts(net, creator, relay, make_node):
     with boa.env.prank(n.addr), boa.reverts("tasks: unknown task"):
         net.reportTaskError(ghost, 1)
     with boa.env.prank(creator), boa.reverts("tasks: unknown task"):
-        net.validateSingleTask(ghost, b"")
+        net.validateSingleTask(ghost, kit.EMPTY32, kit.EMPTY32)
     with boa.env.prank(relay), boa.reverts("tasks: unknown task"):
         net.reportResultUploaded(ghost)
 
@@ -719,7 +755,7 @@ def test_withdraw_to_moves_a_contract_creators_refund(net, creator, stranger):
     commitment, nonce = b"\x51" * 32, kit.fresh_nonce()
     app.create(commitment, nonce, b32("whisper-xl"), 10**15)
     key = kit.key_of(app.address, commitment)
-    assert kit.task_view(net, key)["state"] == QUEUED
+    assert kit.task_view(net, key)["state"] == CREATED  # cancelled before it starts
     app.cancel(key)
     assert net.balanceOf(app.address) == 10**15
     with boa.reverts():

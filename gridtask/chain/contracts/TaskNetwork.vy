@@ -3,27 +3,39 @@
 """
 @title TaskNetwork
 @notice The chain's part of gridtask: the node registry and its stakes, task
-        creation and escrow, node selection and the queue, validation,
-        settlement and the events that tell everyone what happened.
+        creation and escrow, node selection and the queue, sampling and
+        validation groups, disputes, slashing, settlement and the events that
+        tell everyone what happened.
         Money is pulled, never pushed: every payment or refund is credited to
         `balanceOf` and taken out with `withdraw`. At every moment the
         contract holds exactly the fees of unfinished tasks, plus the stakes,
         plus what is owed and not yet withdrawn.
-@dev    Gas stays flat as the network grows: nodes sit in one array per model
+@dev    A task is created in one block and started (a node selected) in a later
+        one: selection and sampling draw on blockhash(creation block), which did
+        not exist while the creator could still change anything (a block
+        builder colluding with the creator could grind it; nobody else can).
+        Gas stays flat as the network grows: nodes sit in one array per model
         they serve, selection probes a bounded number of random entries of the
         smallest array among the task's models, and the queue is a bucketed
         FIFO with a sweep (see task_queue.vy). What a task requires (models,
-        VRAM, GPU) is kept in the `TaskCreated` event, and in storage only while
-        it waits.
+        VRAM, GPU) is kept in the `TaskCreated` event; storage holds only its
+        hash (in the score slot, until the node scores), and the requirements
+        themselves only while the task waits in the queue.
         A task's key on chain is keccak(creator ‖ commitment), packed: 20
         address bytes then 32 commitment bytes (gridtask.crypto.task_key).
-        Binding it to the creator means nobody who sees a pending createTask can
-        take its commitment or nonce first and make it revert.
 """
 
 import task_queue
 
 initializes: task_queue
+
+
+# @notice The stateless checks of scores and delivered results (ScoreVerifier.vy).
+interface ScoreVerifier:
+    def majority(scores: bytes32[3], voting: uint256, similarity: bool, bits: uint256) -> uint256: pure
+    def resultMatches(
+        result_key: bytes32, ciphertext: Bytes[MAX_CIPHERTEXT], score: bytes32, similarity: bool
+    ) -> bool: pure
 
 
 # ---------------------------------------------------------------- events
@@ -41,7 +53,8 @@ event NodeJoined:
     public_key: bytes32
     version: uint256
 
-# @notice A node stopped taking new tasks.
+# @notice A node stopped taking new tasks (it asked to, it let a deadline pass, or its
+#         stake fell below the minimum).
 event NodePaused:
     node: indexed(address)
 
@@ -53,18 +66,32 @@ event NodePauseRequested:
 event NodeResumed:
     node: indexed(address)
 
-# @notice A node left; its stake is credited to its balance.
+# @notice A node left selection; its stake stays slashable until `release_at`, then
+#         `withdraw` pays it out.
 event NodeQuit:
     node: indexed(address)
     stake: uint256
+    release_at: uint256
 
-# @notice A task was created; its requirements and sampling seed live here.
+# @notice Part of a node's stake was taken (a wrong score, or a result that does not
+#         match its score).
+event NodeSlashed:
+    node: indexed(address)
+    commitment: indexed(bytes32)
+    amount: uint256
+    reason: String[64]
+
+# @notice A node added to its stake; `stake` is the new total.
+event NodeToppedUp:
+    node: indexed(address)
+    stake: uint256
+
+# @notice A task was created; its requirements live here. It starts in a later block.
 event TaskCreated:
     commitment: indexed(bytes32)
     creator: indexed(address)
     task_type: uint256
     nonce: bytes32
-    seed: bytes32
     fee: uint256
     task_size: uint256
     timeout: uint256
@@ -114,12 +141,32 @@ event TaskSuccess:
     creator: indexed(address)
     fee: uint256
 
-# @notice The task ended without a result; the fee is refunded to the creator.
+# @notice The task ended without a result; the fee is refunded to the creator (or, when
+#         the creator did not validate in time, paid to the node).
 event TaskAborted:
     commitment: indexed(bytes32)
     by: indexed(address)
     creator: indexed(address)
     reason: String[64]
+
+# @notice The task's result was rejected (its score disagreed with its group, or the
+#         delivered result does not match its score); the fee is refunded.
+event TaskInvalidated:
+    commitment: indexed(bytes32)
+    node: indexed(address)
+    creator: indexed(address)
+    reason: String[64]
+
+# @notice A group of three tasks with one task ID was validated (`task_id` is h =
+#         keccak(task ID)). outcome: 1 AGREED, 2 NO_MAJORITY, 3 TOO_FEW; bit i of
+#         `agreeing` set = keys[i] agreed.
+event TaskGroupValidated:
+    task_id: indexed(bytes32)
+    creator: indexed(address)
+    outcome: uint256
+    keys: bytes32[3]
+    agreeing: uint256
+    sampled: bool
 
 # @notice Someone took out what the contract owed them, paid to `recipient`.
 event Withdrawal:
@@ -135,6 +182,8 @@ MAX_TASK_MODELS: constant(uint256) = 4
 MAX_NODE_MODELS: constant(uint256) = 8
 # @dev Inputs are decoded with room to spare, so an over-long list gets a readable revert.
 MAX_MODELS_INPUT: constant(uint256) = 16
+# @notice How many nodes a start may exclude (the SDK's two most recent tasks' nodes).
+MAX_EXCLUDE: constant(uint256) = 2
 
 # @notice Random entries selection looks at before it gives up and queues the task
 #         (a model served by this many nodes or fewer is searched exhaustively).
@@ -147,26 +196,64 @@ SWEEP_SCAN: constant(uint256) = 4
 # @notice The longest `max_timeout` a deployment accepts (seconds, about 136 years):
 #         block.timestamp + timeout then fits the 64-bit deadline field for ever.
 MAX_TIMEOUT_LIMIT: constant(uint256) = 4294967295  # 2**32 - 1
+# @notice blockhash reaches back this many blocks: a task must start within it.
+START_WINDOW: constant(uint256) = 256
+# @notice Someone other than the creator may start a task only this many blocks after
+#         its creation (and with no exclude list), so nobody can start a creator's task
+#         before the creator with other exclusions.
+START_GRACE: constant(uint256) = 32
+# @notice Basis points (validation rate, slash share).
+BPS: constant(uint256) = 10000
+# @notice The most ciphertext a dispute re-decrypts: 513 words, a result of 16,384 bytes.
+MAX_CIPHERTEXT: constant(uint256) = 16416
+# @notice Task types with a similarity threshold (the table holds this many).
+MAX_TASK_TYPES: constant(uint256) = 16
 
 # Task states (mirrored by gridtask.types.TaskState).
-QUEUED: constant(uint256) = 1
-STARTED: constant(uint256) = 2
-SCORE_READY: constant(uint256) = 3
-VALIDATED: constant(uint256) = 4
-SUCCESS: constant(uint256) = 5
-ABORTED: constant(uint256) = 6
-ERRORED: constant(uint256) = 7
+CREATED: constant(uint256) = 1
+QUEUED: constant(uint256) = 2
+STARTED: constant(uint256) = 3
+SCORE_READY: constant(uint256) = 4
+VALIDATED: constant(uint256) = 5
+SUCCESS: constant(uint256) = 6
+ABORTED: constant(uint256) = 7
+ERRORED: constant(uint256) = 8
+INVALIDATED: constant(uint256) = 9
 
 # Node statuses (mirrored by gridtask.types.NodeStatus).
 IDLE: constant(uint256) = 1
 BUSY: constant(uint256) = 2
 PAUSED: constant(uint256) = 3
+LEAVING: constant(uint256) = 4
+
+# Group outcomes (mirrored by gridtask.types.GroupOutcome).
+AGREED: constant(uint256) = 1
+NO_MAJORITY: constant(uint256) = 2
+TOO_FEW: constant(uint256) = 3
 
 # Bit layout of the packed words read on hot paths (one storage read each).
+# Task.meta: state | deadline << 8 | timeout << 72 | rand << 136 | task type << 200
+#            | STARTED_FLAG | SCORED_FLAG | GROUPED_FLAG | task size << 211. Until the task starts the rand
+#            field holds the creation block number.
 STATE_MASK: constant(uint256) = 2**8 - 1
 TIME_MASK: constant(uint256) = 2**64 - 1
 DEADLINE_SHIFT: constant(uint256) = 8
+STAGE_MASK: constant(uint256) = 2**72 - 1  # state and deadline
 TIMEOUT_SHIFT: constant(uint256) = 72
+RAND_MASK: constant(uint256) = 2**64 - 1
+RAND_SHIFT: constant(uint256) = 136
+TYPE_MASK: constant(uint256) = 2**8 - 1
+TYPE_SHIFT: constant(uint256) = 200
+STARTED_FLAG: constant(uint256) = 2**208  # rand was drawn
+SCORED_FLAG: constant(uint256) = 2**209  # the score slot holds the score, not the requirements
+GROUPED_FLAG: constant(uint256) = 2**210  # was a member of a validated group
+SIZE_SHIFT: constant(uint256) = 211
+SIZE_MASK: constant(uint256) = 2**45 - 1
+# Task.cf: creator | fee << 160.
+ADDRESS_MASK: constant(uint256) = 2**160 - 1
+FEE_SHIFT: constant(uint256) = 160
+FEE_MASK: constant(uint256) = 2**96 - 1
+# node_info: status | vram << 8 | capped stake << 40 | GPU tag << 136 | model filter << 168.
 VRAM_MASK: constant(uint256) = 2**32 - 1
 VRAM_SHIFT: constant(uint256) = 8
 WEIGHT_MASK: constant(uint256) = 2**96 - 1
@@ -179,15 +266,22 @@ BLOOM_SHIFT: constant(uint256) = 168
 # Set while a busy node has asked to pause after its task (above the other fields).
 PAUSE_REQUESTED: constant(uint256) = 2**255
 
+# @notice Task types whose scores are similarity hashes (bit t set: type t): EMBED (1).
+#         Mirrored by gridtask.scoring.SIMILARITY_TASK_TYPES.
+SIMILARITY_TYPES: constant(uint256) = 1 << 1
+
+RESULT_KEY_TAG: constant(Bytes[20]) = b"gridtask-result-key:"
+
 
 # ---------------------------------------------------------------- storage
 
 struct Task:
-    creator: address
+    # creator | fee << 160: who pays and how much, in one slot
+    cf: uint256
     node: address
-    fee: uint256
-    # state | deadline << 8 | timeout << 72: what changes on every step, in one slot
+    # see the bit layout above: what changes on every step, in one slot
     meta: uint256
+    # keccak(abi_encode(models, min_vram, required_gpu)) until the node scores
     score: bytes32
     result_hash: bytes32
 
@@ -203,6 +297,7 @@ struct Wanted:
     min_vram: uint256
     gpu: bytes32
     fee_per_unit: uint256
+    exclude: DynArray[address, MAX_EXCLUDE]
 
 # @notice The least stake a node must put up to join (wei).
 min_stake: public(immutable(uint256))
@@ -213,12 +308,29 @@ min_timeout: public(immutable(uint256))
 max_timeout: public(immutable(uint256))
 # @notice The relay's account: the only one that may report a result delivered.
 relay: public(immutable(address))
+# @notice Share of tasks validated by a group of three (basis points).
+validation_rate_bps: public(immutable(uint256))
+# @notice Seconds the creator has to validate a score before the node may claim its fee.
+validation_window: public(immutable(uint256))
+# @notice Seconds after delivery during which the creator may dispute the result.
+challenge_window: public(immutable(uint256))
+# @notice Seconds a node's stake stays slashable after it quits.
+unstake_delay: public(immutable(uint256))
+# @notice Share of its stake a node loses when slashed (basis points).
+slash_bps: public(immutable(uint256))
+# @notice The least fee per unit of work (wei): createTask needs fee >= this * task_size.
+min_fee_per_unit: public(immutable(uint256))
+# @notice The ScoreVerifier contract: group majorities and dispute decryption.
+verifier: public(immutable(address))
+# @notice Per task type, the Hamming distance (of the high 128 bits of two scores) under
+#         which they agree; only similarity types (SIMILARITY_TYPES) use it.
+similarity_bits: public(HashMap[uint256, uint256])
 
 # @notice Tasks by key: keccak(creator ‖ commitment), commitment = keccak(task ID ‖ nonce).
 tasks: HashMap[bytes32, Task]
 # @notice Nonces each creator has used: never accepted twice from the same creator.
 nonce_used: public(HashMap[address, HashMap[bytes32, bool]])
-# @notice What the contract owes each account (payments, refunds, returned stakes).
+# @notice What the contract owes each account (payments, refunds, slashed stakes).
 balanceOf: public(HashMap[address, uint256])
 
 # @notice Registered nodes: stake, GPU, encryption key and version.
@@ -234,6 +346,8 @@ model_nodes: HashMap[bytes32, HashMap[uint256, address]]
 model_node_count: public(HashMap[bytes32, uint256])
 # @notice A node's 1-based position in each of its models' arrays (0: not there).
 node_model_pos: HashMap[address, HashMap[bytes32, uint256]]
+# @notice When a leaving node's stake is released (`withdraw` pays it from then on).
+release_at: public(HashMap[address, uint256])
 
 # @notice What each queued task requires, by task key (cleared when it leaves the queue).
 wanted: HashMap[bytes32, Wanted]
@@ -248,6 +362,14 @@ def __init__(
     _min_timeout: uint256,
     _max_timeout: uint256,
     _relay: address,
+    _validation_rate_bps: uint256,
+    _validation_window: uint256,
+    _challenge_window: uint256,
+    _unstake_delay: uint256,
+    _slash_bps: uint256,
+    _min_fee_per_unit: uint256,
+    _similarity_bits: DynArray[uint256, MAX_TASK_TYPES],
+    _verifier: address,
 ):
     """
     @param _min_stake The least stake (wei) a node must put up.
@@ -255,6 +377,14 @@ def __init__(
     @param _min_timeout Shortest task timeout accepted (seconds).
     @param _max_timeout Longest task timeout accepted (seconds, at most MAX_TIMEOUT_LIMIT).
     @param _relay The relay's account, which reports results delivered.
+    @param _validation_rate_bps Share of tasks sampled for a group of three (basis points).
+    @param _validation_window Seconds a creator has to validate a score.
+    @param _challenge_window Seconds after delivery a creator may dispute the result.
+    @param _unstake_delay Seconds a quitting node's stake stays slashable (>= challenge window).
+    @param _slash_bps Share of its stake a slashed node loses (basis points).
+    @param _min_fee_per_unit Least fee per unit of work (wei).
+    @param _similarity_bits Per task type (index), the Hamming threshold of similarity types.
+    @param _verifier The ScoreVerifier contract (deployed first).
     """
     assert _min_stake > 0, "config: minimum stake must be positive"
     assert _stake_cap_multiple > 0, "config: stake cap multiple must be positive"
@@ -262,11 +392,30 @@ def __init__(
     assert _max_timeout <= MAX_TIMEOUT_LIMIT, "config: max timeout too large"
     assert _relay != empty(address), "config: relay account required"
     assert _min_stake * _stake_cap_multiple <= WEIGHT_MASK, "config: stake cap too large"
+    assert _validation_rate_bps <= BPS, "config: validation rate above 10000 bps"
+    assert _validation_window > 0, "config: validation window must be positive"
+    assert _challenge_window > 0, "config: challenge window must be positive"
+    assert _unstake_delay >= _challenge_window, "config: unstake delay shorter than the challenge window"
+    assert _unstake_delay <= MAX_TIMEOUT_LIMIT and _validation_window <= MAX_TIMEOUT_LIMIT and _challenge_window <= MAX_TIMEOUT_LIMIT, "config: window too long"
+    assert _slash_bps <= BPS, "config: slash share above 10000 bps"
+    assert _verifier.is_contract, "config: verifier is not a contract"
     min_stake = _min_stake
     stake_cap_multiple = _stake_cap_multiple
     min_timeout = _min_timeout
     max_timeout = _max_timeout
     relay = _relay
+    validation_rate_bps = _validation_rate_bps
+    validation_window = _validation_window
+    challenge_window = _challenge_window
+    unstake_delay = _unstake_delay
+    slash_bps = _slash_bps
+    min_fee_per_unit = _min_fee_per_unit
+    verifier = _verifier
+    for i: uint256 in range(MAX_TASK_TYPES):
+        if i >= len(_similarity_bits):
+            break
+        assert _similarity_bits[i] <= 128, "config: similarity bits above 128"
+        self.similarity_bits[i] = _similarity_bits[i]
 
 
 # ---------------------------------------------------------------- nodes
@@ -289,10 +438,14 @@ def join(
     @param public_key The node's X25519 key: parameters are encrypted to it.
     @param version The node software's version.
     """
-    assert self.node_info[msg.sender] == 0, "nodes: already joined"
-    assert msg.value >= min_stake, "nodes: stake below minimum"
-    assert vram <= VRAM_MASK, "nodes: vram out of range"
-    assert public_key != empty(bytes32), "nodes: public key required"
+    if self.node_info[msg.sender] != 0:
+        self._fail("nodes: already joined")
+    if msg.value < min_stake:
+        self._fail("nodes: stake below minimum")
+    if vram > VRAM_MASK:
+        self._fail("nodes: vram out of range")
+    if public_key == empty(bytes32):
+        self._fail("nodes: public key required")
     self._check_models(models, MAX_NODE_MODELS)
     kept: DynArray[bytes32, MAX_NODE_MODELS] = []
     for m: bytes32 in models:
@@ -314,12 +467,15 @@ def pause():
     @notice Stop taking new tasks. An idle node pauses at once; a busy node pauses
             when its task ends (whatever the end), instead of taking queued work.
     """
-    info: uint256 = self.node_info[msg.sender]
-    assert info != 0, "nodes: not a node"
+    info: uint256 = self._node_info(msg.sender)
     status: uint256 = info & STATE_MASK
-    assert status != PAUSED, "nodes: node is already paused"
+    if status == PAUSED:
+        self._fail("nodes: node is already paused")
+    if status == LEAVING:
+        self._fail("nodes: node is leaving")
     if status == BUSY:
-        assert info & PAUSE_REQUESTED == 0, "nodes: pause already requested"
+        if info & PAUSE_REQUESTED != 0:
+            self._fail("nodes: pause already requested")
         self.node_info[msg.sender] = info | PAUSE_REQUESTED
         log NodePauseRequested(node=msg.sender)
         return
@@ -329,15 +485,22 @@ def pause():
 @external
 def resume():
     """
-    @notice Take tasks again after `pause`; queued work is taken at once. A busy node
-            that asked to pause withdraws the request and stays busy.
+    @notice Take tasks again after `pause` (or after a missed deadline paused the
+            node); queued work is taken at once. A busy node that asked to pause
+            withdraws the request and stays busy. A node whose stake fell below the
+            minimum must `topUp` first.
     """
     info: uint256 = self.node_info[msg.sender]
     if info & PAUSE_REQUESTED != 0:
+        if self.nodes[msg.sender].stake < min_stake:
+            self._fail("nodes: stake below minimum: top up first")
         self.node_info[msg.sender] = info & ~PAUSE_REQUESTED
         log NodeResumed(node=msg.sender)
         return
-    assert info & STATE_MASK == PAUSED, "nodes: node is not paused"
+    if info & STATE_MASK != PAUSED:
+        self._fail("nodes: node is not paused")
+    if self.nodes[msg.sender].stake < min_stake:
+        self._fail("nodes: stake below minimum: top up first")
     self.node_info[msg.sender] = (info & ~STATE_MASK) | IDLE
     self._activate(msg.sender)
     log NodeResumed(node=msg.sender)
@@ -345,19 +508,39 @@ def resume():
 
 
 @external
+@payable
+def topUp():
+    """
+    @notice Add `msg.value` to the caller's stake (after a slash, say); a paused node
+            may then `resume`.
+    """
+    info: uint256 = self._node_info(msg.sender)
+    if info & STATE_MASK == LEAVING:
+        self._fail("nodes: node is leaving")
+    if msg.value <= 0:
+        self._fail("nodes: zero top-up")
+    stake: uint256 = self.nodes[msg.sender].stake + msg.value
+    self._set_stake(msg.sender, stake)
+    log NodeToppedUp(node=msg.sender, stake=stake)
+
+
+@external
 def quit():
-    """@notice Leave the network when idle or paused; the stake is credited to `balanceOf`."""
-    info: uint256 = self.node_info[msg.sender]
-    assert info != 0, "nodes: not a node"
-    assert info & STATE_MASK != BUSY, "nodes: node is busy"
-    if info & STATE_MASK == IDLE:
+    """
+    @notice Leave selection at once (idle, busy or paused; a task in hand goes on to
+            its end). The stake stays slashable for `unstake_delay` seconds, after
+            which `withdraw` pays it out with the balance.
+    """
+    info: uint256 = self._node_info(msg.sender)
+    status: uint256 = info & STATE_MASK
+    if status == LEAVING:
+        self._fail("nodes: node is already leaving")
+    if status == IDLE or status == BUSY:
         self._deactivate(msg.sender)
-    stake: uint256 = self.nodes[msg.sender].stake
-    self.balanceOf[msg.sender] += stake
-    self.nodes[msg.sender] = empty(Node)
-    self.node_info[msg.sender] = 0
-    self.node_models[msg.sender] = []
-    log NodeQuit(node=msg.sender, stake=stake)
+    release: uint256 = block.timestamp + unstake_delay
+    self.node_info[msg.sender] = (info & ~(STATE_MASK | PAUSE_REQUESTED)) | LEAVING
+    self.release_at[msg.sender] = release
+    log NodeQuit(node=msg.sender, stake=self.nodes[msg.sender].stake, release_at=release)
 
 
 @external
@@ -370,7 +553,8 @@ def takeQueuedTask() -> bool:
             queued next to an idle node that matches it.
     @return True if a task was started for the caller.
     """
-    assert self.node_info[msg.sender] & STATE_MASK == IDLE, "nodes: node is not idle"
+    if self.node_info[msg.sender] & STATE_MASK != IDLE:
+        self._fail("nodes: node is not idle")
     return self._take_queued(msg.sender)
 
 
@@ -390,9 +574,9 @@ def createTask(
     timeout: uint256,
 ):
     """
-    @notice Create a task with `msg.value` as its fee, escrowed until it ends. The
-            task starts on a matching node at once, or waits in the queue.
-    @param task_type What to run (gridtask.types.TaskType).
+    @notice Create a task with `msg.value` as its fee, escrowed until it ends. Nothing
+            is selected here: `startTask`, in a later block, picks the node.
+    @param task_type What to run (gridtask.types.TaskType, below 256).
     @param commitment keccak(task ID ‖ nonce). The task's key on chain, used by every
            other function and event, is keccak(msg.sender ‖ commitment).
     @param nonce Fresh for every task; never accepted twice from the same creator.
@@ -403,61 +587,131 @@ def createTask(
     @param task_size Units of work (>= 1); the queue ranks tasks by fee per unit.
     @param timeout Seconds allowed for each stage.
     """
-    assert msg.value > 0, "tasks: zero fee"
-    assert commitment != empty(bytes32), "tasks: empty commitment"
-    assert not self.nonce_used[msg.sender][nonce], "tasks: nonce already used"
+    if msg.value <= 0:
+        self._fail("tasks: zero fee")
+    if msg.value > FEE_MASK:
+        self._fail("tasks: fee too large")
+    if commitment == empty(bytes32):
+        self._fail("tasks: empty commitment")
+    if self.nonce_used[msg.sender][nonce]:
+        self._fail("tasks: nonce already used")
     key: bytes32 = keccak256(concat(convert(msg.sender, bytes20), commitment))
-    assert self.tasks[key].creator == empty(address), "tasks: commitment exists"
+    if self.tasks[key].cf != 0:
+        self._fail("tasks: commitment exists")
     self._check_models(model_ids, MAX_TASK_MODELS)
-    assert task_size >= 1, "tasks: task size must be at least 1"
-    assert timeout >= min_timeout and timeout <= max_timeout, "tasks: timeout out of bounds"
+    if task_size < 1:
+        self._fail("tasks: task size must be at least 1")
+    if task_size > SIZE_MASK:
+        self._fail("tasks: task size too large")
+    if timeout < min_timeout or timeout > max_timeout:
+        self._fail("tasks: timeout out of bounds")
+    if task_type > TYPE_MASK:
+        self._fail("tasks: task type out of range")
+    if msg.value < min_fee_per_unit * task_size:
+        self._fail("tasks: fee below the minimum for its size")
     models: DynArray[bytes32, MAX_TASK_MODELS] = []
     for m: bytes32 in model_ids:
         models.append(m)
 
     self.nonce_used[msg.sender][nonce] = True
-    seed: bytes32 = keccak256(abi_encode(block.prevrandao, key, nonce, msg.sender))
+    self.tasks[key] = Task(
+        cf=convert(msg.sender, uint256) | (msg.value << FEE_SHIFT),
+        node=empty(address),
+        meta=(
+            CREATED | ((block.timestamp + timeout) << DEADLINE_SHIFT) | (timeout << TIMEOUT_SHIFT)
+            | (block.number << RAND_SHIFT) | (task_type << TYPE_SHIFT) | (task_size << SIZE_SHIFT)
+        ),
+        score=self._req_hash(models, min_vram, required_gpu),
+        result_hash=empty(bytes32),
+    )
     log TaskCreated(
         commitment=key, creator=msg.sender, task_type=task_type, nonce=nonce,
-        seed=seed, fee=msg.value, task_size=task_size, timeout=timeout, model_ids=models,
+        fee=msg.value, task_size=task_size, timeout=timeout, model_ids=models,
         min_vram=min_vram, required_gpu=required_gpu, params_hash=params_hash,
     )
 
-    key_model: bytes32 = self._key_model(models)
-    node: address = self._select(seed, key_model, models, min_vram, required_gpu)
-    self.tasks[key] = Task(
-        creator=msg.sender, node=empty(address), fee=msg.value,
-        meta=self._pack_meta(QUEUED, block.timestamp + timeout, timeout),
-        score=empty(bytes32), result_hash=empty(bytes32),
-    )
+
+@external
+def startTask(
+    key: bytes32,
+    model_ids: DynArray[bytes32, MAX_TASK_MODELS],
+    min_vram: uint256,
+    required_gpu: bytes32,
+    exclude: DynArray[address, MAX_EXCLUDE],
+):
+    """
+    @notice Select the task's node, from blockhash(creation block) and the key, or
+            queue the task. Normally the creator calls it in the block after
+            creation; anyone may start a task left waiting START_GRACE blocks.
+    @param key The task's key.
+    @param model_ids The models given at creation (checked against their hash).
+    @param min_vram The VRAM given at creation.
+    @param required_gpu The GPU given at creation.
+    @param exclude Nodes that must not run the task (the creator's nodes of its two
+           most recent tasks, so no node runs two members of a group); creator only.
+    """
+    task: Task = self._task(key)
+    meta: uint256 = task.meta
+    if meta & STATE_MASK != CREATED:
+        self._fail("tasks: task not waiting to start")
+    created: uint256 = (meta >> RAND_SHIFT) & RAND_MASK
+    if block.number <= created:
+        self._fail("tasks: start in a later block than creation")
+    if block.number - created > START_WINDOW:
+        self._fail("tasks: start window passed; cancel the task")
+    creator: address = self._creator(task.cf)
+    if msg.sender != creator:
+        if len(exclude) != 0:
+            self._fail("tasks: only the creator may exclude nodes")
+        if block.number <= created + START_GRACE:
+            self._fail("tasks: only the creator may start it this early")
+    if self._req_hash(model_ids, min_vram, required_gpu) != task.score:
+        self._fail("tasks: requirements differ from creation")
+
+    entropy: bytes32 = blockhash(created)
+    meta = (meta & ~(RAND_MASK << RAND_SHIFT)) | (
+        (convert(entropy, uint256) & RAND_MASK) << RAND_SHIFT
+    ) | STARTED_FLAG
+    seed: bytes32 = keccak256(abi_encode(entropy, key))
+    deadline: uint256 = block.timestamp + self._timeout(meta)
+    key_model: bytes32 = self._key_model(model_ids)
+    node: address = self._select(seed, key_model, model_ids, min_vram, required_gpu, exclude)
     if node != empty(address):
-        self._start(key, node)
-    else:
-        fee_per_unit: uint256 = msg.value // task_size
-        self.wanted[key] = Wanted(
-            models=models, min_vram=min_vram, gpu=required_gpu, fee_per_unit=fee_per_unit
-        )
-        task_queue.push(key, key_model, fee_per_unit)
-        log TaskQueued(
-            commitment=key, creator=msg.sender, key_model=key_model, fee_per_unit=fee_per_unit
-        )
+        self.tasks[key].node = node
+        self.tasks[key].meta = self._stage(meta, STARTED, deadline)
+        self.node_info[node] = (self.node_info[node] & ~STATE_MASK) | BUSY
+        log TaskStarted(commitment=key, node=node, creator=creator)
+        return
+    self.tasks[key].meta = self._stage(meta, QUEUED, deadline)
+    fee_per_unit: uint256 = self._fee(task.cf) // ((meta >> SIZE_SHIFT) & SIZE_MASK)
+    self.wanted[key] = Wanted(
+        models=model_ids, min_vram=min_vram, gpu=required_gpu, fee_per_unit=fee_per_unit,
+        exclude=exclude,
+    )
+    task_queue.push(key, key_model, fee_per_unit)
+    log TaskQueued(commitment=key, creator=creator, key_model=key_model, fee_per_unit=fee_per_unit)
 
 
 @external
 def submitScore(key: bytes32, score: bytes32, result_hash: bytes32):
     """
     @notice The selected node commits its score and the keccak of its result,
-            encrypted to the creator; the relay checks the upload against it.
+            encrypted with the task's result key; the relay checks the upload
+            against it. The creator then has `validation_window` seconds to validate.
     @param key The task's key: keccak(creator ‖ commitment).
+    @param score The result's score (gridtask.scoring.score).
+    @param result_hash keccak of the ciphertext the node will deliver.
     """
     task: Task = self._task_of_node(key)
-    assert task.meta & STATE_MASK == STARTED, "tasks: task not started"
-    timeout: uint256 = self._timeout(task.meta)
+    if task.meta & STATE_MASK != STARTED:
+        self._fail("tasks: task not started")
     self.tasks[key].score = score
     self.tasks[key].result_hash = result_hash
-    self.tasks[key].meta = self._pack_meta(SCORE_READY, block.timestamp + timeout, timeout)
+    self.tasks[key].meta = self._stage(
+        task.meta | SCORED_FLAG, SCORE_READY, block.timestamp + validation_window
+    )
     log TaskScoreReady(
-        commitment=key, node=msg.sender, creator=task.creator, score=score,
+        commitment=key, node=msg.sender, creator=self._creator(task.cf), score=score,
         result_hash=result_hash,
     )
 
@@ -468,91 +722,308 @@ def reportTaskError(key: bytes32, error_code: uint256):
     @notice The selected node reports the task's parameters as unrunnable (bad hash,
             unknown model, wrong field). The task's fault: the fee is refunded.
     @param key The task's key.
+    @param error_code Why (gridtask.types.TaskErrorCode).
     """
     task: Task = self._task_of_node(key)
-    assert task.meta & STATE_MASK == STARTED, "tasks: task not started"
+    if task.meta & STATE_MASK != STARTED:
+        self._fail("tasks: task not started")
     self._end(key, task, ERRORED)
     log TaskErrorReported(
-        commitment=key, node=msg.sender, creator=task.creator, error_code=error_code
+        commitment=key, node=msg.sender, creator=self._creator(task.cf), error_code=error_code
     )
-    self._free(task.node)
+    self._free(task.node, False)
 
 
 @external
-def validateSingleTask(key: bytes32, sampling_proof: Bytes[256]):
+@view
+def isSampled(key: bytes32, task_id_hash: bytes32, nonce: bytes32) -> bool:
     """
-    @notice The creator accepts the score of a task that was not sampled for
-            group validation.
+    @notice Whether the started task was sampled for validation by a group of three:
+            keccak(h ‖ rand) % 10000 < validation_rate_bps, h = keccak(task ID), rand
+            drawn from blockhash(creation block) at start.
     @param key The task's key.
-    @param sampling_proof Reserved for the proof that the task was not sampled
-           (validation groups); ignored until groups exist.
+    @param task_id_hash h = keccak(task ID): with the nonce it opens the commitment.
+    @param nonce The task's nonce.
+    @return True if the task must be validated as a group.
     """
-    task: Task = self.tasks[key]
-    assert task.creator != empty(address), "tasks: unknown task"
-    assert msg.sender == task.creator, "tasks: only the creator may validate"
-    assert task.meta & STATE_MASK == SCORE_READY, "tasks: score not ready"
-    timeout: uint256 = self._timeout(task.meta)
-    self.tasks[key].meta = self._pack_meta(VALIDATED, block.timestamp + timeout, timeout)
-    log TaskValidated(commitment=key, node=task.node, creator=task.creator)
+    task: Task = self._task(key)
+    self._check_opening(key, self._creator(task.cf), task_id_hash, nonce)
+    if task.meta & STARTED_FLAG == 0:
+        self._fail("tasks: task not started")
+    return self._sampled(task_id_hash, task.meta)
+
+
+@external
+def validateSingleTask(key: bytes32, task_id_hash: bytes32, nonce: bytes32):
+    """
+    @notice The creator accepts the score of a task that was not sampled, opening its
+            commitment, which proves it was not.
+    @param key The task's key.
+    @param task_id_hash h = keccak(task ID), never the task ID itself (the result key
+           derives from it, and calldata is public).
+    @param nonce The task's nonce.
+    """
+    task: Task = self._task_of_creator(key, "tasks: only the creator may validate")
+    if task.meta & STATE_MASK != SCORE_READY:
+        self._fail("tasks: score not ready")
+    self._check_opening(key, msg.sender, task_id_hash, nonce)
+    if self._sampled(task_id_hash, task.meta):
+        self._fail("tasks: task was sampled: validate it as a group of three")
+    self.tasks[key].meta = self._stage(
+        task.meta, VALIDATED, block.timestamp + self._timeout(task.meta)
+    )
+    log TaskValidated(commitment=key, node=task.node, creator=msg.sender)
+
+
+@external
+def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
+    """
+    @notice The creator validates three tasks with one task ID run by three nodes.
+            Two or more agreeing scores are accepted and their nodes paid; a
+            disagreeing score, or an error while two agree, is slashed and the
+            slashed stake goes to the agreeing nodes. With no two agreeing, or fewer
+            than two scores, the group is aborted and refunded. Sampled (and the
+            original's fee still held): the agreeing share the original's fee and
+            the other fees go back; otherwise each agreeing member keeps its own.
+    @param task_id_hash h = keccak(task ID), of the task ID the three share.
+    @param nonces The members' nonces; nonces[0] is the original (sampled) task.
+    """
+    keys: bytes32[3] = empty(bytes32[3])
+    metas: uint256[3] = empty(uint256[3])
+    nodes: address[3] = empty(address[3])
+    scores: bytes32[3] = empty(bytes32[3])
+    for i: uint256 in range(3):
+        keys[i] = self._key_of(msg.sender, task_id_hash, nonces[i])
+        task: Task = self._task(keys[i])
+        metas[i] = task.meta
+        nodes[i] = task.node
+        scores[i] = task.score
+        state: uint256 = task.meta & STATE_MASK
+        if state != SCORE_READY and state != ERRORED and state != ABORTED:
+            self._fail("group: a member is still running; abort it after its deadline")
+        if task.meta & GROUPED_FLAG != 0:
+            self._fail("group: a member was already validated in a group")
+        if self._task_type(task.meta) != self._task_type(metas[0]):
+            self._fail("group: members differ in task type")
+        for j: uint256 in range(3):
+            if j >= i:
+                break
+            if keys[i] == keys[j]:
+                self._fail("group: nonces must differ")
+            if task.node != empty(address) and task.node == nodes[j]:
+                self._fail("group: two tasks ran on the same node")
+
+    task_type: uint256 = self._task_type(metas[0])
+    sampled: bool = metas[0] & STARTED_FLAG != 0 and self._sampled(task_id_hash, metas[0])
+    scored: uint256 = 0
+    voting: uint256 = 0
+    for i: uint256 in range(3):
+        if metas[i] & STATE_MASK == SCORE_READY:
+            voting |= 1 << i
+            scored += 1
+    agreeing: uint256 = staticcall ScoreVerifier(verifier).majority(
+        scores, voting, self._similar(task_type), self.similarity_bits[task_type]
+    )
+    count: uint256 = (agreeing & 1) + ((agreeing >> 1) & 1) + ((agreeing >> 2) & 1)
+    outcome: uint256 = AGREED
+    if count < 2:
+        outcome = NO_MAJORITY if scored >= 2 else TOO_FEW
+        agreeing = 0
+        count = 0
+
+    pot: uint256 = 0
+    if sampled and count > 0 and metas[0] & STATE_MASK == SCORE_READY:
+        pot = self._fee(self.tasks[keys[0]].cf)
+    held: uint256 = 0
+    paid: uint256 = 0
+    slashed: uint256 = 0
+    for i: uint256 in range(3):
+        key: bytes32 = keys[i]
+        meta: uint256 = metas[i] | GROUPED_FLAG
+        state: uint256 = meta & STATE_MASK
+        self.tasks[key].meta = meta
+        if state == ERRORED and count > 0:
+            slashed += self._slash(nodes[i], key, "group: reported an error while two agreed")
+        if state != SCORE_READY:
+            continue
+        cf: uint256 = self.tasks[key].cf
+        fee: uint256 = self._fee(cf)
+        held += fee
+        if agreeing & (1 << i) != 0:
+            pay: uint256 = fee
+            if pot != 0:
+                pay = pot // count
+                if paid == 0:
+                    pay += pot % count
+                self.tasks[key].cf = (cf & ADDRESS_MASK) | (pay << FEE_SHIFT)
+            paid += pay
+            self.tasks[key].meta = self._stage(meta, VALIDATED, block.timestamp + self._timeout(meta))
+            log TaskValidated(commitment=key, node=nodes[i], creator=msg.sender)
+            continue
+        if count > 0:
+            self.tasks[key].meta = self._stage(meta, INVALIDATED, 0)
+            reason: String[64] = "group: score disagrees with the majority"
+            slashed += self._slash(nodes[i], key, reason)
+            log TaskInvalidated(commitment=key, node=nodes[i], creator=msg.sender, reason=reason)
+        else:
+            self.tasks[key].meta = self._stage(meta, ABORTED, 0)
+            why: String[64] = "group: no two results agree"
+            if outcome == TOO_FEW:
+                why = "group: fewer than two results"
+            log TaskAborted(commitment=key, by=msg.sender, creator=msg.sender, reason=why)
+        self._free(nodes[i], False)
+    self.balanceOf[msg.sender] += held - paid
+
+    # slashed stakes go to the agreeing nodes (equal split, remainder to the first)
+    credited: uint256 = 0
+    for i: uint256 in range(3):
+        if agreeing & (1 << i) != 0:
+            amount: uint256 = slashed // count
+            if credited == 0:
+                amount += slashed % count
+            credited += amount
+            self.balanceOf[nodes[i]] += amount
+    log TaskGroupValidated(
+        task_id=task_id_hash, creator=msg.sender, outcome=outcome, keys=keys, agreeing=agreeing,
+        sampled=sampled,
+    )
 
 
 @external
 def reportResultUploaded(key: bytes32):
     """
     @notice The relay reports that the node delivered a result matching the hash it
-            committed: the task succeeds and the fee is credited to the node.
+            committed: the task succeeds and the fee is credited to the node. The
+            creator may dispute the result for `challenge_window` seconds.
     @param key The task's key.
     """
-    assert msg.sender == relay, "tasks: only the relay may report delivery"
-    task: Task = self.tasks[key]
-    assert task.creator != empty(address), "tasks: unknown task"
-    assert task.meta & STATE_MASK == VALIDATED, "tasks: task not validated"
-    self.tasks[key].meta = self._pack_meta(SUCCESS, 0, self._timeout(task.meta))
-    self.balanceOf[task.node] += task.fee
-    log TaskSuccess(commitment=key, node=task.node, creator=task.creator, fee=task.fee)
-    self._free(task.node)
+    if msg.sender != relay:
+        self._fail("tasks: only the relay may report delivery")
+    task: Task = self._task(key)
+    if task.meta & STATE_MASK != VALIDATED:
+        self._fail("tasks: task not validated")
+    self.tasks[key].meta = self._stage(task.meta, SUCCESS, block.timestamp + challenge_window)
+    fee: uint256 = self._fee(task.cf)
+    self.balanceOf[task.node] += fee
+    log TaskSuccess(commitment=key, node=task.node, creator=self._creator(task.cf), fee=fee)
+    self._free(task.node, False)
+
+
+@external
+def claimUnvalidated(key: bytes32):
+    """
+    @notice The node of a scored task whose creator did not validate within
+            `validation_window` takes its fee; the task ends ABORTED.
+    @param key The task's key.
+    """
+    task: Task = self._task_of_node(key)
+    if task.meta & STATE_MASK != SCORE_READY:
+        self._fail("tasks: score not ready")
+    if block.timestamp <= self._deadline(task.meta):
+        self._fail("tasks: validation window not passed")
+    self.tasks[key].meta = self._stage(task.meta, ABORTED, 0)
+    self.balanceOf[msg.sender] += self._fee(task.cf)
+    log TaskAborted(
+        commitment=key, by=msg.sender, creator=self._creator(task.cf),
+        reason="creator did not validate in time: node paid",
+    )
+    self._free(msg.sender, False)
+
+
+@external
+def disputeResult(key: bytes32, task_id: bytes32, nonce: bytes32, ciphertext: Bytes[MAX_CIPHERTEXT]):
+    """
+    @notice The creator proves that the delivered result does not match the node's
+            score: the contract decrypts the delivered ciphertext with the task's
+            result key (keccak-CTR, gridtask.crypto) and recomputes the result's
+            digest. A mismatch takes the fee back from the node, refunds it and
+            slashes the node; a match reverts, so an honest node cannot be framed.
+            Results over 16,384 bytes cannot be disputed on chain.
+    @param key The task's key.
+    @param task_id The task ID itself: keccak(task ID) opens the commitment and the
+           result key derives from it (a dispute is the one call that reveals it).
+    @param nonce The task's nonce.
+    @param ciphertext The ciphertext the node delivered (its keccak is on chain).
+    """
+    task: Task = self._task_of_creator(key, "tasks: only the creator may dispute")
+    self._check_opening(key, msg.sender, keccak256(task_id), nonce)
+    if task.meta & STATE_MASK != SUCCESS:
+        self._fail("dispute: task not delivered")
+    if block.timestamp > self._deadline(task.meta):
+        self._fail("dispute: challenge window passed")
+    if keccak256(ciphertext) != task.result_hash:
+        self._fail("dispute: not the delivered ciphertext")
+    result_key: bytes32 = keccak256(concat(RESULT_KEY_TAG, task_id, nonce))
+    if staticcall ScoreVerifier(verifier).resultMatches(
+        result_key, ciphertext, task.score, self._similar(self._task_type(task.meta))
+    ):
+        self._fail("dispute: the result matches the score")
+
+    node: address = task.node
+    fee: uint256 = self._fee(task.cf)
+    from_balance: uint256 = min(self.balanceOf[node], fee)
+    self.balanceOf[node] -= from_balance
+    stake: uint256 = self.nodes[node].stake
+    from_stake: uint256 = min(fee - from_balance, stake)
+    if from_stake > 0:
+        self._set_stake(node, stake - from_stake)
+    self.tasks[key].meta = self._stage(task.meta, INVALIDATED, 0)
+    reason: String[64] = "dispute: the delivered result does not match its score"
+    slashed: uint256 = self._slash(node, key, reason)
+    self.balanceOf[msg.sender] += from_balance + from_stake + slashed
+    log TaskInvalidated(commitment=key, node=node, creator=msg.sender, reason=reason)
 
 
 @external
 def abortTask(key: bytes32, reason: String[64]):
     """
     @notice End a task without a result and refund its fee. The selected node may
-            abort before it scores (a local failure that is not the task's
-            fault); the creator or the node may once the stage's deadline passed.
+            abort before it scores (a local failure that is not the task's fault);
+            the creator or the node may once the stage's deadline passed. A task
+            aborted past its deadline in the node's own stage (started or
+            validated) pauses that node. A scored task is not aborted: it is
+            validated, or its node claims it after the validation window.
     @param key The task's key.
     @param reason Why, for the creator to read (in the TaskAborted event).
     """
-    task: Task = self.tasks[key]
-    assert task.creator != empty(address), "tasks: unknown task"
+    task: Task = self._task(key)
     state: uint256 = task.meta & STATE_MASK
-    assert state < SUCCESS, "tasks: task already ended"
+    if state >= SUCCESS:
+        self._fail("tasks: task already ended")
+    if state == SCORE_READY:
+        self._fail("tasks: scored: validate it, or its node claims it later")
     late: bool = block.timestamp > self._deadline(task.meta)
     if msg.sender == task.node:
-        assert state == STARTED or late, "tasks: node may abort only before scoring or after the deadline"
+        if state != STARTED and not late:
+            self._fail("tasks: node may abort only before scoring or after the deadline")
     else:
-        assert msg.sender == task.creator, "tasks: only the creator or the task's node may abort"
-        assert late, "tasks: deadline not passed"
+        if msg.sender != self._creator(task.cf):
+            self._fail("tasks: only the creator or the task's node may abort")
+        if not late:
+            self._fail("tasks: deadline not passed")
     if state == QUEUED:
         self._unqueue(key)
     self._end(key, task, ABORTED)
-    log TaskAborted(commitment=key, by=msg.sender, creator=task.creator, reason=reason)
+    log TaskAborted(commitment=key, by=msg.sender, creator=self._creator(task.cf), reason=reason)
     if task.node != empty(address):
-        self._free(task.node)
+        self._free(task.node, late)
 
 
 @external
 def cancelTask(key: bytes32):
     """
-    @notice The creator takes back a task that is still queued; the fee is refunded.
+    @notice The creator takes back a task that has no node yet (created or queued);
+            the fee is refunded.
     @param key The task's key.
     """
-    task: Task = self.tasks[key]
-    assert task.creator != empty(address), "tasks: unknown task"
-    assert msg.sender == task.creator, "tasks: only the creator may cancel"
-    assert task.meta & STATE_MASK == QUEUED, "tasks: task not queued"
-    self._unqueue(key)
+    task: Task = self._task_of_creator(key, "tasks: only the creator may cancel")
+    state: uint256 = task.meta & STATE_MASK
+    if state != QUEUED and state != CREATED:
+        self._fail("tasks: task not queued")
+    if state == QUEUED:
+        self._unqueue(key)
     self._end(key, task, ABORTED)
-    log TaskAborted(commitment=key, by=msg.sender, creator=task.creator, reason="cancelled")
+    log TaskAborted(commitment=key, by=msg.sender, creator=msg.sender, reason="cancelled")
 
 
 # ---------------------------------------------------------------- money
@@ -560,7 +1031,10 @@ def cancelTask(key: bytes32):
 @external
 @nonreentrant
 def withdraw():
-    """@notice Take out everything the contract owes the caller, paid to the caller."""
+    """
+    @notice Take out everything the contract owes the caller, paid to the caller: the
+            balance, and the stake of a node that quit once it is released.
+    """
     self._withdraw(msg.sender)
 
 
@@ -572,7 +1046,8 @@ def withdrawTo(recipient: address):
             a creator or node that is a contract which cannot receive ether.
     @param recipient The account the ether is sent to.
     """
-    assert recipient != empty(address), "funds: empty recipient"
+    if recipient == empty(address):
+        self._fail("funds: empty recipient")
     self._withdraw(recipient)
 
 
@@ -583,19 +1058,48 @@ def withdrawTo(recipient: address):
 def getTask(key: bytes32) -> (address, address, uint256, uint256, uint256, uint256, bytes32, bytes32):
     """
     @notice creator, node, fee, state, deadline, timeout, score, result hash of a task.
+            The deadline of a SUCCESS task is the end of its challenge window; the
+            score is empty until the node scores.
     @param key The task's key: keccak(creator ‖ commitment), the `commitment` of its events.
+    @return creator, node, fee, state, deadline, timeout, score, result hash.
     """
     t: Task = self.tasks[key]
+    score: bytes32 = empty(bytes32)
+    if t.meta & SCORED_FLAG != 0:
+        score = t.score
     return (
-        t.creator, t.node, t.fee, t.meta & STATE_MASK, self._deadline(t.meta),
-        self._timeout(t.meta), t.score, t.result_hash,
+        self._creator(t.cf), t.node, self._fee(t.cf), t.meta & STATE_MASK,
+        self._deadline(t.meta), self._timeout(t.meta), score, t.result_hash,
+    )
+
+
+@external
+@view
+def getTaskInfo(key: bytes32) -> (uint256, uint256, uint256, bool):
+    """
+    @notice What getTask leaves out.
+    @param key The task's key.
+    @return task type, task size, creation block (0 once started: it must start within
+            256 blocks of it), whether it was a member of a validated group.
+    """
+    meta: uint256 = self.tasks[key].meta
+    created: uint256 = 0
+    if meta & STARTED_FLAG == 0:
+        created = (meta >> RAND_SHIFT) & RAND_MASK
+    return (
+        self._task_type(meta), (meta >> SIZE_SHIFT) & SIZE_MASK, created,
+        meta & GROUPED_FLAG != 0,
     )
 
 
 @external
 @view
 def getNode(node: address) -> (uint256, uint256, bytes32, uint256, bytes32, uint256):
-    """@notice status, stake, gpu, vram, public key, version."""
+    """
+    @notice A node's record.
+    @param node The node's account.
+    @return status, stake, gpu, vram, public key, version.
+    """
     info: uint256 = self.node_info[node]
     n: Node = self.nodes[node]
     return (
@@ -607,75 +1111,198 @@ def getNode(node: address) -> (uint256, uint256, bytes32, uint256, bytes32, uint
 @external
 @view
 def getNodeModels(node: address) -> DynArray[bytes32, MAX_NODE_MODELS]:
-    """@notice The models the node serves."""
+    """
+    @notice The models the node serves.
+    @param node The node's account.
+    @return The model IDs.
+    """
     return self.node_models[node]
 
 
 @external
 @view
 def pauseRequested(node: address) -> bool:
-    """@notice The node is busy and pauses when its task ends."""
+    """
+    @notice The node is busy and pauses when its task ends.
+    @param node The node's account.
+    @return True if a pause is pending.
+    """
     return self.node_info[node] & PAUSE_REQUESTED != 0
 
 
 @external
 @view
 def queuedCount() -> uint256:
-    """@notice How many tasks wait in the queue."""
+    """
+    @notice How many tasks wait in the queue.
+    @return The number of queued tasks.
+    """
     return task_queue.queued_count
 
 
-# ---------------------------------------------------------------- internals
+# ---------------------------------------------------------------- internals: checks
+
+@internal
+@pure
+def _fail(reason: String[64]):
+    """@dev Revert with Error(reason). Every check calls this one function (the compiler's
+    own `assert ..., reason` costs ~90 bytes of code per check, and the contract must
+    stay under the 24,576-byte limit); nothing runs unless the check fails."""
+    raw_revert(abi_encode(reason, method_id=method_id("Error(string)")))
+
 
 @internal
 @pure
 def _check_models(models: DynArray[bytes32, MAX_MODELS_INPUT], limit: uint256):
     """@dev One rule for task and node model lists: 1..limit distinct non-empty IDs."""
-    assert len(models) > 0, "models: empty model list"
-    assert len(models) <= limit, "models: too many models"
+    if len(models) <= 0:
+        self._fail("models: empty model list")
+    if len(models) > limit:
+        self._fail("models: too many models")
     for i: uint256 in range(MAX_MODELS_INPUT):
         if i >= len(models):
             break
-        assert models[i] != empty(bytes32), "models: empty model ID"
+        if models[i] == empty(bytes32):
+            self._fail("models: empty model ID")
         for j: uint256 in range(MAX_MODELS_INPUT):
             if j >= i:
                 break
-            assert models[i] != models[j], "models: duplicate model"
+            if models[i] == models[j]:
+                self._fail("models: duplicate model")
+
+
+@internal
+@view
+def _task(key: bytes32) -> Task:
+    """@dev The task, which must exist."""
+    task: Task = self.tasks[key]
+    if task.cf == 0:
+        self._fail("tasks: unknown task")
+    return task
 
 
 @internal
 @view
 def _task_of_node(key: bytes32) -> Task:
-    task: Task = self.tasks[key]
-    assert task.creator != empty(address), "tasks: unknown task"
-    assert msg.sender == task.node, "tasks: only the task's node may do this"
+    """@dev The task, whose node must be the caller."""
+    task: Task = self._task(key)
+    if msg.sender != task.node:
+        self._fail("tasks: only the task's node may do this")
     return task
 
 
 @internal
+@view
+def _task_of_creator(key: bytes32, reason: String[64]) -> Task:
+    """@dev The task, whose creator must be the caller."""
+    task: Task = self._task(key)
+    if msg.sender != self._creator(task.cf):
+        self._fail(reason)
+    return task
+
+
+@internal
+@view
+def _node_info(node: address) -> uint256:
+    """@dev The node's packed word; the account must be a node."""
+    info: uint256 = self.node_info[node]
+    if info == 0:
+        self._fail("nodes: not a node")
+    return info
+
+
+@internal
+@pure
+def _key_of(creator: address, id_hash: bytes32, nonce: bytes32) -> bytes32:
+    """@dev keccak(creator ‖ keccak(h ‖ nonce)), h = keccak(task ID): the key h and a nonce open."""
+    return keccak256(concat(convert(creator, bytes20), keccak256(concat(id_hash, nonce))))
+
+
+@internal
+@pure
+def _check_opening(key: bytes32, creator: address, id_hash: bytes32, nonce: bytes32):
+    """@dev h = keccak(task ID) and the nonce open the task's commitment."""
+    if self._key_of(creator, id_hash, nonce) != key:
+        self._fail("tasks: task ID does not open the commitment")
+
+
+@internal
+@view
+def _sampled(id_hash: bytes32, meta: uint256) -> bool:
+    """@dev The sampling rule: keccak(h ‖ rand) % 10000 < validation_rate_bps."""
+    rand: uint256 = (meta >> RAND_SHIFT) & RAND_MASK
+    return convert(keccak256(abi_encode(id_hash, rand)), uint256) % BPS < validation_rate_bps
+
+
+@internal
+@pure
+def _req_hash(
+    models: DynArray[bytes32, MAX_TASK_MODELS], min_vram: uint256, gpu: bytes32
+) -> bytes32:
+    """@dev What startTask checks its requirements against."""
+    return keccak256(abi_encode(models, min_vram, gpu))
+
+
+# ---------------------------------------------------------------- internals: groups and stakes
+
+@internal
+def _slash(node: address, key: bytes32, reason: String[64]) -> uint256:
+    """@dev Take `slash_bps` of the node's stake; returns how much (to be credited)."""
+    stake: uint256 = self.nodes[node].stake
+    amount: uint256 = stake * slash_bps // BPS
+    self._set_stake(node, stake - amount)
+    log NodeSlashed(node=node, commitment=key, amount=amount, reason=reason)
+    return amount
+
+
+@internal
+def _set_stake(node: address, stake: uint256):
+    """@dev A node's stake changed: its selection weight follows, and a node left below
+    the minimum pauses (now if idle, when its task ends if busy) until it tops up."""
+    info: uint256 = self.node_info[node]
+    if info == 0:
+        return  # gone: nothing left to take
+    self.nodes[node].stake = stake
+    weight: uint256 = min(stake, min_stake * stake_cap_multiple)
+    info = (info & ~(WEIGHT_MASK << WEIGHT_SHIFT)) | (weight << WEIGHT_SHIFT)
+    if stake < min_stake:
+        status: uint256 = info & STATE_MASK
+        if status == IDLE:
+            self._pause(node, info)
+            return
+        if status == BUSY:
+            info |= PAUSE_REQUESTED
+    self.node_info[node] = info
+
+
+# ---------------------------------------------------------------- internals: lifecycle
+
+@internal
 def _end(key: bytes32, task: Task, state: uint256):
     """@dev A task that ends without success refunds its creator."""
-    self.tasks[key].meta = self._pack_meta(state, 0, self._timeout(task.meta))
-    self.balanceOf[task.creator] += task.fee
+    self.tasks[key].meta = self._stage(task.meta, state, 0)
+    self.balanceOf[self._creator(task.cf)] += self._fee(task.cf)
 
 
 @internal
 def _start(key: bytes32, node: address):
-    timeout: uint256 = self._timeout(self.tasks[key].meta)
+    """@dev A queued task starts on `node`."""
+    meta: uint256 = self.tasks[key].meta
     self.tasks[key].node = node
-    self.tasks[key].meta = self._pack_meta(STARTED, block.timestamp + timeout, timeout)
+    self.tasks[key].meta = self._stage(meta, STARTED, block.timestamp + self._timeout(meta))
     self.node_info[node] = (self.node_info[node] & ~STATE_MASK) | BUSY
-    log TaskStarted(commitment=key, node=node, creator=self.tasks[key].creator)
+    log TaskStarted(commitment=key, node=node, creator=self._creator(self.tasks[key].cf))
 
 
 @internal
-def _free(node: address):
-    """@dev A node whose task ended pauses if it asked to, else becomes idle and takes
-    queued work at once."""
+def _free(node: address, pause: bool):
+    """@dev A node whose task ended pauses if it asked to (or must: it let the task's
+    deadline pass, or its stake is below the minimum), else becomes idle and takes
+    queued work at once. A leaving node stays out."""
     info: uint256 = self.node_info[node]
     if info & STATE_MASK != BUSY:
         return
-    if info & PAUSE_REQUESTED != 0:
+    if pause or info & PAUSE_REQUESTED != 0:
         self._pause(node, info & ~PAUSE_REQUESTED)
         return
     self.node_info[node] = (info & ~STATE_MASK) | IDLE
@@ -692,13 +1319,26 @@ def _pause(node: address, info: uint256):
 
 @internal
 def _withdraw(recipient: address):
-    """@dev Pay out the caller's balance (zeroed before the call: no re-entry gains)."""
+    """@dev Pay out the caller's balance, and its stake if it quit and the unstake delay
+    passed (the node's record goes too). Zeroed before the call: no re-entry gains."""
     amount: uint256 = self.balanceOf[msg.sender]
-    assert amount > 0, "funds: nothing to withdraw"
+    released: bool = False
+    if self.node_info[msg.sender] & STATE_MASK == LEAVING and block.timestamp >= self.release_at[msg.sender]:
+        released = True
+        amount += self.nodes[msg.sender].stake
+        self.nodes[msg.sender] = empty(Node)
+        self.node_info[msg.sender] = 0
+        self.node_models[msg.sender] = []
+        self.release_at[msg.sender] = 0
+    if amount == 0 and not released:
+        self._fail("funds: nothing to withdraw")
     self.balanceOf[msg.sender] = 0
-    raw_call(recipient, b"", value=amount)
+    if amount > 0:
+        raw_call(recipient, b"", value=amount)
     log Withdrawal(account=msg.sender, recipient=recipient, amount=amount)
 
+
+# ---------------------------------------------------------------- internals: selection and queue
 
 @internal
 @view
@@ -723,6 +1363,7 @@ def _select(
     models: DynArray[bytes32, MAX_TASK_MODELS],
     min_vram: uint256,
     gpu: bytes32,
+    exclude: DynArray[address, MAX_EXCLUDE],
 ) -> address:
     """
     @dev Weighted random choice in flat gas: probe up to MAX_PROBES entries of the
@@ -744,7 +1385,7 @@ def _select(
         index: uint256 = (offset + i) % n if n <= MAX_PROBES else r % n
         node: address = self.model_nodes[key_model][index + 1]
         info: uint256 = self.node_info[node]
-        if not self._matches(node, info, key_model, models, min_vram, gpu):
+        if not self._matches(node, info, key_model, models, min_vram, gpu, exclude):
             continue
         weight: uint256 = (info >> WEIGHT_SHIFT) & WEIGHT_MASK
         if (r >> 128) % max_weight < weight:
@@ -764,12 +1405,17 @@ def _matches(
     models: DynArray[bytes32, MAX_TASK_MODELS],
     min_vram: uint256,
     gpu: bytes32,
+    exclude: DynArray[address, MAX_EXCLUDE],
 ) -> bool:
-    """@dev Idle, enough VRAM, the right GPU, and every model (`key_model` is known to match).
+    """@dev Idle, not excluded, enough VRAM, the right GPU, and every model (`key_model` is
+    known to match).
     The GPU tag and the model filter in `info` settle most refusals without another
     storage read; a pass is confirmed against storage, so the answer is exact."""
     if info & STATE_MASK != IDLE:
         return False
+    for x: address in exclude:
+        if x == node:
+            return False
     if (info >> VRAM_SHIFT) & VRAM_MASK < min_vram:
         return False
     if gpu != empty(bytes32):
@@ -859,7 +1505,7 @@ def _runnable(node: address, info: uint256, model: bytes32, key: bytes32) -> boo
         self._expire(key)
         return False
     want: Wanted = self.wanted[key]
-    return self._matches(node, info, model, want.models, want.min_vram, want.gpu)
+    return self._matches(node, info, model, want.models, want.min_vram, want.gpu, want.exclude)
 
 
 @internal
@@ -869,7 +1515,7 @@ def _expire(key: bytes32):
     self._unqueue(key)
     self._end(key, task, ABORTED)
     log TaskAborted(
-        commitment=key, by=empty(address), creator=task.creator,
+        commitment=key, by=empty(address), creator=self._creator(task.cf),
         reason="queue: deadline passed before a node took it",
     )
 
@@ -905,10 +1551,13 @@ def _deactivate(node: address):
         self.node_model_pos[node][m] = 0
 
 
+# ---------------------------------------------------------------- internals: bit packing
+
 @internal
 @pure
-def _pack_meta(state: uint256, deadline: uint256, timeout: uint256) -> uint256:
-    return state | (deadline << DEADLINE_SHIFT) | (timeout << TIMEOUT_SHIFT)
+def _stage(meta: uint256, state: uint256, deadline: uint256) -> uint256:
+    """@dev The task's meta with a new state and deadline, every other field kept."""
+    return (meta & ~STAGE_MASK) | state | (deadline << DEADLINE_SHIFT)
 
 
 @internal
@@ -921,6 +1570,31 @@ def _deadline(meta: uint256) -> uint256:
 @pure
 def _timeout(meta: uint256) -> uint256:
     return (meta >> TIMEOUT_SHIFT) & TIME_MASK
+
+
+@internal
+@pure
+def _task_type(meta: uint256) -> uint256:
+    return (meta >> TYPE_SHIFT) & TYPE_MASK
+
+
+@internal
+@pure
+def _similar(task_type: uint256) -> bool:
+    """@dev The task type's scores are similarity hashes (compared by Hamming distance)."""
+    return (SIMILARITY_TYPES >> task_type) & 1 != 0
+
+
+@internal
+@pure
+def _creator(cf: uint256) -> address:
+    return convert(cf & ADDRESS_MASK, address)
+
+
+@internal
+@pure
+def _fee(cf: uint256) -> uint256:
+    return cf >> FEE_SHIFT
 
 
 @internal
