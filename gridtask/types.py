@@ -6,29 +6,52 @@ from enum import IntEnum
 
 
 class TaskState(IntEnum):
-    """A task's state, exactly as ``TaskNetwork.vy`` numbers it."""
+    """A task's state, exactly as ``TaskNetwork.vy`` numbers it.
+
+    CREATED: escrowed, waiting for ``startTask`` (a later block's hash picks its node).
+    INVALIDATED: its result was shown wrong (a validation group outvoted it, or the creator
+    won a dispute): the fee went back to the creator and the node was slashed."""
 
     NONE = 0
-    QUEUED = 1
-    STARTED = 2
-    SCORE_READY = 3
-    VALIDATED = 4
-    SUCCESS = 5
-    ABORTED = 6
-    ERRORED = 7
+    CREATED = 1
+    QUEUED = 2
+    STARTED = 3
+    SCORE_READY = 4
+    VALIDATED = 5
+    SUCCESS = 6
+    ABORTED = 7
+    ERRORED = 8
+    INVALIDATED = 9
 
     @property
     def is_final(self) -> bool:
-        return self in (TaskState.SUCCESS, TaskState.ABORTED, TaskState.ERRORED)
+        return self in _FINAL_STATES
+
+
+_FINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.ABORTED, TaskState.ERRORED, TaskState.INVALIDATED})
 
 
 class NodeStatus(IntEnum):
-    """A node's status, exactly as ``TaskNetwork.vy`` numbers it."""
+    """A node's status, exactly as ``TaskNetwork.vy`` numbers it.
+
+    LEAVING: it quit; it takes no work, and its stake stays slashable until its release time."""
 
     NONE = 0
     IDLE = 1
     BUSY = 2
     PAUSED = 3
+    LEAVING = 4
+
+
+class GroupOutcome(IntEnum):
+    """How ``validateTaskGroup`` ended (``TaskGroupValidated.outcome``)."""
+
+    AGREED = 1
+    """At least two scores agree: they are validated, a disagreeing member is slashed."""
+    NO_MAJORITY = 2
+    """Scores were in, but no two agree: every scored member aborted and refunded, nobody slashed."""
+    TOO_FEW = 3
+    """Fewer than two members scored: every scored member aborted and refunded, nobody slashed."""
 
 
 class TaskErrorCode(IntEnum):

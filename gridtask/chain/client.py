@@ -25,25 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
-from web3.types import TxReceipt
+from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.types import RPCEndpoint, TxReceipt
 
 from gridtask import retry
 from gridtask.chain import artifact
-from gridtask.chain.models import NodeInfo, TaskInfo
+from gridtask.chain.models import NetworkParams, NodeInfo, TaskDetails, TaskInfo
 from gridtask.config import NetworkConfig
-from gridtask.exceptions import ChainError, ChainUnreachable, TransactionReverted
+from gridtask.exceptions import ChainError, ChainUnreachable, ConfigError, TransactionReverted, ValidationError
 from gridtask.keys import Identity
-from gridtask.types import NodeStatus, TaskState
+from gridtask.types import GroupOutcome, NodeStatus, TaskState, TaskType
 
 log = logging.getLogger("gridtask.chain")
 
@@ -60,6 +62,10 @@ LOST_AFTER_S = 1.0
 MAX_RESIGNS = 8
 #: Our latest transactions kept to send again if a reorg takes them off the chain.
 RECENT_KEPT = 64
+#: The contract's limits on what a call carries (``DynArray`` / ``Bytes`` bounds).
+MAX_EXCLUDE = 2
+GROUP_SIZE = 3
+MAX_DISPUTE_CIPHERTEXT = 16_416
 
 
 
@@ -77,6 +83,11 @@ def from_bytes32(raw: bytes) -> str:
 
 def _b32(name: str | bytes) -> bytes:
     return name if isinstance(name, bytes) else to_bytes32(name)
+
+
+def _gpu(required_gpu: str | bytes) -> bytes:
+    """A required GPU as the contract takes it: zero bytes for "any"."""
+    return _b32(required_gpu) if required_gpu else bytes(32)
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,19 @@ class ChainEvent:
     def commitment(self) -> bytes | None:
         value = self.args.get("commitment")
         return bytes(value) if value is not None else None
+
+    @property
+    def task_keys(self) -> tuple[bytes, ...]:
+        """Every task this event is about: its ``commitment`` (the task's key), or the three
+        ``keys`` of a ``TaskGroupValidated``; none for a node's own events."""
+        if "keys" in self.args:
+            return tuple(bytes(k) for k in self.args["keys"])
+        return (self.commitment,) if self.commitment is not None else ()
+
+    @property
+    def group_outcome(self) -> GroupOutcome | None:
+        """How a ``TaskGroupValidated`` ended; None for any other event."""
+        return GroupOutcome(int(self.args["outcome"])) if self.name == "TaskGroupValidated" else None
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -213,6 +237,9 @@ class ChainClient:
             raise TransactionReverted(_reason(exc), function=what) from exc
         except (ChainError, TransactionNotFound, BlockNotFound):
             raise
+        except BadFunctionCallOutput as exc:  # an empty answer: no code at the address
+            raise ConfigError(f"{what}: no contract answers at {self.address} on {self.rpc_url}: check the "
+                              f"configured address (GRIDTASK_CONTRACT)") from exc
         except Web3RPCError as exc:
             raise ChainError(f"{what} refused by {self.rpc_url}: {_message(exc)}") from exc
         except Exception as exc:  # aiohttp, timeouts, refused connections...
@@ -361,22 +388,10 @@ class ChainClient:
                                   "eth_getTransactionCount"))
 
     async def _fees_now(self) -> dict[str, int]:
-        """EIP-1559 fees: up to twice the base fee plus the suggested tip (what is paid is the
-        base fee plus the tip, so our own offers never feed back into the price); a chain
-        without a base fee gets its own gas price, as it is."""
+        """``suggested_fees``, asked again at most every ``FEES_TTL_S``."""
         now = time.monotonic()
         if self._fees is None or now - self._fees[0] > FEES_TTL_S:
-            block = await self.rpc(lambda: self.w3.eth.get_block("latest"), "eth_getBlockByNumber")
-            base = block.get("baseFeePerGas")
-            if base is None:
-                fees = {"gasPrice": int(await self.rpc(lambda: self.w3.eth.gas_price, "eth_gasPrice"))}
-            else:
-                try:
-                    tip = int(await self.w3.eth.max_priority_fee)
-                except Exception:
-                    tip = DEFAULT_TIP_WEI
-                fees = {"maxFeePerGas": 2 * int(base) + tip, "maxPriorityFeePerGas": tip}
-            self._fees = (now, fees)
+            self._fees = (now, await self.rpc(lambda: suggested_fees(self.w3), "eth_getBlockByNumber"))
         return self._fees[1]
 
     async def _send_raw(self, sent: _Sent) -> None:
@@ -479,14 +494,44 @@ class ChainClient:
                     await self._send_raw(earlier)
 
     async def _revert_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> str:
-        call = {k: tx[k] for k in ("to", "data", "value")} | {"from": self.identity.address}
-        try:
-            await self.w3.eth.call(call, receipt["blockNumber"] - 1)  # type: ignore[arg-type]
-        except ContractLogicError as exc:
-            return _reason(exc)
-        except Exception:
-            pass
+        """Why a mined transaction reverted, as exactly as the provider allows: its own trace
+        (``debug_traceTransaction``); else the call replayed on the state before its block with
+        that block's number and time (checks like "a later block than creation" or "window
+        passed" depend on them); else replayed plainly."""
+        for find in (self._traced_reason, self._replayed_reason):
+            try:
+                reason = await find(tx, receipt)
+            except Exception as exc:  # the provider lacks the method or the parameter: try the next way
+                log.debug("revert reason via %s unavailable: %r", find.__name__, exc)
+                continue
+            if reason:
+                return reason
         return "reverted (reason unavailable)"
+
+    async def _raw(self, method: str, params: list[Any]) -> Any:
+        """One JSON-RPC request as the provider answers it (a dict with ``result`` or ``error``)."""
+        return await self.w3.provider.make_request(RPCEndpoint(method), params)
+
+    async def _traced_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> str:
+        answer = await self._raw("debug_traceTransaction",
+                                 ["0x" + bytes(receipt["transactionHash"]).hex(), {"tracer": "callTracer"}])
+        trace = answer.get("result") or {}
+        return _revert_data_reason(trace.get("output")) or str(trace.get("revertReason") or "") or (
+            str(trace["error"]) if trace.get("error") not in (None, "execution reverted") else "")
+
+    async def _replayed_reason(self, tx: dict[str, Any], receipt: TxReceipt) -> str:
+        number = int(receipt["blockNumber"])
+        block = await self.w3.eth.get_block(number)
+        call = {"from": self.account, "to": tx["to"], "data": tx["data"], "value": hex(int(tx.get("value", 0)))}
+        overrides = {"number": hex(number), "time": hex(int(block["timestamp"]))}
+        for params in ([call, hex(number - 1), {}, overrides], [call, hex(number - 1)]):
+            error = (await self._raw("eth_call", params)).get("error")
+            if error is None:
+                return ""  # it would not revert here: the state before it differs from what it met
+            reason = _revert_data_reason(error.get("data")) or _strip_reverted(str(error.get("message", "")))
+            if "revert" in str(error.get("message", "")).lower() or error.get("data"):
+                return reason or "reverted"
+        return ""
 
     # ------------------------------------------------------------ transactions: applications
 
@@ -494,15 +539,57 @@ class ChainClient:
         self, *, task_type: int, commitment: bytes, nonce: bytes, models: Sequence[str | bytes],
         min_vram: int, required_gpu: str | bytes, params_hash: bytes, task_size: int, timeout: int, fee: int,
     ) -> TxReceipt:
-        """Create a task, paying ``fee`` into escrow; selects a node or queues it (flat gas)."""
-        gpu = _b32(required_gpu) if required_gpu else bytes(32)
+        """Create a task, paying ``fee`` into escrow (state CREATED); ``start_task``, in a later
+        block, selects its node."""
         return await self._transact(
-            "createTask", [int(task_type), commitment, nonce, [_b32(m) for m in models], min_vram, gpu,
-                           params_hash, task_size, timeout], gas=GAS_LIMIT, value=fee)
+            "createTask", [int(task_type), commitment, nonce, [_b32(m) for m in models], min_vram,
+                           _gpu(required_gpu), params_hash, task_size, timeout], gas=GAS_LIMIT, value=fee)
 
-    async def validate_single_task(self, commitment: bytes, sampling_proof: bytes = b"") -> TxReceipt:
-        """The creator accepts the node's score."""
-        return await self._transact("validateSingleTask", [commitment, sampling_proof], gas=GAS_LIMIT)
+    async def start_task(
+        self, key: bytes, models: Sequence[str | bytes], min_vram: int, required_gpu: str | bytes,
+        exclude: Sequence[str] = (),
+    ) -> TxReceipt:
+        """Select a node for a CREATED task (or queue it), in a block after its creation: the
+        creation block's hash, unknown when the task was created, seeds the selection and the
+        sampling. The requirements must be those given at creation; ``exclude`` (at most
+        ``MAX_EXCLUDE`` nodes) never run it."""
+        if len(exclude) > MAX_EXCLUDE:
+            raise ValidationError(f"exclude: at most {MAX_EXCLUDE} nodes per task (got {len(exclude)})")
+        return await self._transact(
+            "startTask", [key, [_b32(m) for m in models], min_vram, _gpu(required_gpu),
+                          [to_checksum_address(a) for a in exclude]], gas=GAS_LIMIT)
+
+    async def validate_single_task(self, key: bytes, task_id_hash: bytes, nonce: bytes) -> TxReceipt:
+        """The creator accepts the node's score of a task that was not sampled, opening its
+        commitment with ``task_id_hash`` = keccak(task ID) (``gridtask.crypto.task_id_hash``;
+        never the task ID itself, which would publish the result key). The contract checks the
+        opening and that the task was not sampled."""
+        return await self._transact("validateSingleTask", [key, task_id_hash, nonce], gas=GAS_LIMIT)
+
+    async def validate_task_group(self, task_id_hash: bytes, nonces: Sequence[bytes]) -> TxReceipt:
+        """The creator settles a group of three tasks with one task ID, opened by
+        ``task_id_hash`` = keccak(task ID) (``nonces[0]`` is the original's): agreeing scores
+        are validated, a disagreeing node slashed, or the group aborted and refunded. Freed
+        nodes may take queued work: scanning room."""
+        if len(nonces) != GROUP_SIZE:
+            raise ValidationError(f"nonces: a validation group has exactly {GROUP_SIZE} tasks (got {len(nonces)})")
+        return await self._transact("validateTaskGroup", [task_id_hash, list(nonces)], gas=SCANNING_GAS_LIMIT)
+
+    async def dispute_result(self, key: bytes, task_id: bytes, nonce: bytes, ciphertext: bytes) -> TxReceipt:
+        """The creator proves that the delivered ciphertext does not decrypt to the committed
+        score (within the challenge window): the fee comes back and the node is slashed. Takes
+        the task ID itself (the contract derives the result key from it): the one call that
+        publishes it, and with it this task's result."""
+        if len(ciphertext) > MAX_DISPUTE_CIPHERTEXT:
+            raise ValidationError(
+                f"ciphertext: at most {MAX_DISPUTE_CIPHERTEXT:,} bytes can be disputed on chain "
+                f"(got {len(ciphertext):,}); a larger result cannot be disputed")
+        return await self._transact("disputeResult", [key, task_id, nonce, ciphertext], gas=GAS_LIMIT)
+
+    async def claim_unvalidated(self, key: bytes) -> TxReceipt:
+        """The node is paid for a score its creator left unvalidated past the validation window;
+        the node is freed and may take queued work: scanning room."""
+        return await self._transact("claimUnvalidated", [key], gas=SCANNING_GAS_LIMIT)
 
     async def cancel_task(self, commitment: bytes) -> TxReceipt:
         """The creator takes back a task still in the queue."""
@@ -540,7 +627,13 @@ class ChainClient:
         return await self._transact("resume", [], gas=SCANNING_GAS_LIMIT)
 
     async def quit(self) -> TxReceipt:
+        """Leave selection at once (LEAVING); the stake stays slashable for ``unstake_delay``,
+        after which ``withdraw`` pays it out."""
         return await self._transact("quit", [], gas=GAS_LIMIT)
+
+    async def top_up(self, value: int) -> TxReceipt:
+        """Add ``value`` wei to this node's stake (a node slashed below the minimum must, to resume)."""
+        return await self._transact("topUp", [], gas=GAS_LIMIT, value=value)
 
     async def take_queued_task(self) -> bool:
         """Claim the best-paying queued task this idle node can run; True if one started."""
@@ -568,6 +661,17 @@ class ChainClient:
         fn = getattr(self.contract.functions, function)(*args)
         return await self.rpc(lambda: fn.call(), function)
 
+    async def _views(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Several views at once (``(function, *args)`` each); a failure is raised once every one
+        has answered. None is cancelled or left running: web3 takes a thread lock around each
+        request's session, and a request cut off there, or still running while the client
+        closes, leaves that lock held and the process unable to exit."""
+        answers = await asyncio.gather(*(self._view(*call) for call in calls), return_exceptions=True)
+        failed = next((a for a in answers if isinstance(a, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return list(answers)
+
     async def get_task(self, commitment: bytes) -> TaskInfo | None:
         """The task under its key on chain (``gridtask.crypto.task_key``); None if there is none."""
         creator, node, fee, state, deadline, timeout, score, result_hash = await self._view("getTask", commitment)
@@ -580,13 +684,26 @@ class ChainClient:
         )
 
     async def get_node(self, address: str) -> NodeInfo | None:
+        """The node's record; for a node that quit, also when its stake is released."""
         status, stake, gpu, vram, public_key, version = await self._view("getNode", to_checksum_address(address))
         if int(status) == 0:
             return None
+        leaving = NodeStatus(int(status)) == NodeStatus.LEAVING
         return NodeInfo(
             address=to_checksum_address(address), status=NodeStatus(int(status)), stake=int(stake),
             gpu=from_bytes32(gpu), vram=int(vram), public_key=bytes(public_key), version=int(version),
+            release_at=await self.release_at(address) if leaving else 0,
         )
+
+    async def release_at(self, address: str | None = None) -> int:
+        """When a node that quit gets its stake back (unix seconds; 0 if it has not quit)."""
+        return int(await self._view("release_at", to_checksum_address(address or self.account)))
+
+    async def get_task_info(self, key: bytes) -> TaskDetails:
+        """What ``get_task`` leaves out: task type and size, creation block (until started), grouped."""
+        task_type, task_size, created, grouped = await self._view("getTaskInfo", key)
+        return TaskDetails(task_type=int(task_type), task_size=int(task_size), created_block=int(created),
+                           grouped=bool(grouped))
 
     async def get_node_models(self, address: str) -> list[str]:
         return [from_bytes32(m) for m in await self._view("getNodeModels", to_checksum_address(address))]
@@ -620,13 +737,53 @@ class ChainClient:
         """The stage timeouts the contract accepts: (min, max) seconds."""
         return int(await self._view("min_timeout")), int(await self._view("max_timeout"))
 
+    async def is_sampled(self, key: bytes, task_id_hash: bytes, nonce: bytes) -> bool:
+        """Whether a started task was drawn for validation by a group of three: decided by
+        keccak(task ID) (the creator's secret, committed before) and its creation block's hash
+        (unknown then). Reverts unless ``task_id_hash`` and ``nonce`` open the task's commitment."""
+        return bool(await self._view("isSampled", key, task_id_hash, nonce))
+
+    async def network_params(self) -> NetworkParams:
+        """Every deploy-time setting, read from the contract (one request each, concurrently)."""
+        names = [f.name for f in dataclasses.fields(NetworkParams) if f.name != "similarity_bits"]
+        try:
+            values = await self._views([(name,) for name in names] + [("similarity_bits", int(t)) for t in TaskType])
+        except TransactionReverted as exc:
+            # A contract from before issue 8 has no such getter (and no fallback): it reverts bare.
+            raise ConfigError(
+                f"the contract at {self.address} on {self.rpc_url} does not answer {exc.function}: it is "
+                f"not this gridtask's TaskNetwork (an older deployment, or a config file written by an "
+                f"older gridtask): start a new devnet, or point the config (GRIDTASK_CONTRACT) at a "
+                f"current deployment") from exc
+        return NetworkParams(**{n: int(v) for n, v in zip(names, values, strict=False)},
+                             similarity_bits=tuple(int(b) for b in values[len(names):]))
+
     async def relay_address(self) -> str:
         return to_checksum_address(await self._view("relay"))
+
+    async def verifier_address(self) -> str:
+        """The ScoreVerifier contract this TaskNetwork asks whether scores agree and results match."""
+        return to_checksum_address(await self._view("verifier"))
 
     def decode_receipt(self, receipt: TxReceipt) -> list[ChainEvent]:
         """The contract's events in one receipt."""
         return [e for e in (self.events.decode(r) for r in receipt["logs"]
                             if to_checksum_address(r["address"]) == self.address) if e is not None]
+
+
+async def suggested_fees(w3: AsyncWeb3) -> dict[str, int]:
+    """EIP-1559 fees: up to twice the base fee plus the suggested tip (what is paid is the base fee
+    plus the tip, so our own offers never feed back into the price, as a legacy gas price of
+    "twice the suggestion" would); a chain without a base fee gets its own gas price, as it is."""
+    block = await w3.eth.get_block("latest")
+    base = block.get("baseFeePerGas")
+    if base is None:
+        return {"gasPrice": int(await w3.eth.gas_price)}
+    try:
+        tip = int(await w3.eth.max_priority_fee)
+    except Exception:
+        tip = DEFAULT_TIP_WEI
+    return {"maxFeePerGas": 2 * int(base) + tip, "maxPriorityFeePerGas": tip}
 
 
 # Deployment blocks found by bisection, per (RPC URL, contract): found once per process.
@@ -645,5 +802,28 @@ def _message(exc: BaseException) -> str:
 
 
 def _reason(exc: ContractLogicError) -> str:
-    text = str(exc.message if getattr(exc, "message", None) else exc)
-    return text.removeprefix("execution reverted: ").removeprefix("execution reverted").strip() or "reverted"
+    return _strip_reverted(str(exc.message if getattr(exc, "message", None) else exc)) or "reverted"
+
+
+def _strip_reverted(text: str) -> str:
+    return text.removeprefix("execution reverted: ").removeprefix("execution reverted").strip()
+
+
+ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string): what `assert cond, "reason"` reverts with
+
+
+def _revert_data_reason(data: object) -> str:
+    """The reason string of ``Error(string)`` revert data (hex or bytes); empty when there is none."""
+    if isinstance(data, dict):  # some providers nest it: {"data": "0x..."}
+        data = data.get("data")
+    if isinstance(data, str):
+        try:
+            data = bytes.fromhex(data.removeprefix("0x"))
+        except ValueError:
+            return ""
+    if not isinstance(data, bytes | bytearray) or not bytes(data).startswith(ERROR_SELECTOR):
+        return ""
+    try:
+        return str(abi_decode(["string"], bytes(data)[4:])[0])
+    except Exception:
+        return ""

@@ -16,6 +16,14 @@ way); the events of the new blocks are delivered as usual, including one that wa
 removed and then included again (it is then in another block). Consumers that re-read
 the chain's state on each event (the node daemon, the SDK) need nothing else.
 
+Every event of the contract's ABI is decoded the same way (``ChainEvent``: name, args,
+block, transaction, log index), so new events need no code here. Most name one task by its
+key in ``commitment``; ``TaskGroupValidated`` names three in ``keys`` (``event.task_keys``
+covers both) and says how its group ended (``event.group_outcome``); ``NodeSlashed`` names
+the node and the task that cost it; ``NodeQuit`` says when the stake is released
+(``release_at``). ``TaskCreated`` carries no selection seed any more: a task is selected
+by ``startTask`` in a later block.
+
 With ``confirmations=N`` only events at least N blocks deep are delivered (the poll
 reads up to ``head - N``; a push then only wakes the poll), so a reorg shallower than
 N is never seen at all. The devnet uses 0.
