@@ -798,11 +798,11 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
         metas[i] = task.meta
         nodes[i] = task.node
         scores[i] = task.score
+        if task.meta & GROUPED_FLAG != 0:
+            self._fail("group: a member was already validated in a group")
         state: uint256 = task.meta & STATE_MASK
         if state != SCORE_READY and state != ERRORED and state != ABORTED:
             self._fail("group: a member is still running; abort it after its deadline")
-        if task.meta & GROUPED_FLAG != 0:
-            self._fail("group: a member was already validated in a group")
         if self._task_type(task.meta) != self._task_type(metas[0]):
             self._fail("group: members differ in task type")
         for j: uint256 in range(3):
