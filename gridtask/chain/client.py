@@ -15,6 +15,11 @@ through a named policy of ``gridtask.retry``:
   is still free (dropped from the pool, or from a block that a reorg removed), signed
   afresh once another transaction has taken its nonce (then it can never run).
 
+A reverted transaction raises ``TransactionReverted`` with the contract's own reason, read
+from the transaction's trace where the provider offers one, else by replaying the call with
+its block's number and time (a check such as "validation window not passed" depends on
+them). Arguments the ABI cannot take are a ``ValidationError`` before anything is sent.
+
 Log searches start at the contract's deployment block (from the config, or found once
 by bisecting ``eth_getCode`` and cached) and ask for the widest block range the
 provider accepts, halving it only when refused, so a lookup on a chain with millions of
@@ -36,7 +41,14 @@ from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import BadFunctionCallOutput, BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    BlockNotFound,
+    ContractLogicError,
+    MismatchedABI,
+    TransactionNotFound,
+    Web3RPCError,
+)
 from web3.types import RPCEndpoint, TxReceipt
 
 from gridtask import retry
@@ -343,7 +355,7 @@ class ChainClient:
 
     async def _transact(self, function: str, args: list[Any], *, gas: int, value: int = 0) -> TxReceipt:
         """Send one transaction and wait for its receipt; a revert raises ``TransactionReverted``."""
-        data = self.contract.encode_abi(function, args=args)
+        data = self._encode(function, args)
         for _ in range(MAX_RESIGNS):
             sent = await self._submit(function, data, gas, value)
             receipt = await self._wait(sent)
@@ -357,6 +369,12 @@ class ChainClient:
         if receipt["status"] != 1:
             raise TransactionReverted(await self._revert_reason(sent.tx, receipt), function=function)
         return receipt
+
+    def _encode(self, function: str, args: list[Any]) -> str:
+        try:
+            return str(self.contract.encode_abi(function, args=args))
+        except MismatchedABI:
+            raise _misfit(function, args) from None
 
     async def _submit(self, function: str, data: str, gas: int, value: int) -> _Sent:
         """Sign with the next nonce and send; re-sign (jittered) while the nonce or fees do not fit."""
@@ -658,7 +676,10 @@ class ChainClient:
     # ------------------------------------------------------------ views
 
     async def _view(self, function: str, *args: Any) -> Any:
-        fn = getattr(self.contract.functions, function)(*args)
+        try:
+            fn = getattr(self.contract.functions, function)(*args)
+        except MismatchedABI:
+            raise _misfit(function, args) from None
         return await self.rpc(lambda: fn.call(), function)
 
     async def _views(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -788,6 +809,13 @@ async def suggested_fees(w3: AsyncWeb3) -> dict[str, int]:
 
 # Deployment blocks found by bisection, per (RPC URL, contract): found once per process.
 _DEPLOY_BLOCKS: dict[tuple[str, str], int] = {}
+
+
+def _misfit(function: str, args: Sequence[Any]) -> ValidationError:
+    """Arguments the contract's ABI cannot take: named by their sizes, never sent."""
+    shown = ", ".join(f"{len(a)} bytes" if isinstance(a, bytes | bytearray) else type(a).__name__ for a in args)
+    return ValidationError(f"{function}: the arguments ({shown}) do not fit the contract's ABI: task keys, "
+                           f"keccak(task ID), nonces, scores and hashes are 32 bytes each")
 
 
 def _message(exc: BaseException) -> str:

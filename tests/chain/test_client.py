@@ -190,6 +190,10 @@ async def test_validate_task_group_revert_reaches_the_caller_with_the_contracts_
     assert err.value.function == "validateTaskGroup"
     with pytest.raises(ValidationError, match=r"exactly 3 tasks \(got 2\)"):
         await net.creator.validate_task_group(task_id_hash(task_id), nonces[:2])
+    with pytest.raises(ValidationError, match=r"validateTaskGroup: the arguments \(31 bytes, list\) do not fit"):
+        await net.creator.validate_task_group(task_id_hash(task_id)[:31], nonces)
+    with pytest.raises(ValidationError, match=r"isSampled: the arguments \(32 bytes, 32 bytes, 33 bytes\)"):
+        await net.creator.is_sampled(keys[0], task_id_hash(task_id), nonces[0] + b"\0")
 
 
 async def _until(follower: EventFollower, name: str, timeout: float = 30) -> AsyncIterator[ChainEvent]:
