@@ -15,7 +15,7 @@ import pytest
 from gridtask.config import save_config
 from gridtask.devnet import Devnet, default_node_models
 from gridtask.exceptions import TaskErrored, TransactionReverted, ValidationError
-from gridtask.sdk import Client, Model, NoNodeWarning, Simple, Task, TaskState, TaskType
+from gridtask.sdk import Client, Model, NoNodeWarning, Simple, StageTimeoutWarning, Task, TaskState, TaskType
 from gridtask.types import TaskErrorCode
 
 from .conftest import assert_all_ended_and_conserved, assert_conserved, start_devnet
@@ -112,9 +112,12 @@ async def test_queued_task_is_taken_by_a_node_that_joins_later(echo_net: Devnet,
     """No node serves the model: the task waits in the queue; a node that joins with it runs it."""
     from gridtask.node.executors.tiny_llm import build_tiny_llm
 
-    with pytest.warns(NoNodeWarning, match="no node serves late-model"):
-        handle = await client.submit(TaskType.LLM, "late-model", {"prompt": "hello", "max_tokens": 4})
-    running = asyncio.create_task(client.result(handle, timeout=120))
+    # The node must start and load its model while the task waits: longer than the SDK's default
+    # stage timeout on the devnet (half its 60 s validation window), so the SDK warns.
+    with pytest.warns(NoNodeWarning, match="no node serves late-model"), pytest.warns(StageTimeoutWarning):
+        handle = await client.submit(TaskType.LLM, "late-model", {"prompt": "hello", "max_tokens": 4},
+                                     stage_timeout=120)
+    running = asyncio.create_task(client.result(handle, timeout=180))
     await asyncio.sleep(1)
     info = await client.task(handle.commitment)
     assert info is not None and info.state == TaskState.QUEUED
