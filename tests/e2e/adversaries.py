@@ -9,9 +9,9 @@ anyone can run a modified worker, which is exactly the threat.
   scores, encrypts and commits that wrong answer. Its delivery fits its score, so neither
   the relay nor the creator's check can tell; only a group of three outvotes it.
 - ``COPIER``: does not run the task. It commits the score of another task it saw in a
-  recent ``TaskScoreReady`` for the same model (whatever it can find), with the hash of a
-  made-up result that it encrypts under the task's result key, so that it has something
-  to deliver and be paid for.
+  recent ``TaskScoreReady`` for the same model (whatever it can find; it waits for one if
+  there is none yet), with the hash of a made-up result that it encrypts under the task's
+  result key, so that it has something to deliver and be paid for.
 - ``SILENT``: takes the task and never does anything with it: no score, no abort.
 
 Honest nodes are the devnet's own ``gridtask node`` processes.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -37,14 +38,16 @@ from gridtask.node.daemon import NodeDaemon
 from gridtask.node.executors.base import ExecutorSet
 from gridtask.node.executors.echo import EchoExecutor
 from gridtask.node.settings import NodeSettings
-from gridtask.node.worker import TaskSpec, TaskWorker
+from gridtask.node.worker import TaskSpec, TaskWorker, abort_at
 from gridtask.params import TaskParams
-from gridtask.scoring import canonical_json, score
-from gridtask.types import TaskState, TaskType
+from gridtask.scoring import canonical_json
+from gridtask.types import TaskState
 
 LOOKBACK_BLOCKS = 256
 """How far back a copier looks for a score to copy."""
 CHEATER_TICK_S = 0.5
+COPY_MARGIN_S = 2.0
+"""A copier with nothing to copy yet waits until this long before its node would give up."""
 
 
 class Behaviour(Enum):
@@ -85,11 +88,20 @@ class CopyingWorker(TaskWorker):
         if sealed is None:
             return
         params = TaskParams.decode(unseal(sealed, self.chain.identity.encryption_private_key))
-        copied = await self._recent_score(spec, task.commitment)
+        copied = await self._score_to_copy(task, spec)
         cipher = encrypt_result(params.result_key_bytes, self.MADE_UP)
-        committed = copied if copied is not None else score(self.MADE_UP, TaskType(spec.task_type))
-        self._save(task.commitment, cipher, committed)  # so it delivers these bytes once validated
-        await self.chain.submit_score(task.commitment, committed, keccak(cipher))
+        self._save(task.commitment, cipher, copied)  # so it delivers these bytes once validated
+        await self.chain.submit_score(task.commitment, copied, keccak(cipher))
+
+    async def _score_to_copy(self, task: TaskInfo, spec: TaskSpec) -> bytes:
+        """The newest score of the same model, waiting for one to appear while there is time;
+        with none at all, any 32 bytes (it never computes one: that would be a liar's answer)."""
+        while time.time() < abort_at(task) - COPY_MARGIN_S:
+            copied = await self._recent_score(spec, task.commitment)
+            if copied is not None:
+                return copied
+            await asyncio.sleep(CHEATER_TICK_S)
+        return os.urandom(32)
 
     async def _recent_score(self, spec: TaskSpec, own: bytes) -> bytes | None:
         """The newest score another node committed for a task that shares a model with this one."""

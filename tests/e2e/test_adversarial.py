@@ -14,7 +14,7 @@ and money is conserved.
 
 At least ``MIN_TASKS`` tasks run, and more (up to ``MAX_TASKS``, within a time budget)
 only while chance has not yet given each kind of cheat its test: a liar in a sampled group
-with two honest members, a copier's score committed, a silent node's task.
+that reached a majority, a copier's score committed, a silent node's task.
 
 Why so few at a time: a node stays busy while its task waits for its group's vote, and a
 group's extra members need free nodes; with more groups in flight than the free nodes can
@@ -58,11 +58,11 @@ PARAMS = replace(DEVNET_PARAMS, validation_rate_bps=VALIDATION_RATE_BPS, validat
 waiting out a silent member's deadline is validated before an early member may claim its fee."""
 IN_FLIGHT = 2
 MIN_TASKS = 12
-MAX_TASKS = 24
+MAX_TASKS = 40
 STAGE_S = 15  # what a silent node costs its task, and how long a member may wait in the queue
 RESULT_S = 120.0
 SETTLE_S = 60.0  # for tasks the SDK no longer follows (members past their group's vote) to end
-STARTS_BUDGET_S = 100.0  # no further task is started after this long (CI's loaded 2-core machine)
+STARTS_BUDGET_S = 110.0  # no further task is started after this long (CI's loaded 2-core machine)
 
 
 @dataclass
@@ -231,8 +231,9 @@ def covered(ledger: Ledger) -> list[str]:
     """What chance has not yet tested (empty once each kind of cheat met its check)."""
     runs = ledger.runs.values()
     missing = []
-    if not any(r.behaviour == Behaviour.WRONG and r.in_group and ledger.honest_majority(r) for r in runs):
-        missing.append("a liar in a group with an honest majority")
+    if not any(r.behaviour == Behaviour.WRONG and r.group is not None
+               and int(r.group.args["outcome"]) == GroupOutcome.AGREED for r in runs):
+        missing.append("a liar in a group that reached a majority")
     if not any(r.behaviour == Behaviour.COPIER and r.scored for r in runs):
         missing.append("a copier's committed score")
     if not any(r.behaviour == Behaviour.SILENT for r in runs):
@@ -277,6 +278,9 @@ def table(tasks: list[AppTask], ledger: Ledger, seconds: float) -> str:
     lines = [f"adversarial run: {HONEST_NODES} honest nodes, " + ", ".join(b.value for b in CHEATS)
              + f", {seconds:.0f} s"]
     lines += [f"  {name:<{width}}  {value:>5}  {note}" for name, value, note in rows]
+    per_node = Counter(r.node.lower() for r in runs if r.node)
+    lines.append("  runs per node: " + ", ".join(
+        f"{ledger.role[n].value} {per_node[n]}" for n in sorted(ledger.role, key=lambda n: ledger.role[n].value)))
     lines.append("  cheats, one by one:")
     for run in cheats:
         where = "alone"
@@ -335,7 +339,8 @@ async def test_cheaters_are_caught_and_no_wrong_result_of_a_sampled_task_is_acce
         # Every cheat the design promises to punish was punished.
         unpunished = [r for r in ledger.runs.values() if r.behaviour != Behaviour.HONEST
                       and ledger.must_be_caught(r) and not r.caught]
-        assert not unpunished, report
+        assert not unpunished, "unpunished: " + ", ".join(
+            f"{r.behaviour.value} 0x{r.key.hex()[:10]}" for r in unpunished) + "\n" + report
         # ...and it shows in the stakes on chain: a slashed node holds less, any other as much as before.
         for address in role:
             if address in ledger.slashed_nodes:
