@@ -285,6 +285,13 @@ struct Task:
     score: bytes32
     result_hash: bytes32
 
+# @dev The fields of a task most calls need (three slots of five: reading the whole
+#      Task costs two cold reads more).
+struct Head:
+    cf: uint256
+    node: address
+    meta: uint256
+
 struct Node:
     stake: uint256
     gpu: bytes32
@@ -614,16 +621,13 @@ def createTask(
         models.append(m)
 
     self.nonce_used[msg.sender][nonce] = True
-    self.tasks[key] = Task(
-        cf=convert(msg.sender, uint256) | (msg.value << FEE_SHIFT),
-        node=empty(address),
-        meta=(
-            CREATED | ((block.timestamp + timeout) << DEADLINE_SHIFT) | (timeout << TIMEOUT_SHIFT)
-            | (block.number << RAND_SHIFT) | (task_type << TYPE_SHIFT) | (task_size << SIZE_SHIFT)
-        ),
-        score=self._req_hash(models, min_vram, required_gpu),
-        result_hash=empty(bytes32),
+    # field by field: node and result hash stay empty (writing zeros costs a cold write each)
+    self.tasks[key].cf = convert(msg.sender, uint256) | (msg.value << FEE_SHIFT)
+    self.tasks[key].meta = (
+        CREATED | ((block.timestamp + timeout) << DEADLINE_SHIFT) | (timeout << TIMEOUT_SHIFT)
+        | (block.number << RAND_SHIFT) | (task_type << TYPE_SHIFT) | (task_size << SIZE_SHIFT)
     )
+    self.tasks[key].score = self._req_hash(models, min_vram, required_gpu)
     log TaskCreated(
         commitment=key, creator=msg.sender, task_type=task_type, nonce=nonce,
         fee=msg.value, task_size=task_size, timeout=timeout, model_ids=models,
@@ -650,8 +654,8 @@ def startTask(
     @param exclude Nodes that must not run the task (the creator's nodes of its two
            most recent tasks, so no node runs two members of a group); creator only.
     """
-    task: Task = self._task(key)
-    meta: uint256 = task.meta
+    cf: uint256 = self._cf(key)
+    meta: uint256 = self.tasks[key].meta
     if meta & STATE_MASK != CREATED:
         self._fail("tasks: task not waiting to start")
     created: uint256 = (meta >> RAND_SHIFT) & RAND_MASK
@@ -659,13 +663,13 @@ def startTask(
         self._fail("tasks: start in a later block than creation")
     if block.number - created > START_WINDOW:
         self._fail("tasks: start window passed; cancel the task")
-    creator: address = self._creator(task.cf)
+    creator: address = self._creator(cf)
     if msg.sender != creator:
         if len(exclude) != 0:
             self._fail("tasks: only the creator may exclude nodes")
         if block.number <= created + START_GRACE:
             self._fail("tasks: only the creator may start it this early")
-    if self._req_hash(model_ids, min_vram, required_gpu) != task.score:
+    if self._req_hash(model_ids, min_vram, required_gpu) != self.tasks[key].score:
         self._fail("tasks: requirements differ from creation")
 
     entropy: bytes32 = blockhash(created)
@@ -683,7 +687,7 @@ def startTask(
         log TaskStarted(commitment=key, node=node, creator=creator)
         return
     self.tasks[key].meta = self._stage(meta, QUEUED, deadline)
-    fee_per_unit: uint256 = self._fee(task.cf) // ((meta >> SIZE_SHIFT) & SIZE_MASK)
+    fee_per_unit: uint256 = self._fee(cf) // ((meta >> SIZE_SHIFT) & SIZE_MASK)
     self.wanted[key] = Wanted(
         models=model_ids, min_vram=min_vram, gpu=required_gpu, fee_per_unit=fee_per_unit,
         exclude=exclude,
@@ -702,7 +706,7 @@ def submitScore(key: bytes32, score: bytes32, result_hash: bytes32):
     @param score The result's score (gridtask.scoring.score).
     @param result_hash keccak of the ciphertext the node will deliver.
     """
-    task: Task = self._task_of_node(key)
+    task: Head = self._head_of_node(key)
     if task.meta & STATE_MASK != STARTED:
         self._fail("tasks: task not started")
     self.tasks[key].score = score
@@ -724,7 +728,7 @@ def reportTaskError(key: bytes32, error_code: uint256):
     @param key The task's key.
     @param error_code Why (gridtask.types.TaskErrorCode).
     """
-    task: Task = self._task_of_node(key)
+    task: Head = self._head_of_node(key)
     if task.meta & STATE_MASK != STARTED:
         self._fail("tasks: task not started")
     self._end(key, task, ERRORED)
@@ -746,7 +750,7 @@ def isSampled(key: bytes32, task_id_hash: bytes32, nonce: bytes32) -> bool:
     @param nonce The task's nonce.
     @return True if the task must be validated as a group.
     """
-    task: Task = self._task(key)
+    task: Head = self._head(key)
     self._check_opening(key, self._creator(task.cf), task_id_hash, nonce)
     if task.meta & STARTED_FLAG == 0:
         self._fail("tasks: task not started")
@@ -763,7 +767,7 @@ def validateSingleTask(key: bytes32, task_id_hash: bytes32, nonce: bytes32):
            derives from it, and calldata is public).
     @param nonce The task's nonce.
     """
-    task: Task = self._task_of_creator(key, "tasks: only the creator may validate")
+    task: Head = self._head_of_creator(key, "tasks: only the creator may validate")
     if task.meta & STATE_MASK != SCORE_READY:
         self._fail("tasks: score not ready")
     self._check_opening(key, msg.sender, task_id_hash, nonce)
@@ -899,7 +903,7 @@ def reportResultUploaded(key: bytes32):
     """
     if msg.sender != relay:
         self._fail("tasks: only the relay may report delivery")
-    task: Task = self._task(key)
+    task: Head = self._head(key)
     if task.meta & STATE_MASK != VALIDATED:
         self._fail("tasks: task not validated")
     self.tasks[key].meta = self._stage(task.meta, SUCCESS, block.timestamp + challenge_window)
@@ -916,7 +920,7 @@ def claimUnvalidated(key: bytes32):
             `validation_window` takes its fee; the task ends ABORTED.
     @param key The task's key.
     """
-    task: Task = self._task_of_node(key)
+    task: Head = self._head_of_node(key)
     if task.meta & STATE_MASK != SCORE_READY:
         self._fail("tasks: score not ready")
     if block.timestamp <= self._deadline(task.meta):
@@ -945,7 +949,9 @@ def disputeResult(key: bytes32, task_id: bytes32, nonce: bytes32, ciphertext: By
     @param nonce The task's nonce.
     @param ciphertext The ciphertext the node delivered (its keccak is on chain).
     """
-    task: Task = self._task_of_creator(key, "tasks: only the creator may dispute")
+    task: Task = self._task(key)
+    if msg.sender != self._creator(task.cf):
+        self._fail("tasks: only the creator may dispute")
     self._check_opening(key, msg.sender, keccak256(task_id), nonce)
     if task.meta & STATE_MASK != SUCCESS:
         self._fail("dispute: task not delivered")
@@ -986,7 +992,7 @@ def abortTask(key: bytes32, reason: String[64]):
     @param key The task's key.
     @param reason Why, for the creator to read (in the TaskAborted event).
     """
-    task: Task = self._task(key)
+    task: Head = self._head(key)
     state: uint256 = task.meta & STATE_MASK
     if state >= SUCCESS:
         self._fail("tasks: task already ended")
@@ -1016,7 +1022,7 @@ def cancelTask(key: bytes32):
             the fee is refunded.
     @param key The task's key.
     """
-    task: Task = self._task_of_creator(key, "tasks: only the creator may cancel")
+    task: Head = self._head_of_creator(key, "tasks: only the creator may cancel")
     state: uint256 = task.meta & STATE_MASK
     if state != QUEUED and state != CREATED:
         self._fail("tasks: task not queued")
@@ -1183,9 +1189,26 @@ def _task(key: bytes32) -> Task:
 
 @internal
 @view
-def _task_of_node(key: bytes32) -> Task:
-    """@dev The task, whose node must be the caller."""
-    task: Task = self._task(key)
+def _cf(key: bytes32) -> uint256:
+    """@dev The task's creator and fee; the task must exist."""
+    cf: uint256 = self.tasks[key].cf
+    if cf == 0:
+        self._fail("tasks: unknown task")
+    return cf
+
+
+@internal
+@view
+def _head(key: bytes32) -> Head:
+    """@dev The task's creator and fee, node and meta; the task must exist."""
+    return Head(cf=self._cf(key), node=self.tasks[key].node, meta=self.tasks[key].meta)
+
+
+@internal
+@view
+def _head_of_node(key: bytes32) -> Head:
+    """@dev The task's head, whose node must be the caller."""
+    task: Head = self._head(key)
     if msg.sender != task.node:
         self._fail("tasks: only the task's node may do this")
     return task
@@ -1193,9 +1216,9 @@ def _task_of_node(key: bytes32) -> Task:
 
 @internal
 @view
-def _task_of_creator(key: bytes32, reason: String[64]) -> Task:
-    """@dev The task, whose creator must be the caller."""
-    task: Task = self._task(key)
+def _head_of_creator(key: bytes32, reason: String[64]) -> Head:
+    """@dev The task's head, whose creator must be the caller."""
+    task: Head = self._head(key)
     if msg.sender != self._creator(task.cf):
         self._fail(reason)
     return task
@@ -1278,7 +1301,7 @@ def _set_stake(node: address, stake: uint256):
 # ---------------------------------------------------------------- internals: lifecycle
 
 @internal
-def _end(key: bytes32, task: Task, state: uint256):
+def _end(key: bytes32, task: Head, state: uint256):
     """@dev A task that ends without success refunds its creator."""
     self.tasks[key].meta = self._stage(task.meta, state, 0)
     self.balanceOf[self._creator(task.cf)] += self._fee(task.cf)
@@ -1511,7 +1534,7 @@ def _runnable(node: address, info: uint256, model: bytes32, key: bytes32) -> boo
 @internal
 def _expire(key: bytes32):
     """@dev A queued task whose deadline passed ends, refunded, when a node comes across it."""
-    task: Task = self.tasks[key]
+    task: Head = self._head(key)
     self._unqueue(key)
     self._end(key, task, ABORTED)
     log TaskAborted(
