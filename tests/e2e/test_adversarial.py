@@ -10,7 +10,10 @@ caught and how many wrong results reached the application; the assertions are th
 no wrong result of a sampled task is accepted, every cheater whose run was checked (a
 group with an honest majority, or a dispute of a result that does not fit its score)
 loses stake, a silent node loses its turn, no honest node is slashed, every task ends
-and money is conserved.
+and money is conserved. Only two cheaters agreeing in one group (a copier that copied the
+liar's public score) can outvote an honest node; the checks allow that one case, which
+is outside the design's guarantee (docs/threat-model.md, "What is left"), and the table
+shows it if it happens.
 
 At least ``MIN_TASKS`` tasks run, and more (up to ``MAX_TASKS``, within a time budget)
 only while chance has not yet given each kind of cheat its test: a liar in a sampled group
