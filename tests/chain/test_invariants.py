@@ -1,6 +1,8 @@
 """Stateful property test of TaskNetwork.vy over a mixed node population.
 
-A Python model of the network follows every call. Checked after every step:
+A Python model of the network follows every call, groups of three (sampled at a 50% rate or
+not), slashes, disputes both ways, claims, top-ups and leaving nodes included. Checked after
+every step:
   (a) money: the contract's ether == fees of unfinished tasks + stakes + sum of balanceOf;
   (b) every task's state, node, fee and deadline match the model (each task is in one state);
   (c) every transition is first tried by a wrong party and must revert with its exact reason;
@@ -30,6 +32,7 @@ from chain_kit import (
     CREATED,
     ERRORED,
     IDLE,
+    INVALIDATED,
     LEAVING,
     LIVE_STATES,
     MAX_PROBES,
@@ -77,6 +80,10 @@ class TaskModel:
     key: str
     seq: int
     in_queue: bool = False
+    exclude: tuple = ()
+    score: bytes = SCORE
+    result_hash: bytes = RESULT
+    grouped: bool = False
 
     @property
     def fpu(self) -> int:
@@ -122,7 +129,8 @@ class NetworkMachine(RuleBasedStateMachine):
         self.creators = [lower(kit.seeded_address("sm-creator", f"{seed}:{i}")) for i in range(3)]
         for a in (self.relay, self.stranger, *self.creators):
             boa.env.set_balance(a, 10**30)
-        self.net = kit.deploy_fast(self.relay)
+        # half the tasks sampled: single validation is refused for those, groups settle both ways
+        self.net = kit.deploy_fast(self.relay, validation_rate_bps=5000)
         self.rd = kit.StorageReader(self.net)
         self.pool = {lower(s.addr): s for s in population(seed)}
         self.status: dict[str, int] = {}  # registered nodes -> IDLE/BUSY/PAUSED/LEAVING
@@ -156,7 +164,7 @@ class NetworkMachine(RuleBasedStateMachine):
         return sum(1 for a, s in self.status.items() if s in (IDLE, BUSY) and model in self.spec(a).models)
 
     def matches(self, addr, t: TaskModel) -> bool:
-        return self.spec(addr).matches(t.models, t.min_vram, t.gpu)
+        return addr not in t.exclude and self.spec(addr).matches(t.models, t.min_vram, t.gpu)
 
     def queue_order(self, model: str) -> list[bytes]:
         q = [(c, t) for c, t in self.tasks.items() if t.in_queue and t.key == model]
@@ -295,7 +303,7 @@ class NetworkMachine(RuleBasedStateMachine):
         assert (lower(creator), lower(node), fee, state, deadline, timeout) == (
             t.creator, t.node or ZERO_ADDRESS, t.fee, t.state, t.deadline, t.timeout), c.hex()
         if t.state in (SCORE_READY, VALIDATED, SUCCESS):
-            assert (score, result_hash) == (SCORE, RESULT)
+            assert (score, result_hash) == (t.score, t.result_hash)
         elif t.state in (CREATED, QUEUED, STARTED):
             assert score == kit.EMPTY32  # the requirements' hash in that slot is not shown
 
@@ -357,6 +365,9 @@ class NetworkMachine(RuleBasedStateMachine):
         """Paused: idle again, takes queued work. Busy and pausing: the request is withdrawn."""
         addr = data.draw(st.sampled_from(sorted(self.status)))
         self.refused("nodes: node is not paused", self.stranger, "resume")
+        if (addr in self.pausing or self.status[addr] == PAUSED) and self.stakes[addr] < kit.MIN_STAKE:
+            self.refused("nodes: stake below minimum: top up first", addr, "resume")
+            return
         if addr in self.pausing:
             self.tx(addr, "resume")
             self.pausing.discard(addr)
@@ -479,17 +490,18 @@ class NetworkMachine(RuleBasedStateMachine):
     def fresh_nonce(self) -> bytes:
         return kit.keccak(self.nonce_prefix + str(len(self.nonces)).encode())
 
-    def _create(self, creator, nonce, models, fee, size, min_vram, gpu, timeout):
+    def _create(self, creator, nonce, models, fee, size, min_vram, gpu, timeout, task_id=None, exclude=()):
         key = min(models, key=self.active_count)  # first of the least-served models
         assert self.net.model_node_count(b32(key)) == self.active_count(key)
-        idle_matches = [a for a in self.nodes_in(IDLE) if self.spec(a).matches(models, min_vram, gpu)]
+        idle_matches = [a for a in self.nodes_in(IDLE)
+                        if a not in exclude and self.spec(a).matches(models, min_vram, gpu)]
         c = kit.create_task(self.net, creator, models=models, fee=fee, min_vram=min_vram, gpu=gpu,
-                            size=size, timeout=timeout, nonce=nonce)
+                            size=size, timeout=timeout, nonce=nonce, task_id=task_id, exclude=exclude)
         assert c not in self.tasks
         self.nonces.append((nonce, creator))
         self.seq += 1
         t = TaskModel(creator, fee, list(models), min_vram, gpu, size, timeout, QUEUED, None,
-                      now() + timeout, key, self.seq)
+                      now() + timeout, key, self.seq, exclude=tuple(exclude))
         self.tasks[c] = t
         _, node, *_ = self.net.getTask(c)
         node = lower(node)
@@ -550,6 +562,11 @@ class NetworkMachine(RuleBasedStateMachine):
         t = self.tasks[c]
         wrong = data.draw(st.sampled_from(self.wrong_parties({t.creator})))
         self.refused("tasks: only the creator may validate", wrong, "validateSingleTask", c, *kit.opening(c))
+        if self.net.isSampled(c, *kit.opening(c)):
+            self.refused("tasks: task was sampled: validate it as a group of three", t.creator,
+                         "validateSingleTask", c, *kit.opening(c))
+            event("validateSingleTask refused: sampled")
+            return
         self.tx(t.creator, "validateSingleTask", c, *kit.opening(c))
         t.state, t.deadline = VALIDATED, now() + t.timeout
         self.check_view(c)
@@ -735,6 +752,171 @@ class NetworkMachine(RuleBasedStateMachine):
         else:
             self.paid_out(who)
         event("withdrawTo")
+
+    # ------------------------------------------------------------ stakes, groups, disputes
+
+    def slash(self, node) -> int:
+        """Mirror of _slash: half the stake (SLASH_BPS); below the minimum an idle node pauses
+        now, a busy one when its task ends."""
+        stake = self.stakes.get(node, 0)
+        amount = stake * kit.SLASH_BPS // 10_000
+        self.set_stake(node, stake - amount)
+        return amount
+
+    def set_stake(self, node, stake):
+        if node not in self.stakes:
+            return  # gone: nothing left to take
+        self.stakes[node] = stake
+        if stake < kit.MIN_STAKE:
+            if self.status[node] == IDLE:
+                self.status[node] = PAUSED
+                event("slashed below the minimum: paused")
+            elif self.status[node] == BUSY:
+                self.pausing.add(node)
+
+    @precondition(lambda self: self.status)
+    @rule(data=st.data(), amount=st.sampled_from([1, kit.MIN_STAKE // 2, kit.MIN_STAKE]))
+    def top_up(self, data, amount):
+        addr = data.draw(st.sampled_from(sorted(self.status)))
+        self.refused("nodes: not a node", self.stranger, "topUp", value=amount)
+        if self.status[addr] == LEAVING:
+            self.refused("nodes: node is leaving", addr, "topUp", value=amount)
+            return
+        boa.env.set_balance(addr, boa.env.get_balance(addr) + amount)
+        self.tx(addr, "topUp", value=amount)
+        self.stakes[addr] += amount
+        event("topUp")
+
+    @precondition(lambda self: len(self.nodes_in(IDLE)) >= 3)
+    @rule(data=st.data())
+    def validation_group(self, data):
+        """Three tasks with one task ID on three nodes (each started with the others' nodes
+        excluded); each scores one of two answers, reports an error, or is cancelled/aborted;
+        then the creator validates the group. The model settles it: who agrees, who is paid
+        what, who is slashed, who pauses, what the creator gets back."""
+        creator = data.draw(st.sampled_from(self.creators))
+        task_id = kit.keccak(self.nonce_prefix + b"group" + str(self.seq).encode())
+        keys = []
+        for _ in range(3):
+            exclude = [self.tasks[k].node for k in keys if self.tasks[k].node][-2:]
+            keys.append(self._create(creator, self.fresh_nonce(), [COMMON_MODEL],
+                                     data.draw(st.integers(1, 10**15)), 1, 0, None, 3600,
+                                     task_id=task_id, exclude=exclude))
+        for c in keys:
+            t = self.tasks[c]
+            choice = data.draw(st.sampled_from(["A", "A", "B", "error", "end"]))
+            if t.state == STARTED and choice in ("A", "B"):
+                t.score = (b"\xaa" if choice == "A" else b"\xbb") * 32
+                self.tx(t.node, "submitScore", c, t.score, RESULT)
+                t.state, t.deadline = SCORE_READY, now() + kit.VALIDATION_WINDOW
+            elif t.state == STARTED and choice == "error":
+                self.tx(t.node, "reportTaskError", c, 1)
+                self.end(c, ERRORED)
+            elif t.state == STARTED:
+                self.tx(t.node, "abortTask", c, "gives up")  # in time: no pause
+                self.end(c, ABORTED)
+            elif t.state in (CREATED, QUEUED):
+                self.tx(creator, "cancelTask", c)
+                self.end(c, ABORTED)
+        nodes = [self.tasks[c].node for c in keys]
+        if len({n for n in nodes if n}) < len([n for n in nodes if n]):
+            self.refused("group: two tasks ran on the same node", creator, "validateTaskGroup",
+                         kit.task_id_hash(task_id), [kit.OPENINGS[c][1] for c in keys])
+            return
+        self.settle_group(creator, task_id, keys)
+
+    def settle_group(self, creator, task_id, keys):
+        ts = [self.tasks[c] for c in keys]
+        voting = [t.state == SCORE_READY for t in ts]
+        agreeing = 0
+        for i in range(3):
+            for j in range(i):
+                if voting[i] and voting[j] and ts[i].score == ts[j].score:
+                    agreeing |= (1 << i) | (1 << j)
+        count = bin(agreeing).count("1")
+        if count < 2:
+            agreeing, count = 0, 0
+        outcome = kit.AGREED if count else (kit.NO_MAJORITY if sum(voting) >= 2 else kit.TOO_FEW)
+        sampled = self.net.isSampled(keys[0], *kit.opening(keys[0]))
+        self.tx(creator, "validateTaskGroup", kit.task_id_hash(task_id), [kit.OPENINGS[c][1] for c in keys])
+        ev = [e for e in self.net.get_logs() if type(e).__name__ == "TaskGroupValidated"][-1]
+        assert (ev.outcome, ev.agreeing, ev.sampled) == (outcome, agreeing, sampled)
+        event(f"group outcome {outcome}{' sampled' if sampled else ''}")
+        pot = ts[0].fee if sampled and count and ts[0].state == SCORE_READY else 0
+        held = paid = slashed = 0
+        for i, t in enumerate(ts):
+            t.grouped = True
+            if t.state == ERRORED and count:
+                slashed += self.slash(t.node)
+                event("group: errored member slashed")
+            if t.state != SCORE_READY:
+                continue
+            held += t.fee
+            if agreeing >> i & 1:
+                pay = t.fee
+                if pot:
+                    pay = pot // count + (pot % count if paid == 0 else 0)
+                paid += pay
+                t.fee = pay
+                t.state, t.deadline = VALIDATED, now() + t.timeout
+                continue
+            if count:
+                t.state, t.deadline = INVALIDATED, 0
+                slashed += self.slash(t.node)
+                event("group: disagreeing member slashed")
+            else:
+                t.state, t.deadline = ABORTED, 0
+            self.free(t.node)
+        self.balances[creator] += held - paid
+        credited = 0
+        for i in range(3):
+            if agreeing >> i & 1:
+                amount = slashed // count + (slashed % count if credited == 0 else 0)
+                credited += amount
+                self.balances[ts[i].node] += amount
+        for c in keys:
+            self.check_view(c)
+        self.settled = False
+
+    @precondition(lambda self: self.nodes_in(IDLE))
+    @rule(data=st.data(), honest=st.booleans())
+    def dispute(self, data, honest):
+        """A delivered result disputed by its creator with the real ciphertext: the honest
+        node wins (the dispute reverts); a node that delivered another result than it scored
+        gives the fee back (from its balance first, then its stake) and is slashed, both to
+        the creator."""
+        from gridtask.crypto import encrypt_result, result_digest, result_key
+
+        creator = data.draw(st.sampled_from(self.creators))
+        c = self._create(creator, self.fresh_nonce(), [COMMON_MODEL], data.draw(st.integers(1, 10**16)),
+                         1, 0, None, 3600)
+        t = self.tasks[c]
+        if t.state != STARTED or self.net.isSampled(c, *kit.opening(c)):
+            return
+        task_id, nonce = kit.OPENINGS[c]
+        plain = data.draw(st.binary(max_size=100))
+        cipher = encrypt_result(result_key(task_id, nonce), plain if honest else plain + b"!")
+        t.score, t.result_hash = result_digest(plain), kit.keccak(cipher)
+        self.tx(t.node, "submitScore", c, t.score, t.result_hash)
+        t.state, t.deadline = SCORE_READY, now() + kit.VALIDATION_WINDOW
+        self.do_validate(data, c)
+        self.do_report_uploaded(data, c)
+        if honest:
+            self.refused("dispute: the result matches the score", creator, "disputeResult", c, task_id, nonce, cipher)
+            event("dispute: honest node not framed")
+            return
+        self.tx(creator, "disputeResult", c, task_id, nonce, cipher)
+        node = t.node
+        from_balance = min(self.balances[node], t.fee)
+        self.balances[node] -= from_balance
+        from_stake = min(t.fee - from_balance, self.stakes.get(node, 0))
+        if from_stake:
+            self.set_stake(node, self.stakes[node] - from_stake)
+        t.state, t.deadline = INVALIDATED, 0
+        self.balances[creator] += from_balance + from_stake + self.slash(node)
+        self.check_view(c)
+        self.settled = False
+        event("dispute: lying node slashed")
 
     # ------------------------------------------------------------ invariants
 
