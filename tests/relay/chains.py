@@ -4,8 +4,8 @@ Both implement the relay's ``RelayChain`` (``get_task``, ``report_result_uploade
 ``add(creator, node, state, result=..., seed=...)``, which brings a task to ``state`` and
 returns the ID the relay is asked about. ``ContractChain`` does it with the committed
 ``TaskNetwork`` bytecode in titanoboa's in-process EVM, by the real calls of each party
-(join, createTask, submitScore, validateSingleTask, reportResultUploaded, abortTask,
-reportTaskError), so the relay's guards are checked against what the contract really
+(join, createTask, startTask, submitScore, validateSingleTask, reportResultUploaded,
+abortTask, reportTaskError), so the relay's guards are checked against what the contract really
 records, not against what a fake assumes.
 """
 
@@ -15,9 +15,12 @@ import dataclasses
 import itertools
 import json
 
+from eth_abi import encode
+
 from gridtask.chain.artifact import abi, bytecode
+from gridtask.chain.deploy import VERIFIER, NetworkParams, constructor_args
 from gridtask.chain.models import ZERO_ADDRESS, TaskInfo
-from gridtask.crypto import keccak, task_commitment
+from gridtask.crypto import keccak, task_commitment, task_id_hash, task_key
 from gridtask.exceptions import ChainError, TransactionReverted
 from gridtask.keys import Identity
 from gridtask.types import TaskState
@@ -87,8 +90,9 @@ class ContractChain:
 
         self._boa = boa
         self.relay = boa.env.generate_address("relay")
-        constructor = (ETHER).to_bytes(32, "big") + (10).to_bytes(32, "big") + (5).to_bytes(32, "big")
-        constructor += (3600).to_bytes(32, "big") + bytes(12) + bytes.fromhex(self.relay[2:])
+        verifier, _ = boa.env.deploy_code(bytecode=bytes.fromhex(bytecode(VERIFIER).removeprefix("0x")))
+        params = NetworkParams(max_timeout=3600, validation_rate_bps=0)  # nothing sampled: one node per task
+        constructor = encode(*constructor_args(params, self.relay, str(verifier)))
         address, _ = boa.env.deploy_code(bytecode=bytes.fromhex(bytecode().removeprefix("0x")) + constructor)
         self.contract = boa.loads_abi(json.dumps(abi()), name="TaskNetwork").at(address)
         self.reported: list[bytes] = []
@@ -134,12 +138,16 @@ class ContractChain:
             self._join(node, model)
         env.set_balance(creator.address, 100 * ETHER)
         nonce = keccak(b"relay-test-nonce" + next(self._nonces).to_bytes(8, "big") + seed.to_bytes(8, "big"))
+        opening = task_id_hash(keccak(b"task" + nonce))  # what the creator reveals to validate
         commitment = task_commitment(keccak(b"task" + nonce), nonce)
         with env.prank(creator.address):
             self.contract.createTask(
                 0, commitment, nonce, [_b32(model)], 0, b"\0" * 32, b"\x22" * 32, 1, 600, value=ETHER // 100
             )
-        task_id = self._task_id(creator, commitment)
+        task_id = task_key(creator.address, commitment)
+        env.time_travel(blocks=1)  # the creation block's hash selects the node
+        with env.prank(creator.address):
+            self.contract.startTask(task_id, [_b32(model)], 0, b"\0" * 32, [])
         if node is None:
             assert TaskState(self.contract.getTask(task_id)[3]) == TaskState.QUEUED
             return task_id
@@ -153,7 +161,7 @@ class ContractChain:
                 self.contract.submitScore(task_id, b"\x01" * 32, keccak(result))
         if state in (TaskState.VALIDATED, TaskState.SUCCESS):
             with env.prank(creator.address):
-                self.contract.validateSingleTask(task_id, b"")
+                self.contract.validateSingleTask(task_id, opening, nonce)
         if state == TaskState.SUCCESS:
             with env.prank(self.relay):
                 self.contract.reportResultUploaded(task_id)
@@ -167,10 +175,3 @@ class ContractChain:
         with self._boa.env.prank(node.address):
             self.contract.join(_b32("cpu"), 0, [_b32(model)], node.encryption_public_key, 1, value=ETHER)
         self._joined.add(node.address)
-
-    def _task_id(self, creator: Identity, commitment: bytes) -> bytes:
-        """The key getTask answers to: the commitment itself, or keccak(creator ‖ commitment)
-        once the contract binds commitments to their creator."""
-        if int(self.contract.getTask(commitment)[3]) != 0:
-            return commitment
-        return keccak(bytes.fromhex(creator.address[2:]) + commitment)
