@@ -660,8 +660,10 @@ class ChainClient:
                    for e in self.decode_receipt(receipt))
 
     async def submit_score(self, commitment: bytes, score: bytes, result_hash: bytes) -> TxReceipt:
-        """Commit the result's score and the hash of its ciphertext."""
-        return await self._transact("submitScore", [commitment, score, result_hash], gas=GAS_LIMIT)
+        """Commit the result's score and the hash of its ciphertext. The node is BUSY only while it
+        computes (SPEC8 liveness decision): scoring frees it, and it may take queued work at once,
+        so this needs scanning room."""
+        return await self._transact("submitScore", [commitment, score, result_hash], gas=SCANNING_GAS_LIMIT)
 
     async def report_task_error(self, commitment: bytes, code: int) -> TxReceipt:
         """The task's parameters cannot run (refund); frees the node: scanning room."""
