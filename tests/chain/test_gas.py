@@ -151,6 +151,8 @@ def test_gas_ceiling_of_the_worst_task_on_the_benchmarks_population(bench_runs):
         assert max(r.per_task) <= bench_gas.TASK_CEILING_WORST
         assert avg(r.per_task) <= bench_gas.TASK_CEILING_AVG
     assert runs[1000].queued >= 1  # the worst task is one the selection missed, then claimed
+    # issue 8 may not make issue 3's single-task path dearer, startTask's transaction included
+    assert avg(runs[10].per_task) <= bench_gas.ISSUE3_SINGLE_TASK_AVG_10
 
 
 def test_claim_after_a_missed_look_gas_ceiling():
@@ -293,3 +295,34 @@ def test_worst_case_queue_scan_fits_the_clients_gas_limit(kind):
         gas = measured(net, relay, "reportResultUploaded", current)
         print(f"\nworst-case queue scan ({kind}): reportResultUploaded {gas:,} gas")
         assert gas < SCANNING_GAS_LIMIT
+
+
+@pytest.fixture(scope="module")
+def validation_runs():
+    """The benchmark's issue-8 scenario (bench/gas.py `validation`, quick: 40 tasks three
+    nodes can run, 10 nodes): never validated, the default 10% rate, and always validated."""
+    from bench import gas as bench_gas
+
+    return bench_gas, bench_gas.validation(True, 1)
+
+
+def test_a_validated_group_of_three_costs_at_most_1_2_million_gas(validation_runs):
+    bench_gas, v = validation_runs
+    groups = v["always"].groups + v["default"].groups
+    print(f"\nvalidated group of three, all transactions: avg {avg(groups):,.0f}, max {max(groups):,} "
+          f"({len(groups)} groups); validateTaskGroup avg {avg(v['always'].validate_group):,.0f}")
+    assert len(groups) >= 10 and max(groups) <= bench_gas.GROUP_CEILING
+
+
+def test_the_sampling_check_costs_at_most_100k_gas(validation_runs):
+    bench_gas, v = validation_runs
+    print(f"\nvalidateSingleTask (opening + sampling check): max {max(v['never'].sampling):,}")
+    assert max(v["never"].sampling) <= bench_gas.SAMPLING_CEILING
+
+
+def test_validation_at_the_default_rate_costs_at_most_a_quarter_more_per_task(validation_runs):
+    bench_gas, v = validation_runs
+    print(f"\nper task: never validated {avg(v['never'].per_task):,.0f}, default rate "
+          f"{avg(v['default'].per_task):,.0f} ({v['default'].sampled} of {v['tasks']} sampled), "
+          f"ratio {v['overhead']:.4f}")
+    assert v["default"].sampled >= 1 and v["overhead"] <= bench_gas.VALIDATION_OVERHEAD_CEILING
