@@ -768,6 +768,25 @@ def test_the_contract_and_gridtask_crypto_agree_on_any_ciphertext(verifier, ciph
         assert ok and digest == result_digest(plain)
 
 
+@pytest.mark.parametrize("frame, why", [
+    ((3).to_bytes(32, "big") + b"abc" + b"\x00" * 28 + b"\x01", "a non-zero padding byte"),
+    ((3).to_bytes(32, "big") + b"abc" + b"\x00" * 29 + b"\x00" * 32, "a word beyond the length"),
+    ((40).to_bytes(32, "big") + b"abc" + b"\x00" * 29, "a length beyond the frame"),
+    ((0).to_bytes(32, "big") + b"\x00" * 32, "an empty result with a body"),
+], ids=["padding", "extra-word", "short", "empty-with-body"])
+def test_a_malformed_frame_is_refused_by_both_sides(verifier, frame, why):
+    """The frame rules one by one: the contract and gridtask.crypto refuse the same frames."""
+    from gridtask.crypto import decrypt_result
+
+    key = b"\x09" * 32
+    stream = b"".join(keccak(key + i.to_bytes(32, "big")) for i in range(len(frame) // 32))
+    cipher = bytes(x ^ y for x, y in zip(frame, stream, strict=True))
+    with boa.swap_env(verifier.env):
+        assert verifier.frameDigest(key, cipher) == (False, kit.EMPTY32), why
+    with pytest.raises(CryptoError):
+        decrypt_result(key, cipher)
+
+
 def test_the_largest_disputable_result_fits_and_one_byte_more_does_not(verifier):
     key = b"\x07" * 32
     plain = b"\xab" * 16_384
