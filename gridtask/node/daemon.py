@@ -79,7 +79,10 @@ class NodeDaemon:
             confirmations=settings.network.confirmations,
         )
         self.models = executors.all_models()
-        self._mine: dict[bytes, asyncio.Task[None]] = {}
+        self._mine: dict[bytes, asyncio.Task[None]] = {}  # every task of this node not ended yet
+        # Those it computes (STARTED): the contract keeps the node BUSY only then, so a node whose
+        # tasks are all scored (waiting for validation, delivering) takes queued work again.
+        self._computing: set[bytes] = set()
         self._wake: dict[bytes, asyncio.Event] = {}
         self._last_withdraw = time.monotonic()
         self._claiming: asyncio.Task[None] | None = None
@@ -212,6 +215,8 @@ class NodeDaemon:
         elif event.name in MY_EVENTS and same_address(event.args.get("node"), self.address):
             commitment = event.commitment or b""
             if event.name in ("TaskStarted", "TaskValidated"):
+                if event.name == "TaskStarted":
+                    self._computing.add(commitment)
                 self._track(commitment)
             else:
                 if event.name == "TaskInvalidated":
@@ -308,7 +313,7 @@ class NodeDaemon:
             if other.name == "TaskAborted":
                 return (f": task {(other.commitment or b'').hex()[:10]} ended past its deadline "
                         f"({other.args.get('reason', '')}), so this node lost its turn")
-        return ""
+        return " (a pause it had pending, e.g. for a task that ended past its deadline while it was busy)"
 
     async def _group_outcome(self, event: ChainEvent) -> None:
         """A validation that covered one of this node's tasks: its outcome, for this node's
@@ -342,15 +347,15 @@ class NodeDaemon:
         stake is below the minimum: the node is paused then."""
         if self._stake_low:
             return
-        if self._queued and not self._mine and (self._claiming is None or self._claiming.done()):
+        if self._queued and not self._computing and (self._claiming is None or self._claiming.done()):
             self._claiming = asyncio.create_task(self._claim_loop(), name="node-claim")
 
     async def _claim_loop(self) -> None:
-        while self._queued and not self._mine:
+        while self._queued and not self._computing:
             seen = list(self._queued)
             try:
                 if await self._any_claimable(seen) and await self.sweep_queue():
-                    return  # busy now: what is left is looked at again when this task ends
+                    return  # busy now: what is left is looked at again once this task is scored
             except GridtaskError as exc:
                 log.warning("node %s: claiming queued work failed: %s", self.address, exc)
                 return  # kept in _queued: tried again after the next event or task
@@ -373,8 +378,8 @@ class NodeDaemon:
         has been looked at once (``sweep_polls``), however many unrunnable ones come first:
         each look moves the contract's sweep cursor on by SWEEP_SCAN tasks."""
         for _ in range(sweep_polls(await self.chain.queued_count())):
-            if self._mine or self.should_exit.is_set() or self._stake_low:
-                return bool(self._mine)
+            if self._computing or self.should_exit.is_set() or self._stake_low:
+                return bool(self._computing)
             node = await self.chain.get_node(self.address)
             if node is None or node.status != NodeStatus.IDLE:
                 return False
@@ -395,7 +400,8 @@ class NodeDaemon:
             self._ran.append(commitment)
 
     async def _drive(self, commitment: bytes) -> None:
-        """Advance one task each time something happens to it, until it ends."""
+        """Advance one task each time something happens to it, until it ends. Several run at
+        once: one being computed, others scored (waiting for validation) or delivering."""
         wake = self._wake[commitment]
         try:
             while not self.should_exit.is_set():
@@ -409,8 +415,13 @@ class NodeDaemon:
                                 self.worker.forget(commitment)  # nothing more to deliver
                         return
                     before = task.state
+                    self._computing_if(commitment, before)
                     await self.worker.advance(task)
                     after = await self.chain.get_task(commitment)
+                    if after is not None:
+                        self._computing_if(commitment, after.state)
+                        if before == TaskState.STARTED and after.state == TaskState.SCORE_READY:
+                            self._claim_queued()  # scored: the node is free for queued work again
                     if after is not None and after.state != before and after.state != TaskState.SCORE_READY:
                         continue  # it moved on: act on the new state at once
                 except GridtaskError as exc:
@@ -420,8 +431,16 @@ class NodeDaemon:
         finally:
             self._mine.pop(commitment, None)
             self._wake.pop(commitment, None)
+            self._computing.discard(commitment)
             if not self.should_exit.is_set():
                 self._claim_queued()  # queued work seen while busy, if the contract left any
+
+    def _computing_if(self, commitment: bytes, state: TaskState) -> None:
+        """Keep ``_computing`` in step with the task's state as last read."""
+        if state == TaskState.STARTED:
+            self._computing.add(commitment)
+        else:
+            self._computing.discard(commitment)
 
 
 def _eth(wei: int) -> str:
