@@ -25,6 +25,7 @@
         address bytes then 32 commitment bytes (gridtask.crypto.task_key).
 """
 
+import packing
 import task_queue
 
 initializes: task_queue
@@ -231,45 +232,6 @@ AGREED: constant(uint256) = 1
 NO_MAJORITY: constant(uint256) = 2
 TOO_FEW: constant(uint256) = 3
 
-# Bit layout of the packed words read on hot paths (one storage read each).
-# Task.meta: state | deadline << 8 | timeout << 72 | rand << 136 | task type << 200
-#            | STARTED_FLAG | SCORED_FLAG | GROUPED_FLAG | task size << 211. Until the task starts the rand
-#            field holds the creation block number.
-STATE_MASK: constant(uint256) = 2**8 - 1
-TIME_MASK: constant(uint256) = 2**64 - 1
-DEADLINE_SHIFT: constant(uint256) = 8
-STAGE_MASK: constant(uint256) = 2**72 - 1  # state and deadline
-TIMEOUT_SHIFT: constant(uint256) = 72
-RAND_MASK: constant(uint256) = 2**64 - 1
-RAND_SHIFT: constant(uint256) = 136
-TYPE_MASK: constant(uint256) = 2**8 - 1
-TYPE_SHIFT: constant(uint256) = 200
-STARTED_FLAG: constant(uint256) = 2**208  # rand was drawn
-SCORED_FLAG: constant(uint256) = 2**209  # the score slot holds the score, not the requirements
-GROUPED_FLAG: constant(uint256) = 2**210  # was a member of a validated group
-SIZE_SHIFT: constant(uint256) = 211
-SIZE_MASK: constant(uint256) = 2**45 - 1
-# Task.cf: creator | fee << 160.
-ADDRESS_MASK: constant(uint256) = 2**160 - 1
-FEE_SHIFT: constant(uint256) = 160
-FEE_MASK: constant(uint256) = 2**96 - 1
-# node_info: status | vram << 8 | capped stake << 40 | GPU tag << 136 | model filter << 168.
-VRAM_MASK: constant(uint256) = 2**32 - 1
-VRAM_SHIFT: constant(uint256) = 8
-WEIGHT_MASK: constant(uint256) = 2**96 - 1
-WEIGHT_SHIFT: constant(uint256) = 40
-# A 32-bit tag of the GPU's name and a 64-bit filter of the models served ride along in
-# node_info, so that a selection probe usually rejects a node from that one word.
-TAG_MASK: constant(uint256) = 2**32 - 1
-GPU_TAG_SHIFT: constant(uint256) = 136
-BLOOM_SHIFT: constant(uint256) = 168
-# Set while a busy node has asked to pause after its task (above the other fields).
-PAUSE_REQUESTED: constant(uint256) = 2**255
-
-# @notice Task types whose scores are similarity hashes (bit t set: type t): EMBED (1).
-#         Mirrored by gridtask.scoring.SIMILARITY_TASK_TYPES.
-SIMILARITY_TYPES: constant(uint256) = 1 << 1
-
 RESULT_KEY_TAG: constant(Bytes[20]) = b"gridtask-result-key:"
 
 
@@ -330,7 +292,7 @@ min_fee_per_unit: public(immutable(uint256))
 # @notice The ScoreVerifier contract: group majorities and dispute decryption.
 verifier: public(immutable(address))
 # @notice Per task type, the Hamming distance (of the high 128 bits of two scores) under
-#         which they agree; only similarity types (SIMILARITY_TYPES) use it.
+#         which they agree; only similarity types (packing.SIMILARITY_TYPES) use it.
 similarity_bits: public(HashMap[uint256, uint256])
 
 # @notice Tasks by key: keccak(creator ‖ commitment), commitment = keccak(task ID ‖ nonce).
@@ -343,7 +305,7 @@ balanceOf: public(HashMap[address, uint256])
 # @notice Registered nodes: stake, GPU, encryption key and version.
 nodes: HashMap[address, Node]
 # @notice Per node, one word read on hot paths: status | vram << 8 | capped stake << 40
-#         | GPU tag << 136 | model filter << 168 | PAUSE_REQUESTED.
+#         | GPU tag << 136 | model filter << 168 | packing.PAUSE_REQUESTED.
 node_info: HashMap[address, uint256]
 # @notice The models each node serves.
 node_models: HashMap[address, DynArray[bytes32, MAX_NODE_MODELS]]
@@ -398,7 +360,7 @@ def __init__(
     assert _min_timeout > 0 and _min_timeout <= _max_timeout, "config: bad timeout bounds"
     assert _max_timeout <= MAX_TIMEOUT_LIMIT, "config: max timeout too large"
     assert _relay != empty(address), "config: relay account required"
-    assert _min_stake * _stake_cap_multiple <= WEIGHT_MASK, "config: stake cap too large"
+    assert _min_stake * _stake_cap_multiple <= packing.WEIGHT_MASK, "config: stake cap too large"
     assert _validation_rate_bps <= BPS, "config: validation rate above 10000 bps"
     assert _validation_window > 0, "config: validation window must be positive"
     assert _challenge_window > 0, "config: challenge window must be positive"
@@ -449,7 +411,7 @@ def join(
         self._fail("nodes: already joined")
     if msg.value < min_stake:
         self._fail("nodes: stake below minimum")
-    if vram > VRAM_MASK:
+    if vram > packing.VRAM_MASK:
         self._fail("nodes: vram out of range")
     if public_key == empty(bytes32):
         self._fail("nodes: public key required")
@@ -475,15 +437,15 @@ def pause():
             when its task ends (whatever the end), instead of taking queued work.
     """
     info: uint256 = self._node_info(msg.sender)
-    status: uint256 = info & STATE_MASK
+    status: uint256 = info & packing.STATE_MASK
     if status == PAUSED:
         self._fail("nodes: node is already paused")
     if status == LEAVING:
         self._fail("nodes: node is leaving")
     if status == BUSY:
-        if info & PAUSE_REQUESTED != 0:
+        if info & packing.PAUSE_REQUESTED != 0:
             self._fail("nodes: pause already requested")
-        self.node_info[msg.sender] = info | PAUSE_REQUESTED
+        self.node_info[msg.sender] = info | packing.PAUSE_REQUESTED
         log NodePauseRequested(node=msg.sender)
         return
     self._pause(msg.sender, info)
@@ -498,17 +460,17 @@ def resume():
             minimum must `topUp` first.
     """
     info: uint256 = self.node_info[msg.sender]
-    if info & PAUSE_REQUESTED != 0:
+    if info & packing.PAUSE_REQUESTED != 0:
         if self.nodes[msg.sender].stake < min_stake:
             self._fail("nodes: stake below minimum: top up first")
-        self.node_info[msg.sender] = info & ~PAUSE_REQUESTED
+        self.node_info[msg.sender] = info & ~packing.PAUSE_REQUESTED
         log NodeResumed(node=msg.sender)
         return
-    if info & STATE_MASK != PAUSED:
+    if info & packing.STATE_MASK != PAUSED:
         self._fail("nodes: node is not paused")
     if self.nodes[msg.sender].stake < min_stake:
         self._fail("nodes: stake below minimum: top up first")
-    self.node_info[msg.sender] = (info & ~STATE_MASK) | IDLE
+    self.node_info[msg.sender] = (info & ~packing.STATE_MASK) | IDLE
     self._activate(msg.sender)
     log NodeResumed(node=msg.sender)
     self._take_queued(msg.sender)
@@ -522,7 +484,7 @@ def topUp():
             may then `resume`.
     """
     info: uint256 = self._node_info(msg.sender)
-    if info & STATE_MASK == LEAVING:
+    if info & packing.STATE_MASK == LEAVING:
         self._fail("nodes: node is leaving")
     if msg.value <= 0:
         self._fail("nodes: zero top-up")
@@ -539,13 +501,13 @@ def quit():
             which `withdraw` pays it out with the balance.
     """
     info: uint256 = self._node_info(msg.sender)
-    status: uint256 = info & STATE_MASK
+    status: uint256 = info & packing.STATE_MASK
     if status == LEAVING:
         self._fail("nodes: node is already leaving")
     if status == IDLE or status == BUSY:
         self._deactivate(msg.sender)
     release: uint256 = block.timestamp + unstake_delay
-    self.node_info[msg.sender] = (info & ~(STATE_MASK | PAUSE_REQUESTED)) | LEAVING
+    self.node_info[msg.sender] = (info & ~(packing.STATE_MASK | packing.PAUSE_REQUESTED)) | LEAVING
     self.release_at[msg.sender] = release
     log NodeQuit(node=msg.sender, stake=self.nodes[msg.sender].stake, release_at=release)
 
@@ -560,7 +522,7 @@ def takeQueuedTask() -> bool:
             queued next to an idle node that matches it.
     @return True if a task was started for the caller.
     """
-    if self.node_info[msg.sender] & STATE_MASK != IDLE:
+    if self.node_info[msg.sender] & packing.STATE_MASK != IDLE:
         self._fail("nodes: node is not idle")
     return self._take_queued(msg.sender)
 
@@ -596,7 +558,7 @@ def createTask(
     """
     if msg.value <= 0:
         self._fail("tasks: zero fee")
-    if msg.value > FEE_MASK:
+    if msg.value > packing.FEE_MASK:
         self._fail("tasks: fee too large")
     if commitment == empty(bytes32):
         self._fail("tasks: empty commitment")
@@ -608,11 +570,11 @@ def createTask(
     self._check_models(model_ids, MAX_TASK_MODELS)
     if task_size < 1:
         self._fail("tasks: task size must be at least 1")
-    if task_size > SIZE_MASK:
+    if task_size > packing.SIZE_MASK:
         self._fail("tasks: task size too large")
     if timeout < min_timeout or timeout > max_timeout:
         self._fail("tasks: timeout out of bounds")
-    if task_type > TYPE_MASK:
+    if task_type > packing.TYPE_MASK:
         self._fail("tasks: task type out of range")
     if msg.value < min_fee_per_unit * task_size:
         self._fail("tasks: fee below the minimum for its size")
@@ -622,10 +584,10 @@ def createTask(
 
     self.nonce_used[msg.sender][nonce] = True
     # field by field: node and result hash stay empty (writing zeros costs a cold write each)
-    self.tasks[key].cf = convert(msg.sender, uint256) | (msg.value << FEE_SHIFT)
+    self.tasks[key].cf = convert(msg.sender, uint256) | (msg.value << packing.FEE_SHIFT)
     self.tasks[key].meta = (
-        CREATED | ((block.timestamp + timeout) << DEADLINE_SHIFT) | (timeout << TIMEOUT_SHIFT)
-        | (block.number << RAND_SHIFT) | (task_type << TYPE_SHIFT) | (task_size << SIZE_SHIFT)
+        CREATED | ((block.timestamp + timeout) << packing.DEADLINE_SHIFT) | (timeout << packing.TIMEOUT_SHIFT)
+        | (block.number << packing.RAND_SHIFT) | (task_type << packing.TYPE_SHIFT) | (task_size << packing.SIZE_SHIFT)
     )
     self.tasks[key].score = self._req_hash(models, min_vram, required_gpu)
     log TaskCreated(
@@ -656,14 +618,14 @@ def startTask(
     """
     cf: uint256 = self._cf(key)
     meta: uint256 = self.tasks[key].meta
-    if meta & STATE_MASK != CREATED:
+    if meta & packing.STATE_MASK != CREATED:
         self._fail("tasks: task not waiting to start")
-    created: uint256 = (meta >> RAND_SHIFT) & RAND_MASK
+    created: uint256 = (meta >> packing.RAND_SHIFT) & packing.RAND_MASK
     if block.number <= created:
         self._fail("tasks: start in a later block than creation")
     if block.number - created > START_WINDOW:
         self._fail("tasks: start window passed; cancel the task")
-    creator: address = self._creator(cf)
+    creator: address = packing.creator(cf)
     if msg.sender != creator:
         if len(exclude) != 0:
             self._fail("tasks: only the creator may exclude nodes")
@@ -673,21 +635,21 @@ def startTask(
         self._fail("tasks: requirements differ from creation")
 
     entropy: bytes32 = blockhash(created)
-    meta = (meta & ~(RAND_MASK << RAND_SHIFT)) | (
-        (convert(entropy, uint256) & RAND_MASK) << RAND_SHIFT
-    ) | STARTED_FLAG
+    meta = (meta & ~(packing.RAND_MASK << packing.RAND_SHIFT)) | (
+        (convert(entropy, uint256) & packing.RAND_MASK) << packing.RAND_SHIFT
+    ) | packing.STARTED_FLAG
     seed: bytes32 = keccak256(abi_encode(entropy, key))
-    deadline: uint256 = block.timestamp + self._timeout(meta)
+    deadline: uint256 = block.timestamp + packing.timeout(meta)
     key_model: bytes32 = self._key_model(model_ids)
     node: address = self._select(seed, key_model, model_ids, min_vram, required_gpu, exclude)
     if node != empty(address):
         self.tasks[key].node = node
-        self.tasks[key].meta = self._stage(meta, STARTED, deadline)
-        self.node_info[node] = (self.node_info[node] & ~STATE_MASK) | BUSY
+        self.tasks[key].meta = packing.stage(meta, STARTED, deadline)
+        self.node_info[node] = (self.node_info[node] & ~packing.STATE_MASK) | BUSY
         log TaskStarted(commitment=key, node=node, creator=creator)
         return
-    self.tasks[key].meta = self._stage(meta, QUEUED, deadline)
-    fee_per_unit: uint256 = self._fee(cf) // ((meta >> SIZE_SHIFT) & SIZE_MASK)
+    self.tasks[key].meta = packing.stage(meta, QUEUED, deadline)
+    fee_per_unit: uint256 = packing.fee(cf) // ((meta >> packing.SIZE_SHIFT) & packing.SIZE_MASK)
     self.wanted[key] = Wanted(
         models=model_ids, min_vram=min_vram, gpu=required_gpu, fee_per_unit=fee_per_unit,
         exclude=exclude,
@@ -707,15 +669,15 @@ def submitScore(key: bytes32, score: bytes32, result_hash: bytes32):
     @param result_hash keccak of the ciphertext the node will deliver.
     """
     task: Head = self._head_of_node(key)
-    if task.meta & STATE_MASK != STARTED:
+    if task.meta & packing.STATE_MASK != STARTED:
         self._fail("tasks: task not started")
     self.tasks[key].score = score
     self.tasks[key].result_hash = result_hash
-    self.tasks[key].meta = self._stage(
-        task.meta | SCORED_FLAG, SCORE_READY, block.timestamp + validation_window
+    self.tasks[key].meta = packing.stage(
+        task.meta | packing.SCORED_FLAG, SCORE_READY, block.timestamp + validation_window
     )
     log TaskScoreReady(
-        commitment=key, node=msg.sender, creator=self._creator(task.cf), score=score,
+        commitment=key, node=msg.sender, creator=packing.creator(task.cf), score=score,
         result_hash=result_hash,
     )
 
@@ -729,11 +691,11 @@ def reportTaskError(key: bytes32, error_code: uint256):
     @param error_code Why (gridtask.types.TaskErrorCode).
     """
     task: Head = self._head_of_node(key)
-    if task.meta & STATE_MASK != STARTED:
+    if task.meta & packing.STATE_MASK != STARTED:
         self._fail("tasks: task not started")
     self._end(key, task, ERRORED)
     log TaskErrorReported(
-        commitment=key, node=msg.sender, creator=self._creator(task.cf), error_code=error_code
+        commitment=key, node=msg.sender, creator=packing.creator(task.cf), error_code=error_code
     )
     self._free(task.node, False)
 
@@ -751,8 +713,8 @@ def isSampled(key: bytes32, task_id_hash: bytes32, nonce: bytes32) -> bool:
     @return True if the task must be validated as a group.
     """
     task: Head = self._head(key)
-    self._check_opening(key, self._creator(task.cf), task_id_hash, nonce)
-    if task.meta & STARTED_FLAG == 0:
+    self._check_opening(key, packing.creator(task.cf), task_id_hash, nonce)
+    if task.meta & packing.STARTED_FLAG == 0:
         self._fail("tasks: task not started")
     return self._sampled(task_id_hash, task.meta)
 
@@ -768,13 +730,13 @@ def validateSingleTask(key: bytes32, task_id_hash: bytes32, nonce: bytes32):
     @param nonce The task's nonce.
     """
     task: Head = self._head_of_creator(key, "tasks: only the creator may validate")
-    if task.meta & STATE_MASK != SCORE_READY:
+    if task.meta & packing.STATE_MASK != SCORE_READY:
         self._fail("tasks: score not ready")
     self._check_opening(key, msg.sender, task_id_hash, nonce)
     if self._sampled(task_id_hash, task.meta):
         self._fail("tasks: task was sampled: validate it as a group of three")
-    self.tasks[key].meta = self._stage(
-        task.meta, VALIDATED, block.timestamp + self._timeout(task.meta)
+    self.tasks[key].meta = packing.stage(
+        task.meta, VALIDATED, block.timestamp + packing.timeout(task.meta)
     )
     log TaskValidated(commitment=key, node=task.node, creator=msg.sender)
 
@@ -802,12 +764,12 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
         metas[i] = task.meta
         nodes[i] = task.node
         scores[i] = task.score
-        if task.meta & GROUPED_FLAG != 0:
+        if task.meta & packing.GROUPED_FLAG != 0:
             self._fail("group: a member was already validated in a group")
-        state: uint256 = task.meta & STATE_MASK
+        state: uint256 = task.meta & packing.STATE_MASK
         if state != SCORE_READY and state != ERRORED and state != ABORTED:
             self._fail("group: a member is still running; abort it after its deadline")
-        if self._task_type(task.meta) != self._task_type(metas[0]):
+        if packing.task_type(task.meta) != packing.task_type(metas[0]):
             self._fail("group: members differ in task type")
         for j: uint256 in range(3):
             if j >= i:
@@ -817,16 +779,16 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
             if task.node != empty(address) and task.node == nodes[j]:
                 self._fail("group: two tasks ran on the same node")
 
-    task_type: uint256 = self._task_type(metas[0])
-    sampled: bool = metas[0] & STARTED_FLAG != 0 and self._sampled(task_id_hash, metas[0])
+    task_type: uint256 = packing.task_type(metas[0])
+    sampled: bool = metas[0] & packing.STARTED_FLAG != 0 and self._sampled(task_id_hash, metas[0])
     scored: uint256 = 0
     voting: uint256 = 0
     for i: uint256 in range(3):
-        if metas[i] & STATE_MASK == SCORE_READY:
+        if metas[i] & packing.STATE_MASK == SCORE_READY:
             voting |= 1 << i
             scored += 1
     agreeing: uint256 = staticcall ScoreVerifier(verifier).majority(
-        scores, voting, self._similar(task_type), self.similarity_bits[task_type]
+        scores, voting, packing.similar(task_type), self.similarity_bits[task_type]
     )
     count: uint256 = (agreeing & 1) + ((agreeing >> 1) & 1) + ((agreeing >> 2) & 1)
     outcome: uint256 = AGREED
@@ -836,22 +798,22 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
         count = 0
 
     pot: uint256 = 0
-    if sampled and count > 0 and metas[0] & STATE_MASK == SCORE_READY:
-        pot = self._fee(self.tasks[keys[0]].cf)
+    if sampled and count > 0 and metas[0] & packing.STATE_MASK == SCORE_READY:
+        pot = packing.fee(self.tasks[keys[0]].cf)
     held: uint256 = 0
     paid: uint256 = 0
     slashed: uint256 = 0
     for i: uint256 in range(3):
         key: bytes32 = keys[i]
-        meta: uint256 = metas[i] | GROUPED_FLAG
-        state: uint256 = meta & STATE_MASK
+        meta: uint256 = metas[i] | packing.GROUPED_FLAG
+        state: uint256 = meta & packing.STATE_MASK
         self.tasks[key].meta = meta
         if state == ERRORED and count > 0:
             slashed += self._slash(nodes[i], key, "group: reported an error while two agreed")
         if state != SCORE_READY:
             continue
         cf: uint256 = self.tasks[key].cf
-        fee: uint256 = self._fee(cf)
+        fee: uint256 = packing.fee(cf)
         held += fee
         if agreeing & (1 << i) != 0:
             pay: uint256 = fee
@@ -859,18 +821,18 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
                 pay = pot // count
                 if paid == 0:
                     pay += pot % count
-                self.tasks[key].cf = (cf & ADDRESS_MASK) | (pay << FEE_SHIFT)
+                self.tasks[key].cf = (cf & packing.ADDRESS_MASK) | (pay << packing.FEE_SHIFT)
             paid += pay
-            self.tasks[key].meta = self._stage(meta, VALIDATED, block.timestamp + self._timeout(meta))
+            self.tasks[key].meta = packing.stage(meta, VALIDATED, block.timestamp + packing.timeout(meta))
             log TaskValidated(commitment=key, node=nodes[i], creator=msg.sender)
             continue
         if count > 0:
-            self.tasks[key].meta = self._stage(meta, INVALIDATED, 0)
+            self.tasks[key].meta = packing.stage(meta, INVALIDATED, 0)
             reason: String[64] = "group: score disagrees with the majority"
             slashed += self._slash(nodes[i], key, reason)
             log TaskInvalidated(commitment=key, node=nodes[i], creator=msg.sender, reason=reason)
         else:
-            self.tasks[key].meta = self._stage(meta, ABORTED, 0)
+            self.tasks[key].meta = packing.stage(meta, ABORTED, 0)
             why: String[64] = "group: no two results agree"
             if outcome == TOO_FEW:
                 why = "group: fewer than two results"
@@ -904,12 +866,12 @@ def reportResultUploaded(key: bytes32):
     if msg.sender != relay:
         self._fail("tasks: only the relay may report delivery")
     task: Head = self._head(key)
-    if task.meta & STATE_MASK != VALIDATED:
+    if task.meta & packing.STATE_MASK != VALIDATED:
         self._fail("tasks: task not validated")
-    self.tasks[key].meta = self._stage(task.meta, SUCCESS, block.timestamp + challenge_window)
-    fee: uint256 = self._fee(task.cf)
+    self.tasks[key].meta = packing.stage(task.meta, SUCCESS, block.timestamp + challenge_window)
+    fee: uint256 = packing.fee(task.cf)
     self.balanceOf[task.node] += fee
-    log TaskSuccess(commitment=key, node=task.node, creator=self._creator(task.cf), fee=fee)
+    log TaskSuccess(commitment=key, node=task.node, creator=packing.creator(task.cf), fee=fee)
     self._free(task.node, False)
 
 
@@ -921,14 +883,14 @@ def claimUnvalidated(key: bytes32):
     @param key The task's key.
     """
     task: Head = self._head_of_node(key)
-    if task.meta & STATE_MASK != SCORE_READY:
+    if task.meta & packing.STATE_MASK != SCORE_READY:
         self._fail("tasks: score not ready")
-    if block.timestamp <= self._deadline(task.meta):
+    if block.timestamp <= packing.deadline(task.meta):
         self._fail("tasks: validation window not passed")
-    self.tasks[key].meta = self._stage(task.meta, ABORTED, 0)
-    self.balanceOf[msg.sender] += self._fee(task.cf)
+    self.tasks[key].meta = packing.stage(task.meta, ABORTED, 0)
+    self.balanceOf[msg.sender] += packing.fee(task.cf)
     log TaskAborted(
-        commitment=key, by=msg.sender, creator=self._creator(task.cf),
+        commitment=key, by=msg.sender, creator=packing.creator(task.cf),
         reason="creator did not validate in time: node paid",
     )
     self._free(msg.sender, False)
@@ -950,30 +912,30 @@ def disputeResult(key: bytes32, task_id: bytes32, nonce: bytes32, ciphertext: By
     @param ciphertext The ciphertext the node delivered (its keccak is on chain).
     """
     task: Task = self._task(key)
-    if msg.sender != self._creator(task.cf):
+    if msg.sender != packing.creator(task.cf):
         self._fail("tasks: only the creator may dispute")
     self._check_opening(key, msg.sender, keccak256(task_id), nonce)
-    if task.meta & STATE_MASK != SUCCESS:
+    if task.meta & packing.STATE_MASK != SUCCESS:
         self._fail("dispute: task not delivered")
-    if block.timestamp > self._deadline(task.meta):
+    if block.timestamp > packing.deadline(task.meta):
         self._fail("dispute: challenge window passed")
     if keccak256(ciphertext) != task.result_hash:
         self._fail("dispute: not the delivered ciphertext")
     result_key: bytes32 = keccak256(concat(RESULT_KEY_TAG, task_id, nonce))
     if staticcall ScoreVerifier(verifier).resultMatches(
-        result_key, ciphertext, task.score, self._similar(self._task_type(task.meta))
+        result_key, ciphertext, task.score, packing.similar(packing.task_type(task.meta))
     ):
         self._fail("dispute: the result matches the score")
 
     node: address = task.node
-    fee: uint256 = self._fee(task.cf)
+    fee: uint256 = packing.fee(task.cf)
     from_balance: uint256 = min(self.balanceOf[node], fee)
     self.balanceOf[node] -= from_balance
     stake: uint256 = self.nodes[node].stake
     from_stake: uint256 = min(fee - from_balance, stake)
     if from_stake > 0:
         self._set_stake(node, stake - from_stake)
-    self.tasks[key].meta = self._stage(task.meta, INVALIDATED, 0)
+    self.tasks[key].meta = packing.stage(task.meta, INVALIDATED, 0)
     reason: String[64] = "dispute: the delivered result does not match its score"
     slashed: uint256 = self._slash(node, key, reason)
     self.balanceOf[msg.sender] += from_balance + from_stake + slashed
@@ -993,24 +955,24 @@ def abortTask(key: bytes32, reason: String[64]):
     @param reason Why, for the creator to read (in the TaskAborted event).
     """
     task: Head = self._head(key)
-    state: uint256 = task.meta & STATE_MASK
+    state: uint256 = task.meta & packing.STATE_MASK
     if state >= SUCCESS:
         self._fail("tasks: task already ended")
     if state == SCORE_READY:
         self._fail("tasks: scored: validate it, or its node claims it later")
-    late: bool = block.timestamp > self._deadline(task.meta)
+    late: bool = block.timestamp > packing.deadline(task.meta)
     if msg.sender == task.node:
         if state != STARTED and not late:
             self._fail("tasks: node may abort only before scoring or after the deadline")
     else:
-        if msg.sender != self._creator(task.cf):
+        if msg.sender != packing.creator(task.cf):
             self._fail("tasks: only the creator or the task's node may abort")
         if not late:
             self._fail("tasks: deadline not passed")
     if state == QUEUED:
         self._unqueue(key)
     self._end(key, task, ABORTED)
-    log TaskAborted(commitment=key, by=msg.sender, creator=self._creator(task.cf), reason=reason)
+    log TaskAborted(commitment=key, by=msg.sender, creator=packing.creator(task.cf), reason=reason)
     if task.node != empty(address):
         self._free(task.node, late)
 
@@ -1023,7 +985,7 @@ def cancelTask(key: bytes32):
     @param key The task's key.
     """
     task: Head = self._head_of_creator(key, "tasks: only the creator may cancel")
-    state: uint256 = task.meta & STATE_MASK
+    state: uint256 = task.meta & packing.STATE_MASK
     if state != QUEUED and state != CREATED:
         self._fail("tasks: task not queued")
     if state == QUEUED:
@@ -1071,11 +1033,11 @@ def getTask(key: bytes32) -> (address, address, uint256, uint256, uint256, uint2
     """
     t: Task = self.tasks[key]
     score: bytes32 = empty(bytes32)
-    if t.meta & SCORED_FLAG != 0:
+    if t.meta & packing.SCORED_FLAG != 0:
         score = t.score
     return (
-        self._creator(t.cf), t.node, self._fee(t.cf), t.meta & STATE_MASK,
-        self._deadline(t.meta), self._timeout(t.meta), score, t.result_hash,
+        packing.creator(t.cf), t.node, packing.fee(t.cf), t.meta & packing.STATE_MASK,
+        packing.deadline(t.meta), packing.timeout(t.meta), score, t.result_hash,
     )
 
 
@@ -1090,11 +1052,11 @@ def getTaskInfo(key: bytes32) -> (uint256, uint256, uint256, bool):
     """
     meta: uint256 = self.tasks[key].meta
     created: uint256 = 0
-    if meta & STARTED_FLAG == 0:
-        created = (meta >> RAND_SHIFT) & RAND_MASK
+    if meta & packing.STARTED_FLAG == 0:
+        created = (meta >> packing.RAND_SHIFT) & packing.RAND_MASK
     return (
-        self._task_type(meta), (meta >> SIZE_SHIFT) & SIZE_MASK, created,
-        meta & GROUPED_FLAG != 0,
+        packing.task_type(meta), (meta >> packing.SIZE_SHIFT) & packing.SIZE_MASK, created,
+        meta & packing.GROUPED_FLAG != 0,
     )
 
 
@@ -1109,7 +1071,7 @@ def getNode(node: address) -> (uint256, uint256, bytes32, uint256, bytes32, uint
     info: uint256 = self.node_info[node]
     n: Node = self.nodes[node]
     return (
-        info & STATE_MASK, n.stake, n.gpu, (info >> VRAM_SHIFT) & VRAM_MASK, n.public_key,
+        info & packing.STATE_MASK, n.stake, n.gpu, (info >> packing.VRAM_SHIFT) & packing.VRAM_MASK, n.public_key,
         n.version,
     )
 
@@ -1133,7 +1095,7 @@ def pauseRequested(node: address) -> bool:
     @param node The node's account.
     @return True if a pause is pending.
     """
-    return self.node_info[node] & PAUSE_REQUESTED != 0
+    return self.node_info[node] & packing.PAUSE_REQUESTED != 0
 
 
 @external
@@ -1219,7 +1181,7 @@ def _head_of_node(key: bytes32) -> Head:
 def _head_of_creator(key: bytes32, reason: String[64]) -> Head:
     """@dev The task's head, whose creator must be the caller."""
     task: Head = self._head(key)
-    if msg.sender != self._creator(task.cf):
+    if msg.sender != packing.creator(task.cf):
         self._fail(reason)
     return task
 
@@ -1253,7 +1215,7 @@ def _check_opening(key: bytes32, creator: address, id_hash: bytes32, nonce: byte
 @view
 def _sampled(id_hash: bytes32, meta: uint256) -> bool:
     """@dev The sampling rule: keccak(h ‖ rand) % 10000 < validation_rate_bps."""
-    rand: uint256 = (meta >> RAND_SHIFT) & RAND_MASK
+    rand: uint256 = (meta >> packing.RAND_SHIFT) & packing.RAND_MASK
     return convert(keccak256(abi_encode(id_hash, rand)), uint256) % BPS < validation_rate_bps
 
 
@@ -1287,14 +1249,14 @@ def _set_stake(node: address, stake: uint256):
         return  # gone: nothing left to take
     self.nodes[node].stake = stake
     weight: uint256 = min(stake, min_stake * stake_cap_multiple)
-    info = (info & ~(WEIGHT_MASK << WEIGHT_SHIFT)) | (weight << WEIGHT_SHIFT)
+    info = (info & ~(packing.WEIGHT_MASK << packing.WEIGHT_SHIFT)) | (weight << packing.WEIGHT_SHIFT)
     if stake < min_stake:
-        status: uint256 = info & STATE_MASK
+        status: uint256 = info & packing.STATE_MASK
         if status == IDLE:
             self._pause(node, info)
             return
         if status == BUSY:
-            info |= PAUSE_REQUESTED
+            info |= packing.PAUSE_REQUESTED
     self.node_info[node] = info
 
 
@@ -1303,8 +1265,8 @@ def _set_stake(node: address, stake: uint256):
 @internal
 def _end(key: bytes32, task: Head, state: uint256):
     """@dev A task that ends without success refunds its creator."""
-    self.tasks[key].meta = self._stage(task.meta, state, 0)
-    self.balanceOf[self._creator(task.cf)] += self._fee(task.cf)
+    self.tasks[key].meta = packing.stage(task.meta, state, 0)
+    self.balanceOf[packing.creator(task.cf)] += packing.fee(task.cf)
 
 
 @internal
@@ -1312,9 +1274,9 @@ def _start(key: bytes32, node: address):
     """@dev A queued task starts on `node`."""
     meta: uint256 = self.tasks[key].meta
     self.tasks[key].node = node
-    self.tasks[key].meta = self._stage(meta, STARTED, block.timestamp + self._timeout(meta))
-    self.node_info[node] = (self.node_info[node] & ~STATE_MASK) | BUSY
-    log TaskStarted(commitment=key, node=node, creator=self._creator(self.tasks[key].cf))
+    self.tasks[key].meta = packing.stage(meta, STARTED, block.timestamp + packing.timeout(meta))
+    self.node_info[node] = (self.node_info[node] & ~packing.STATE_MASK) | BUSY
+    log TaskStarted(commitment=key, node=node, creator=packing.creator(self.tasks[key].cf))
 
 
 @internal
@@ -1323,12 +1285,12 @@ def _free(node: address, pause: bool):
     deadline pass, or its stake is below the minimum), else becomes idle and takes
     queued work at once. A leaving node stays out."""
     info: uint256 = self.node_info[node]
-    if info & STATE_MASK != BUSY:
+    if info & packing.STATE_MASK != BUSY:
         return
-    if pause or info & PAUSE_REQUESTED != 0:
-        self._pause(node, info & ~PAUSE_REQUESTED)
+    if pause or info & packing.PAUSE_REQUESTED != 0:
+        self._pause(node, info & ~packing.PAUSE_REQUESTED)
         return
-    self.node_info[node] = (info & ~STATE_MASK) | IDLE
+    self.node_info[node] = (info & ~packing.STATE_MASK) | IDLE
     self._take_queued(node)
 
 
@@ -1336,7 +1298,7 @@ def _free(node: address, pause: bool):
 def _pause(node: address, info: uint256):
     """@dev Out of its models' arrays: selection and the queue no longer see it."""
     self._deactivate(node)
-    self.node_info[node] = (info & ~STATE_MASK) | PAUSED
+    self.node_info[node] = (info & ~packing.STATE_MASK) | PAUSED
     log NodePaused(node=node)
 
 
@@ -1346,7 +1308,7 @@ def _withdraw(recipient: address):
     passed (the node's record goes too). Zeroed before the call: no re-entry gains."""
     amount: uint256 = self.balanceOf[msg.sender]
     released: bool = False
-    if self.node_info[msg.sender] & STATE_MASK == LEAVING and block.timestamp >= self.release_at[msg.sender]:
+    if self.node_info[msg.sender] & packing.STATE_MASK == LEAVING and block.timestamp >= self.release_at[msg.sender]:
         released = True
         amount += self.nodes[msg.sender].stake
         self.nodes[msg.sender] = empty(Node)
@@ -1410,7 +1372,7 @@ def _select(
         info: uint256 = self.node_info[node]
         if not self._matches(node, info, key_model, models, min_vram, gpu, exclude):
             continue
-        weight: uint256 = (info >> WEIGHT_SHIFT) & WEIGHT_MASK
+        weight: uint256 = (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK
         if (r >> 128) % max_weight < weight:
             return node
         if weight > best_weight:
@@ -1434,21 +1396,21 @@ def _matches(
     known to match).
     The GPU tag and the model filter in `info` settle most refusals without another
     storage read; a pass is confirmed against storage, so the answer is exact."""
-    if info & STATE_MASK != IDLE:
+    if info & packing.STATE_MASK != IDLE:
         return False
     for x: address in exclude:
         if x == node:
             return False
-    if (info >> VRAM_SHIFT) & VRAM_MASK < min_vram:
+    if (info >> packing.VRAM_SHIFT) & packing.VRAM_MASK < min_vram:
         return False
     if gpu != empty(bytes32):
-        if (info >> GPU_TAG_SHIFT) & TAG_MASK != self._tag(gpu):
+        if (info >> packing.GPU_TAG_SHIFT) & packing.TAG_MASK != packing.tag(gpu):
             return False
         if self.nodes[node].gpu != gpu:
             return False
     for m: bytes32 in models:
         if m != key_model:
-            if (info >> BLOOM_SHIFT) & self._bloom_bit(m) == 0:
+            if (info >> packing.BLOOM_SHIFT) & packing.bloom_bit(m) == 0:
                 return False
             if self.node_model_pos[node][m] == 0:
                 return False
@@ -1524,7 +1486,7 @@ def _scan(node: address, info: uint256, model: bytes32) -> bytes32:
 @internal
 def _runnable(node: address, info: uint256, model: bytes32, key: bytes32) -> bool:
     """@dev The node can run the queued task; a task past its deadline is ended instead."""
-    if block.timestamp > self._deadline(self.tasks[key].meta):
+    if block.timestamp > packing.deadline(self.tasks[key].meta):
         self._expire(key)
         return False
     want: Wanted = self.wanted[key]
@@ -1538,7 +1500,7 @@ def _expire(key: bytes32):
     self._unqueue(key)
     self._end(key, task, ABORTED)
     log TaskAborted(
-        commitment=key, by=empty(address), creator=self._creator(task.cf),
+        commitment=key, by=empty(address), creator=packing.creator(task.cf),
         reason="queue: deadline passed before a node took it",
     )
 
@@ -1574,51 +1536,7 @@ def _deactivate(node: address):
         self.node_model_pos[node][m] = 0
 
 
-# ---------------------------------------------------------------- internals: bit packing
-
-@internal
-@pure
-def _stage(meta: uint256, state: uint256, deadline: uint256) -> uint256:
-    """@dev The task's meta with a new state and deadline, every other field kept."""
-    return (meta & ~STAGE_MASK) | state | (deadline << DEADLINE_SHIFT)
-
-
-@internal
-@pure
-def _deadline(meta: uint256) -> uint256:
-    return (meta >> DEADLINE_SHIFT) & TIME_MASK
-
-
-@internal
-@pure
-def _timeout(meta: uint256) -> uint256:
-    return (meta >> TIMEOUT_SHIFT) & TIME_MASK
-
-
-@internal
-@pure
-def _task_type(meta: uint256) -> uint256:
-    return (meta >> TYPE_SHIFT) & TYPE_MASK
-
-
-@internal
-@pure
-def _similar(task_type: uint256) -> bool:
-    """@dev The task type's scores are similarity hashes (compared by Hamming distance)."""
-    return (SIMILARITY_TYPES >> task_type) & 1 != 0
-
-
-@internal
-@pure
-def _creator(cf: uint256) -> address:
-    return convert(cf & ADDRESS_MASK, address)
-
-
-@internal
-@pure
-def _fee(cf: uint256) -> uint256:
-    return cf >> FEE_SHIFT
-
+# ---------------------------------------------------------------- internals: node word
 
 @internal
 @view
@@ -1629,21 +1547,8 @@ def _pack_node(
     weight: uint256 = min(stake, min_stake * stake_cap_multiple)
     bloom: uint256 = 0
     for m: bytes32 in models:
-        bloom |= self._bloom_bit(m)
+        bloom |= packing.bloom_bit(m)
     return (
-        status | (vram << VRAM_SHIFT) | (weight << WEIGHT_SHIFT)
-        | (self._tag(gpu) << GPU_TAG_SHIFT) | (bloom << BLOOM_SHIFT)
+        status | (vram << packing.VRAM_SHIFT) | (weight << packing.WEIGHT_SHIFT)
+        | (packing.tag(gpu) << packing.GPU_TAG_SHIFT) | (bloom << packing.BLOOM_SHIFT)
     )
-
-
-@internal
-@pure
-def _tag(name: bytes32) -> uint256:
-    return convert(keccak256(name), uint256) & TAG_MASK
-
-
-@internal
-@pure
-def _bloom_bit(model: bytes32) -> uint256:
-    """@dev One of 64 bits per model: a clear bit proves the node does not serve it."""
-    return 1 << (convert(keccak256(model), uint256) % 64)
