@@ -618,8 +618,7 @@ def startTask(
     """
     cf: uint256 = self._cf(key)
     meta: uint256 = self.tasks[key].meta
-    if meta & packing.STATE_MASK != CREATED:
-        self._fail("tasks: task not waiting to start")
+    self._require_state(meta, CREATED, "tasks: task not waiting to start")
     created: uint256 = (meta >> packing.RAND_SHIFT) & packing.RAND_MASK
     if block.number <= created:
         self._fail("tasks: start in a later block than creation")
@@ -669,8 +668,7 @@ def submitScore(key: bytes32, score: bytes32, result_hash: bytes32):
     @param result_hash keccak of the ciphertext the node will deliver.
     """
     task: Head = self._head_of_node(key)
-    if task.meta & packing.STATE_MASK != STARTED:
-        self._fail("tasks: task not started")
+    self._require_state(task.meta, STARTED, "tasks: task not started")
     self.tasks[key].score = score
     self.tasks[key].result_hash = result_hash
     self.tasks[key].meta = packing.stage(
@@ -691,8 +689,7 @@ def reportTaskError(key: bytes32, error_code: uint256):
     @param error_code Why (gridtask.types.TaskErrorCode).
     """
     task: Head = self._head_of_node(key)
-    if task.meta & packing.STATE_MASK != STARTED:
-        self._fail("tasks: task not started")
+    self._require_state(task.meta, STARTED, "tasks: task not started")
     self._end(key, task, ERRORED)
     log TaskErrorReported(
         commitment=key, node=msg.sender, creator=packing.creator(task.cf), error_code=error_code
@@ -730,8 +727,7 @@ def validateSingleTask(key: bytes32, task_id_hash: bytes32, nonce: bytes32):
     @param nonce The task's nonce.
     """
     task: Head = self._head_of_creator(key, "tasks: only the creator may validate")
-    if task.meta & packing.STATE_MASK != SCORE_READY:
-        self._fail("tasks: score not ready")
+    self._require_state(task.meta, SCORE_READY, "tasks: score not ready")
     self._check_opening(key, msg.sender, task_id_hash, nonce)
     if self._sampled(task_id_hash, task.meta):
         self._fail("tasks: task was sampled: validate it as a group of three")
@@ -866,8 +862,7 @@ def reportResultUploaded(key: bytes32):
     if msg.sender != relay:
         self._fail("tasks: only the relay may report delivery")
     task: Head = self._head(key)
-    if task.meta & packing.STATE_MASK != VALIDATED:
-        self._fail("tasks: task not validated")
+    self._require_state(task.meta, VALIDATED, "tasks: task not validated")
     self.tasks[key].meta = packing.stage(task.meta, SUCCESS, block.timestamp + challenge_window)
     fee: uint256 = packing.fee(task.cf)
     self.balanceOf[task.node] += fee
@@ -883,8 +878,7 @@ def claimUnvalidated(key: bytes32):
     @param key The task's key.
     """
     task: Head = self._head_of_node(key)
-    if task.meta & packing.STATE_MASK != SCORE_READY:
-        self._fail("tasks: score not ready")
+    self._require_state(task.meta, SCORE_READY, "tasks: score not ready")
     if block.timestamp <= packing.deadline(task.meta):
         self._fail("tasks: validation window not passed")
     self.tasks[key].meta = packing.stage(task.meta, ABORTED, 0)
@@ -915,8 +909,7 @@ def disputeResult(key: bytes32, task_id: bytes32, nonce: bytes32, ciphertext: By
     if msg.sender != packing.creator(task.cf):
         self._fail("tasks: only the creator may dispute")
     self._check_opening(key, msg.sender, keccak256(task_id), nonce)
-    if task.meta & packing.STATE_MASK != SUCCESS:
-        self._fail("dispute: task not delivered")
+    self._require_state(task.meta, SUCCESS, "dispute: task not delivered")
     if block.timestamp > packing.deadline(task.meta):
         self._fail("dispute: challenge window passed")
     if keccak256(ciphertext) != task.result_hash:
@@ -1147,6 +1140,14 @@ def _task(key: bytes32) -> Task:
     if task.cf == 0:
         self._fail("tasks: unknown task")
     return task
+
+
+@internal
+@pure
+def _require_state(meta: uint256, state: uint256, reason: String[64]):
+    """@dev The task is in `state`, else revert with `reason`."""
+    if meta & packing.STATE_MASK != state:
+        self._fail(reason)
 
 
 @internal
