@@ -55,9 +55,11 @@ def contract_constant(name: str) -> int:
     tests follow the contract's tuning (probes, scan window, list limits)."""
     import re
 
-    m = re.search(rf"^{name}: constant\(uint256\) = (\d+)\s*(#.*)?$", CONTRACT.read_text(), re.M)
-    assert m, name
-    return int(m.group(1))
+    for source in sorted(CONTRACTS_DIR.glob("*.vy")):  # the contract or the module defining it
+        m = re.search(rf"^{name}: constant\(uint256\) = (\d+)\s*(#.*)?$", source.read_text(), re.M)
+        if m:
+            return int(m.group(1))
+    raise AssertionError(name)
 
 
 MAX_PROBES = contract_constant("MAX_PROBES")
@@ -359,8 +361,9 @@ class StorageReader:
     def __init__(self, net):
         layout = net.compiler_data.storage_layout
         layout = layout.get("storage_layout", layout)
-        self.slots = {n: layout[n]["slot"] for n in ("tasks", "balanceOf", "nodes", "node_info",
-                                                      "model_node_count", "release_at")}
+        self.slots = {n: layout[n]["slot"] for n in ("tasks", "balanceOf")}
+        self.slots |= {n: layout["node_registry"][n]["slot"]
+                       for n in ("nodes", "node_info", "model_node_count", "release_at")}
         self.queued_count_slot = layout["task_queue"]["queued_count"]["slot"]
         self.address = bytes.fromhex(str(net.address)[2:])
 

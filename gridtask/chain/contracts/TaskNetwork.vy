@@ -25,10 +25,20 @@
         address bytes then 32 commitment bytes (gridtask.crypto.task_key).
 """
 
+import errors
+import node_registry
 import packing
 import task_queue
 
 initializes: task_queue
+initializes: node_registry
+
+exports: (
+    node_registry.min_stake,
+    node_registry.stake_cap_multiple,
+    node_registry.model_node_count,
+    node_registry.release_at,
+)
 
 
 # @notice The stateless checks of scores and delivered results (ScoreVerifier.vy).
@@ -54,11 +64,6 @@ event NodeJoined:
     public_key: bytes32
     version: uint256
 
-# @notice A node stopped taking new tasks (it asked to, it let a deadline pass, or its
-#         stake fell below the minimum).
-event NodePaused:
-    node: indexed(address)
-
 # @notice A busy node asked to pause: when its task ends it pauses instead of taking work.
 event NodePauseRequested:
     node: indexed(address)
@@ -73,14 +78,6 @@ event NodeQuit:
     node: indexed(address)
     stake: uint256
     release_at: uint256
-
-# @notice Part of a node's stake was taken (a wrong score, or a result that does not
-#         match its score).
-event NodeSlashed:
-    node: indexed(address)
-    commitment: indexed(bytes32)
-    amount: uint256
-    reason: String[64]
 
 # @notice A node added to its stake; `stake` is the new total.
 event NodeToppedUp:
@@ -180,7 +177,7 @@ event Withdrawal:
 
 # @notice At most this many models per task and per node.
 MAX_TASK_MODELS: constant(uint256) = 4
-MAX_NODE_MODELS: constant(uint256) = 8
+MAX_NODE_MODELS: constant(uint256) = node_registry.MAX_NODE_MODELS
 # @dev Inputs are decoded with room to spare, so an over-long list gets a readable revert.
 MAX_MODELS_INPUT: constant(uint256) = 16
 # @notice How many nodes a start may exclude (the SDK's two most recent tasks' nodes).
@@ -222,10 +219,10 @@ ERRORED: constant(uint256) = 8
 INVALIDATED: constant(uint256) = 9
 
 # Node statuses (mirrored by gridtask.types.NodeStatus).
-IDLE: constant(uint256) = 1
-BUSY: constant(uint256) = 2
-PAUSED: constant(uint256) = 3
-LEAVING: constant(uint256) = 4
+IDLE: constant(uint256) = node_registry.IDLE
+BUSY: constant(uint256) = node_registry.BUSY
+PAUSED: constant(uint256) = node_registry.PAUSED
+LEAVING: constant(uint256) = node_registry.LEAVING
 
 # Group outcomes (mirrored by gridtask.types.GroupOutcome).
 AGREED: constant(uint256) = 1
@@ -254,12 +251,6 @@ struct Head:
     node: address
     meta: uint256
 
-struct Node:
-    stake: uint256
-    gpu: bytes32
-    public_key: bytes32
-    version: uint256
-
 # @dev What a waiting task requires, kept only while it waits.
 struct Wanted:
     models: DynArray[bytes32, MAX_TASK_MODELS]
@@ -268,10 +259,6 @@ struct Wanted:
     fee_per_unit: uint256
     exclude: DynArray[address, MAX_EXCLUDE]
 
-# @notice The least stake a node must put up to join (wei).
-min_stake: public(immutable(uint256))
-# @notice Selection weight is the stake, capped at this multiple of `min_stake`.
-stake_cap_multiple: public(immutable(uint256))
 # @notice Bounds on a task's timeout (seconds); every stage's deadline derives from it.
 min_timeout: public(immutable(uint256))
 max_timeout: public(immutable(uint256))
@@ -301,22 +288,6 @@ tasks: HashMap[bytes32, Task]
 nonce_used: public(HashMap[address, HashMap[bytes32, bool]])
 # @notice What the contract owes each account (payments, refunds, slashed stakes).
 balanceOf: public(HashMap[address, uint256])
-
-# @notice Registered nodes: stake, GPU, encryption key and version.
-nodes: HashMap[address, Node]
-# @notice Per node, one word read on hot paths: status | vram << 8 | capped stake << 40
-#         | GPU tag << 136 | model filter << 168 | packing.PAUSE_REQUESTED.
-node_info: HashMap[address, uint256]
-# @notice The models each node serves.
-node_models: HashMap[address, DynArray[bytes32, MAX_NODE_MODELS]]
-# @notice Active (idle or busy) nodes per model: an array with 1-based positions.
-model_nodes: HashMap[bytes32, HashMap[uint256, address]]
-# @notice How many active nodes serve each model.
-model_node_count: public(HashMap[bytes32, uint256])
-# @notice A node's 1-based position in each of its models' arrays (0: not there).
-node_model_pos: HashMap[address, HashMap[bytes32, uint256]]
-# @notice When a leaving node's stake is released (`withdraw` pays it from then on).
-release_at: public(HashMap[address, uint256])
 
 # @notice What each queued task requires, by task key (cleared when it leaves the queue).
 wanted: HashMap[bytes32, Wanted]
@@ -368,8 +339,7 @@ def __init__(
     assert _unstake_delay <= MAX_TIMEOUT_LIMIT and _validation_window <= MAX_TIMEOUT_LIMIT and _challenge_window <= MAX_TIMEOUT_LIMIT, "config: window too long"
     assert _slash_bps <= BPS, "config: slash share above 10000 bps"
     assert _verifier.is_contract, "config: verifier is not a contract"
-    min_stake = _min_stake
-    stake_cap_multiple = _stake_cap_multiple
+    node_registry.__init__(_min_stake, _stake_cap_multiple)
     min_timeout = _min_timeout
     max_timeout = _max_timeout
     relay = _relay
@@ -407,22 +377,22 @@ def join(
     @param public_key The node's X25519 key: parameters are encrypted to it.
     @param version The node software's version.
     """
-    if self.node_info[msg.sender] != 0:
-        self._fail("nodes: already joined")
-    if msg.value < min_stake:
-        self._fail("nodes: stake below minimum")
+    if node_registry.node_info[msg.sender] != 0:
+        errors.fail("nodes: already joined")
+    if msg.value < node_registry.min_stake:
+        errors.fail("nodes: stake below minimum")
     if vram > packing.VRAM_MASK:
-        self._fail("nodes: vram out of range")
+        errors.fail("nodes: vram out of range")
     if public_key == empty(bytes32):
-        self._fail("nodes: public key required")
+        errors.fail("nodes: public key required")
     self._check_models(models, MAX_NODE_MODELS)
     kept: DynArray[bytes32, MAX_NODE_MODELS] = []
     for m: bytes32 in models:
         kept.append(m)
-    self.nodes[msg.sender] = Node(stake=msg.value, gpu=gpu, public_key=public_key, version=version)
-    self.node_models[msg.sender] = kept
-    self.node_info[msg.sender] = self._pack_node(IDLE, vram, msg.value, gpu, kept)
-    self._activate(msg.sender)
+    node_registry.nodes[msg.sender] = node_registry.Node(stake=msg.value, gpu=gpu, public_key=public_key, version=version)
+    node_registry.node_models[msg.sender] = kept
+    node_registry.node_info[msg.sender] = node_registry.pack(IDLE, vram, msg.value, gpu, kept)
+    node_registry.activate(msg.sender)
     log NodeJoined(
         node=msg.sender, stake=msg.value, gpu=gpu, vram=vram, models=kept,
         public_key=public_key, version=version,
@@ -436,19 +406,19 @@ def pause():
     @notice Stop taking new tasks. An idle node pauses at once; a busy node pauses
             when its task ends (whatever the end), instead of taking queued work.
     """
-    info: uint256 = self._node_info(msg.sender)
+    info: uint256 = node_registry.info_of(msg.sender)
     status: uint256 = info & packing.STATE_MASK
     if status == PAUSED:
-        self._fail("nodes: node is already paused")
+        errors.fail("nodes: node is already paused")
     if status == LEAVING:
-        self._fail("nodes: node is leaving")
+        errors.fail("nodes: node is leaving")
     if status == BUSY:
         if info & packing.PAUSE_REQUESTED != 0:
-            self._fail("nodes: pause already requested")
-        self.node_info[msg.sender] = info | packing.PAUSE_REQUESTED
+            errors.fail("nodes: pause already requested")
+        node_registry.node_info[msg.sender] = info | packing.PAUSE_REQUESTED
         log NodePauseRequested(node=msg.sender)
         return
-    self._pause(msg.sender, info)
+    node_registry.pause(msg.sender, info)
 
 
 @external
@@ -459,19 +429,19 @@ def resume():
             withdraws the request and stays busy. A node whose stake fell below the
             minimum must `topUp` first.
     """
-    info: uint256 = self.node_info[msg.sender]
+    info: uint256 = node_registry.node_info[msg.sender]
     if info & packing.PAUSE_REQUESTED != 0:
-        if self.nodes[msg.sender].stake < min_stake:
-            self._fail("nodes: stake below minimum: top up first")
-        self.node_info[msg.sender] = info & ~packing.PAUSE_REQUESTED
+        if node_registry.nodes[msg.sender].stake < node_registry.min_stake:
+            errors.fail("nodes: stake below minimum: top up first")
+        node_registry.node_info[msg.sender] = info & ~packing.PAUSE_REQUESTED
         log NodeResumed(node=msg.sender)
         return
     if info & packing.STATE_MASK != PAUSED:
-        self._fail("nodes: node is not paused")
-    if self.nodes[msg.sender].stake < min_stake:
-        self._fail("nodes: stake below minimum: top up first")
-    self.node_info[msg.sender] = (info & ~packing.STATE_MASK) | IDLE
-    self._activate(msg.sender)
+        errors.fail("nodes: node is not paused")
+    if node_registry.nodes[msg.sender].stake < node_registry.min_stake:
+        errors.fail("nodes: stake below minimum: top up first")
+    node_registry.node_info[msg.sender] = (info & ~packing.STATE_MASK) | IDLE
+    node_registry.activate(msg.sender)
     log NodeResumed(node=msg.sender)
     self._take_queued(msg.sender)
 
@@ -483,13 +453,13 @@ def topUp():
     @notice Add `msg.value` to the caller's stake (after a slash, say); a paused node
             may then `resume`.
     """
-    info: uint256 = self._node_info(msg.sender)
+    info: uint256 = node_registry.info_of(msg.sender)
     if info & packing.STATE_MASK == LEAVING:
-        self._fail("nodes: node is leaving")
+        errors.fail("nodes: node is leaving")
     if msg.value <= 0:
-        self._fail("nodes: zero top-up")
-    stake: uint256 = self.nodes[msg.sender].stake + msg.value
-    self._set_stake(msg.sender, stake)
+        errors.fail("nodes: zero top-up")
+    stake: uint256 = node_registry.nodes[msg.sender].stake + msg.value
+    node_registry.set_stake(msg.sender, stake)
     log NodeToppedUp(node=msg.sender, stake=stake)
 
 
@@ -500,16 +470,16 @@ def quit():
             its end). The stake stays slashable for `unstake_delay` seconds, after
             which `withdraw` pays it out with the balance.
     """
-    info: uint256 = self._node_info(msg.sender)
+    info: uint256 = node_registry.info_of(msg.sender)
     status: uint256 = info & packing.STATE_MASK
     if status == LEAVING:
-        self._fail("nodes: node is already leaving")
+        errors.fail("nodes: node is already leaving")
     if status == IDLE or status == BUSY:
-        self._deactivate(msg.sender)
+        node_registry.deactivate(msg.sender)
     release: uint256 = block.timestamp + unstake_delay
-    self.node_info[msg.sender] = (info & ~(packing.STATE_MASK | packing.PAUSE_REQUESTED)) | LEAVING
-    self.release_at[msg.sender] = release
-    log NodeQuit(node=msg.sender, stake=self.nodes[msg.sender].stake, release_at=release)
+    node_registry.node_info[msg.sender] = (info & ~(packing.STATE_MASK | packing.PAUSE_REQUESTED)) | LEAVING
+    node_registry.release_at[msg.sender] = release
+    log NodeQuit(node=msg.sender, stake=node_registry.nodes[msg.sender].stake, release_at=release)
 
 
 @external
@@ -522,8 +492,8 @@ def takeQueuedTask() -> bool:
             queued next to an idle node that matches it.
     @return True if a task was started for the caller.
     """
-    if self.node_info[msg.sender] & packing.STATE_MASK != IDLE:
-        self._fail("nodes: node is not idle")
+    if node_registry.node_info[msg.sender] & packing.STATE_MASK != IDLE:
+        errors.fail("nodes: node is not idle")
     return self._take_queued(msg.sender)
 
 
@@ -557,27 +527,27 @@ def createTask(
     @param timeout Seconds allowed for each stage.
     """
     if msg.value <= 0:
-        self._fail("tasks: zero fee")
+        errors.fail("tasks: zero fee")
     if msg.value > packing.FEE_MASK:
-        self._fail("tasks: fee too large")
+        errors.fail("tasks: fee too large")
     if commitment == empty(bytes32):
-        self._fail("tasks: empty commitment")
+        errors.fail("tasks: empty commitment")
     if self.nonce_used[msg.sender][nonce]:
-        self._fail("tasks: nonce already used")
+        errors.fail("tasks: nonce already used")
     key: bytes32 = keccak256(concat(convert(msg.sender, bytes20), commitment))
     if self.tasks[key].cf != 0:
-        self._fail("tasks: commitment exists")
+        errors.fail("tasks: commitment exists")
     self._check_models(model_ids, MAX_TASK_MODELS)
     if task_size < 1:
-        self._fail("tasks: task size must be at least 1")
+        errors.fail("tasks: task size must be at least 1")
     if task_size > packing.SIZE_MASK:
-        self._fail("tasks: task size too large")
+        errors.fail("tasks: task size too large")
     if timeout < min_timeout or timeout > max_timeout:
-        self._fail("tasks: timeout out of bounds")
+        errors.fail("tasks: timeout out of bounds")
     if task_type > packing.TYPE_MASK:
-        self._fail("tasks: task type out of range")
+        errors.fail("tasks: task type out of range")
     if msg.value < min_fee_per_unit * task_size:
-        self._fail("tasks: fee below the minimum for its size")
+        errors.fail("tasks: fee below the minimum for its size")
     models: DynArray[bytes32, MAX_TASK_MODELS] = []
     for m: bytes32 in model_ids:
         models.append(m)
@@ -621,17 +591,17 @@ def startTask(
     self._require_state(meta, CREATED, "tasks: task not waiting to start")
     created: uint256 = (meta >> packing.RAND_SHIFT) & packing.RAND_MASK
     if block.number <= created:
-        self._fail("tasks: start in a later block than creation")
+        errors.fail("tasks: start in a later block than creation")
     if block.number - created > START_WINDOW:
-        self._fail("tasks: start window passed; cancel the task")
+        errors.fail("tasks: start window passed; cancel the task")
     creator: address = packing.creator(cf)
     if msg.sender != creator:
         if len(exclude) != 0:
-            self._fail("tasks: only the creator may exclude nodes")
+            errors.fail("tasks: only the creator may exclude nodes")
         if block.number <= created + START_GRACE:
-            self._fail("tasks: only the creator may start it this early")
+            errors.fail("tasks: only the creator may start it this early")
     if self._req_hash(model_ids, min_vram, required_gpu) != self.tasks[key].score:
-        self._fail("tasks: requirements differ from creation")
+        errors.fail("tasks: requirements differ from creation")
 
     entropy: bytes32 = blockhash(created)
     meta = (meta & ~(packing.RAND_MASK << packing.RAND_SHIFT)) | (
@@ -644,7 +614,7 @@ def startTask(
     if node != empty(address):
         self.tasks[key].node = node
         self.tasks[key].meta = packing.stage(meta, STARTED, deadline)
-        self.node_info[node] = (self.node_info[node] & ~packing.STATE_MASK) | BUSY
+        node_registry.node_info[node] = (node_registry.node_info[node] & ~packing.STATE_MASK) | BUSY
         log TaskStarted(commitment=key, node=node, creator=creator)
         return
     self.tasks[key].meta = packing.stage(meta, QUEUED, deadline)
@@ -712,7 +682,7 @@ def isSampled(key: bytes32, task_id_hash: bytes32, nonce: bytes32) -> bool:
     task: Head = self._head(key)
     self._check_opening(key, packing.creator(task.cf), task_id_hash, nonce)
     if task.meta & packing.STARTED_FLAG == 0:
-        self._fail("tasks: task not started")
+        errors.fail("tasks: task not started")
     return self._sampled(task_id_hash, task.meta)
 
 
@@ -730,7 +700,7 @@ def validateSingleTask(key: bytes32, task_id_hash: bytes32, nonce: bytes32):
     self._require_state(task.meta, SCORE_READY, "tasks: score not ready")
     self._check_opening(key, msg.sender, task_id_hash, nonce)
     if self._sampled(task_id_hash, task.meta):
-        self._fail("tasks: task was sampled: validate it as a group of three")
+        errors.fail("tasks: task was sampled: validate it as a group of three")
     self.tasks[key].meta = packing.stage(
         task.meta, VALIDATED, block.timestamp + packing.timeout(task.meta)
     )
@@ -761,19 +731,19 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
         nodes[i] = task.node
         scores[i] = task.score
         if task.meta & packing.GROUPED_FLAG != 0:
-            self._fail("group: a member was already validated in a group")
+            errors.fail("group: a member was already validated in a group")
         state: uint256 = task.meta & packing.STATE_MASK
         if state != SCORE_READY and state != ERRORED and state != ABORTED:
-            self._fail("group: a member is still running; abort it after its deadline")
+            errors.fail("group: a member is still running; abort it after its deadline")
         if packing.task_type(task.meta) != packing.task_type(metas[0]):
-            self._fail("group: members differ in task type")
+            errors.fail("group: members differ in task type")
         for j: uint256 in range(3):
             if j >= i:
                 break
             if keys[i] == keys[j]:
-                self._fail("group: nonces must differ")
+                errors.fail("group: nonces must differ")
             if task.node != empty(address) and task.node == nodes[j]:
-                self._fail("group: two tasks ran on the same node")
+                errors.fail("group: two tasks ran on the same node")
 
     task_type: uint256 = packing.task_type(metas[0])
     sampled: bool = metas[0] & packing.STARTED_FLAG != 0 and self._sampled(task_id_hash, metas[0])
@@ -805,7 +775,7 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
         state: uint256 = meta & packing.STATE_MASK
         self.tasks[key].meta = meta
         if state == ERRORED and count > 0:
-            slashed += self._slash(nodes[i], key, "group: reported an error while two agreed")
+            slashed += node_registry.slash(nodes[i], key, "group: reported an error while two agreed", slash_bps)
         if state != SCORE_READY:
             continue
         cf: uint256 = self.tasks[key].cf
@@ -825,7 +795,7 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
         if count > 0:
             self.tasks[key].meta = packing.stage(meta, INVALIDATED, 0)
             reason: String[64] = "group: score disagrees with the majority"
-            slashed += self._slash(nodes[i], key, reason)
+            slashed += node_registry.slash(nodes[i], key, reason, slash_bps)
             log TaskInvalidated(commitment=key, node=nodes[i], creator=msg.sender, reason=reason)
         else:
             self.tasks[key].meta = packing.stage(meta, ABORTED, 0)
@@ -860,7 +830,7 @@ def reportResultUploaded(key: bytes32):
     @param key The task's key.
     """
     if msg.sender != relay:
-        self._fail("tasks: only the relay may report delivery")
+        errors.fail("tasks: only the relay may report delivery")
     task: Head = self._head(key)
     self._require_state(task.meta, VALIDATED, "tasks: task not validated")
     self.tasks[key].meta = packing.stage(task.meta, SUCCESS, block.timestamp + challenge_window)
@@ -880,7 +850,7 @@ def claimUnvalidated(key: bytes32):
     task: Head = self._head_of_node(key)
     self._require_state(task.meta, SCORE_READY, "tasks: score not ready")
     if block.timestamp <= packing.deadline(task.meta):
-        self._fail("tasks: validation window not passed")
+        errors.fail("tasks: validation window not passed")
     self.tasks[key].meta = packing.stage(task.meta, ABORTED, 0)
     self.balanceOf[msg.sender] += packing.fee(task.cf)
     log TaskAborted(
@@ -907,30 +877,30 @@ def disputeResult(key: bytes32, task_id: bytes32, nonce: bytes32, ciphertext: By
     """
     task: Task = self._task(key)
     if msg.sender != packing.creator(task.cf):
-        self._fail("tasks: only the creator may dispute")
+        errors.fail("tasks: only the creator may dispute")
     self._check_opening(key, msg.sender, keccak256(task_id), nonce)
     self._require_state(task.meta, SUCCESS, "dispute: task not delivered")
     if block.timestamp > packing.deadline(task.meta):
-        self._fail("dispute: challenge window passed")
+        errors.fail("dispute: challenge window passed")
     if keccak256(ciphertext) != task.result_hash:
-        self._fail("dispute: not the delivered ciphertext")
+        errors.fail("dispute: not the delivered ciphertext")
     result_key: bytes32 = keccak256(concat(RESULT_KEY_TAG, task_id, nonce))
     if staticcall ScoreVerifier(verifier).resultMatches(
         result_key, ciphertext, task.score, packing.similar(packing.task_type(task.meta))
     ):
-        self._fail("dispute: the result matches the score")
+        errors.fail("dispute: the result matches the score")
 
     node: address = task.node
     fee: uint256 = packing.fee(task.cf)
     from_balance: uint256 = min(self.balanceOf[node], fee)
     self.balanceOf[node] -= from_balance
-    stake: uint256 = self.nodes[node].stake
+    stake: uint256 = node_registry.nodes[node].stake
     from_stake: uint256 = min(fee - from_balance, stake)
     if from_stake > 0:
-        self._set_stake(node, stake - from_stake)
+        node_registry.set_stake(node, stake - from_stake)
     self.tasks[key].meta = packing.stage(task.meta, INVALIDATED, 0)
     reason: String[64] = "dispute: the delivered result does not match its score"
-    slashed: uint256 = self._slash(node, key, reason)
+    slashed: uint256 = node_registry.slash(node, key, reason, slash_bps)
     self.balanceOf[msg.sender] += from_balance + from_stake + slashed
     log TaskInvalidated(commitment=key, node=node, creator=msg.sender, reason=reason)
 
@@ -950,18 +920,18 @@ def abortTask(key: bytes32, reason: String[64]):
     task: Head = self._head(key)
     state: uint256 = task.meta & packing.STATE_MASK
     if state >= SUCCESS:
-        self._fail("tasks: task already ended")
+        errors.fail("tasks: task already ended")
     if state == SCORE_READY:
-        self._fail("tasks: scored: validate it, or its node claims it later")
+        errors.fail("tasks: scored: validate it, or its node claims it later")
     late: bool = block.timestamp > packing.deadline(task.meta)
     if msg.sender == task.node:
         if state != STARTED and not late:
-            self._fail("tasks: node may abort only before scoring or after the deadline")
+            errors.fail("tasks: node may abort only before scoring or after the deadline")
     else:
         if msg.sender != packing.creator(task.cf):
-            self._fail("tasks: only the creator or the task's node may abort")
+            errors.fail("tasks: only the creator or the task's node may abort")
         if not late:
-            self._fail("tasks: deadline not passed")
+            errors.fail("tasks: deadline not passed")
     if state == QUEUED:
         self._unqueue(key)
     self._end(key, task, ABORTED)
@@ -980,7 +950,7 @@ def cancelTask(key: bytes32):
     task: Head = self._head_of_creator(key, "tasks: only the creator may cancel")
     state: uint256 = task.meta & packing.STATE_MASK
     if state != QUEUED and state != CREATED:
-        self._fail("tasks: task not queued")
+        errors.fail("tasks: task not queued")
     if state == QUEUED:
         self._unqueue(key)
     self._end(key, task, ABORTED)
@@ -1008,7 +978,7 @@ def withdrawTo(recipient: address):
     @param recipient The account the ether is sent to.
     """
     if recipient == empty(address):
-        self._fail("funds: empty recipient")
+        errors.fail("funds: empty recipient")
     self._withdraw(recipient)
 
 
@@ -1061,8 +1031,8 @@ def getNode(node: address) -> (uint256, uint256, bytes32, uint256, bytes32, uint
     @param node The node's account.
     @return status, stake, gpu, vram, public key, version.
     """
-    info: uint256 = self.node_info[node]
-    n: Node = self.nodes[node]
+    info: uint256 = node_registry.node_info[node]
+    n: node_registry.Node = node_registry.nodes[node]
     return (
         info & packing.STATE_MASK, n.stake, n.gpu, (info >> packing.VRAM_SHIFT) & packing.VRAM_MASK, n.public_key,
         n.version,
@@ -1077,7 +1047,7 @@ def getNodeModels(node: address) -> DynArray[bytes32, MAX_NODE_MODELS]:
     @param node The node's account.
     @return The model IDs.
     """
-    return self.node_models[node]
+    return node_registry.node_models[node]
 
 
 @external
@@ -1088,7 +1058,7 @@ def pauseRequested(node: address) -> bool:
     @param node The node's account.
     @return True if a pause is pending.
     """
-    return self.node_info[node] & packing.PAUSE_REQUESTED != 0
+    return node_registry.node_info[node] & packing.PAUSE_REQUESTED != 0
 
 
 @external
@@ -1105,31 +1075,22 @@ def queuedCount() -> uint256:
 
 @internal
 @pure
-def _fail(reason: String[64]):
-    """@dev Revert with Error(reason). Every check calls this one function (the compiler's
-    own `assert ..., reason` costs ~90 bytes of code per check, and the contract must
-    stay under the 24,576-byte limit); nothing runs unless the check fails."""
-    raw_revert(abi_encode(reason, method_id=method_id("Error(string)")))
-
-
-@internal
-@pure
 def _check_models(models: DynArray[bytes32, MAX_MODELS_INPUT], limit: uint256):
     """@dev One rule for task and node model lists: 1..limit distinct non-empty IDs."""
     if len(models) <= 0:
-        self._fail("models: empty model list")
+        errors.fail("models: empty model list")
     if len(models) > limit:
-        self._fail("models: too many models")
+        errors.fail("models: too many models")
     for i: uint256 in range(MAX_MODELS_INPUT):
         if i >= len(models):
             break
         if models[i] == empty(bytes32):
-            self._fail("models: empty model ID")
+            errors.fail("models: empty model ID")
         for j: uint256 in range(MAX_MODELS_INPUT):
             if j >= i:
                 break
             if models[i] == models[j]:
-                self._fail("models: duplicate model")
+                errors.fail("models: duplicate model")
 
 
 @internal
@@ -1138,7 +1099,7 @@ def _task(key: bytes32) -> Task:
     """@dev The task, which must exist."""
     task: Task = self.tasks[key]
     if task.cf == 0:
-        self._fail("tasks: unknown task")
+        errors.fail("tasks: unknown task")
     return task
 
 
@@ -1147,7 +1108,7 @@ def _task(key: bytes32) -> Task:
 def _require_state(meta: uint256, state: uint256, reason: String[64]):
     """@dev The task is in `state`, else revert with `reason`."""
     if meta & packing.STATE_MASK != state:
-        self._fail(reason)
+        errors.fail(reason)
 
 
 @internal
@@ -1156,7 +1117,7 @@ def _cf(key: bytes32) -> uint256:
     """@dev The task's creator and fee; the task must exist."""
     cf: uint256 = self.tasks[key].cf
     if cf == 0:
-        self._fail("tasks: unknown task")
+        errors.fail("tasks: unknown task")
     return cf
 
 
@@ -1173,7 +1134,7 @@ def _head_of_node(key: bytes32) -> Head:
     """@dev The task's head, whose node must be the caller."""
     task: Head = self._head(key)
     if msg.sender != task.node:
-        self._fail("tasks: only the task's node may do this")
+        errors.fail("tasks: only the task's node may do this")
     return task
 
 
@@ -1183,18 +1144,8 @@ def _head_of_creator(key: bytes32, reason: String[64]) -> Head:
     """@dev The task's head, whose creator must be the caller."""
     task: Head = self._head(key)
     if msg.sender != packing.creator(task.cf):
-        self._fail(reason)
+        errors.fail(reason)
     return task
-
-
-@internal
-@view
-def _node_info(node: address) -> uint256:
-    """@dev The node's packed word; the account must be a node."""
-    info: uint256 = self.node_info[node]
-    if info == 0:
-        self._fail("nodes: not a node")
-    return info
 
 
 @internal
@@ -1209,7 +1160,7 @@ def _key_of(creator: address, id_hash: bytes32, nonce: bytes32) -> bytes32:
 def _check_opening(key: bytes32, creator: address, id_hash: bytes32, nonce: bytes32):
     """@dev h = keccak(task ID) and the nonce open the task's commitment."""
     if self._key_of(creator, id_hash, nonce) != key:
-        self._fail("tasks: task ID does not open the commitment")
+        errors.fail("tasks: task ID does not open the commitment")
 
 
 @internal
@@ -1231,36 +1182,6 @@ def _req_hash(
 
 # ---------------------------------------------------------------- internals: groups and stakes
 
-@internal
-def _slash(node: address, key: bytes32, reason: String[64]) -> uint256:
-    """@dev Take `slash_bps` of the node's stake; returns how much (to be credited)."""
-    stake: uint256 = self.nodes[node].stake
-    amount: uint256 = stake * slash_bps // BPS
-    self._set_stake(node, stake - amount)
-    log NodeSlashed(node=node, commitment=key, amount=amount, reason=reason)
-    return amount
-
-
-@internal
-def _set_stake(node: address, stake: uint256):
-    """@dev A node's stake changed: its selection weight follows, and a node left below
-    the minimum pauses (now if idle, when its task ends if busy) until it tops up."""
-    info: uint256 = self.node_info[node]
-    if info == 0:
-        return  # gone: nothing left to take
-    self.nodes[node].stake = stake
-    weight: uint256 = min(stake, min_stake * stake_cap_multiple)
-    info = (info & ~(packing.WEIGHT_MASK << packing.WEIGHT_SHIFT)) | (weight << packing.WEIGHT_SHIFT)
-    if stake < min_stake:
-        status: uint256 = info & packing.STATE_MASK
-        if status == IDLE:
-            self._pause(node, info)
-            return
-        if status == BUSY:
-            info |= packing.PAUSE_REQUESTED
-    self.node_info[node] = info
-
-
 # ---------------------------------------------------------------- internals: lifecycle
 
 @internal
@@ -1276,7 +1197,7 @@ def _start(key: bytes32, node: address):
     meta: uint256 = self.tasks[key].meta
     self.tasks[key].node = node
     self.tasks[key].meta = packing.stage(meta, STARTED, block.timestamp + packing.timeout(meta))
-    self.node_info[node] = (self.node_info[node] & ~packing.STATE_MASK) | BUSY
+    node_registry.node_info[node] = (node_registry.node_info[node] & ~packing.STATE_MASK) | BUSY
     log TaskStarted(commitment=key, node=node, creator=packing.creator(self.tasks[key].cf))
 
 
@@ -1285,22 +1206,14 @@ def _free(node: address, pause: bool):
     """@dev A node whose task ended pauses if it asked to (or must: it let the task's
     deadline pass, or its stake is below the minimum), else becomes idle and takes
     queued work at once. A leaving node stays out."""
-    info: uint256 = self.node_info[node]
+    info: uint256 = node_registry.node_info[node]
     if info & packing.STATE_MASK != BUSY:
         return
     if pause or info & packing.PAUSE_REQUESTED != 0:
-        self._pause(node, info & ~packing.PAUSE_REQUESTED)
+        node_registry.pause(node, info & ~packing.PAUSE_REQUESTED)
         return
-    self.node_info[node] = (info & ~packing.STATE_MASK) | IDLE
+    node_registry.node_info[node] = (info & ~packing.STATE_MASK) | IDLE
     self._take_queued(node)
-
-
-@internal
-def _pause(node: address, info: uint256):
-    """@dev Out of its models' arrays: selection and the queue no longer see it."""
-    self._deactivate(node)
-    self.node_info[node] = (info & ~packing.STATE_MASK) | PAUSED
-    log NodePaused(node=node)
 
 
 @internal
@@ -1309,15 +1222,15 @@ def _withdraw(recipient: address):
     passed (the node's record goes too). Zeroed before the call: no re-entry gains."""
     amount: uint256 = self.balanceOf[msg.sender]
     released: bool = False
-    if self.node_info[msg.sender] & packing.STATE_MASK == LEAVING and block.timestamp >= self.release_at[msg.sender]:
+    if node_registry.node_info[msg.sender] & packing.STATE_MASK == LEAVING and block.timestamp >= node_registry.release_at[msg.sender]:
         released = True
-        amount += self.nodes[msg.sender].stake
-        self.nodes[msg.sender] = empty(Node)
-        self.node_info[msg.sender] = 0
-        self.node_models[msg.sender] = []
-        self.release_at[msg.sender] = 0
+        amount += node_registry.nodes[msg.sender].stake
+        node_registry.nodes[msg.sender] = empty(node_registry.Node)
+        node_registry.node_info[msg.sender] = 0
+        node_registry.node_models[msg.sender] = []
+        node_registry.release_at[msg.sender] = 0
     if amount == 0 and not released:
-        self._fail("funds: nothing to withdraw")
+        errors.fail("funds: nothing to withdraw")
     self.balanceOf[msg.sender] = 0
     if amount > 0:
         raw_call(recipient, b"", value=amount)
@@ -1332,9 +1245,9 @@ def _key_model(models: DynArray[bytes32, MAX_TASK_MODELS]) -> bytes32:
     """@dev The task's model served by the fewest nodes: the smallest set that holds
     every node that can run the task."""
     best: bytes32 = models[0]
-    fewest: uint256 = self.model_node_count[best]
+    fewest: uint256 = node_registry.model_node_count[best]
     for m: bytes32 in models:
-        count: uint256 = self.model_node_count[m]
+        count: uint256 = node_registry.model_node_count[m]
         if count < fewest:
             best = m
             fewest = count
@@ -1357,10 +1270,10 @@ def _select(
     accept a matching node with probability weight / max weight, and fall back to
     the heaviest match seen. Empty when no probe matched: the task is queued.
     """
-    n: uint256 = self.model_node_count[key_model]
+    n: uint256 = node_registry.model_node_count[key_model]
     if n == 0:
         return empty(address)
-    max_weight: uint256 = min_stake * stake_cap_multiple
+    max_weight: uint256 = node_registry.min_stake * node_registry.stake_cap_multiple
     offset: uint256 = convert(seed, uint256) % n
     best: address = empty(address)
     best_weight: uint256 = 0
@@ -1369,8 +1282,8 @@ def _select(
             break
         r: uint256 = convert(keccak256(abi_encode(seed, i)), uint256)
         index: uint256 = (offset + i) % n if n <= MAX_PROBES else r % n
-        node: address = self.model_nodes[key_model][index + 1]
-        info: uint256 = self.node_info[node]
+        node: address = node_registry.model_nodes[key_model][index + 1]
+        info: uint256 = node_registry.node_info[node]
         if not self._matches(node, info, key_model, models, min_vram, gpu, exclude):
             continue
         weight: uint256 = (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK
@@ -1407,13 +1320,13 @@ def _matches(
     if gpu != empty(bytes32):
         if (info >> packing.GPU_TAG_SHIFT) & packing.TAG_MASK != packing.tag(gpu):
             return False
-        if self.nodes[node].gpu != gpu:
+        if node_registry.nodes[node].gpu != gpu:
             return False
     for m: bytes32 in models:
         if m != key_model:
             if (info >> packing.BLOOM_SHIFT) & packing.bloom_bit(m) == 0:
                 return False
-            if self.node_model_pos[node][m] == 0:
+            if node_registry.node_model_pos[node][m] == 0:
                 return False
     return True
 
@@ -1427,10 +1340,10 @@ def _take_queued(node: address) -> bool:
     """
     if task_queue.queued_count == 0:
         return False
-    info: uint256 = self.node_info[node]
+    info: uint256 = node_registry.node_info[node]
     best: bytes32 = empty(bytes32)
     best_fee: uint256 = 0
-    for m: bytes32 in self.node_models[node]:
+    for m: bytes32 in node_registry.node_models[node]:
         found: bytes32 = self._scan(node, info, m)
         if found != empty(bytes32):
             fee: uint256 = self.wanted[found].fee_per_unit
@@ -1511,45 +1424,3 @@ def _unqueue(key: bytes32):
     """@dev Out of the queue, and its requirements out of storage (refunded gas)."""
     task_queue.remove(key)
     self.wanted[key] = empty(Wanted)
-
-
-@internal
-def _activate(node: address):
-    """@dev Put the node in the array of every model it serves."""
-    for m: bytes32 in self.node_models[node]:
-        n: uint256 = self.model_node_count[m] + 1
-        self.model_nodes[m][n] = node
-        self.model_node_count[m] = n
-        self.node_model_pos[node][m] = n
-
-
-@internal
-def _deactivate(node: address):
-    """@dev Take the node out of its models' arrays (swap with the last, then pop)."""
-    for m: bytes32 in self.node_models[node]:
-        pos: uint256 = self.node_model_pos[node][m]
-        n: uint256 = self.model_node_count[m]
-        last: address = self.model_nodes[m][n]
-        self.model_nodes[m][pos] = last
-        self.node_model_pos[last][m] = pos
-        self.model_nodes[m][n] = empty(address)
-        self.model_node_count[m] = n - 1
-        self.node_model_pos[node][m] = 0
-
-
-# ---------------------------------------------------------------- internals: node word
-
-@internal
-@view
-def _pack_node(
-    status: uint256, vram: uint256, stake: uint256, gpu: bytes32,
-    models: DynArray[bytes32, MAX_NODE_MODELS],
-) -> uint256:
-    weight: uint256 = min(stake, min_stake * stake_cap_multiple)
-    bloom: uint256 = 0
-    for m: bytes32 in models:
-        bloom |= packing.bloom_bit(m)
-    return (
-        status | (vram << packing.VRAM_SHIFT) | (weight << packing.WEIGHT_SHIFT)
-        | (packing.tag(gpu) << packing.GPU_TAG_SHIFT) | (bloom << packing.BLOOM_SHIFT)
-    )
