@@ -222,8 +222,9 @@ def test_selection_gas_flat_with_selective_requirements():
 
 
 def test_queue_gas_flat_in_queue_length():
-    """One busy node serves the model; tasks for it queue. Enqueue = a createTask that queues,
-    dequeue = the reportResultUploaded that frees the node, which then starts the head task."""
+    """One busy node serves the model; tasks for it queue. Enqueue = createTask + a startTask
+    that queues, dequeue = the submitScore that frees the node (a node is busy only while it
+    computes), which then starts the head task."""
     rounds = 10
 
     def measure(backlog: int):
@@ -246,10 +247,7 @@ def test_queue_gas_flat_in_queue_length():
                 enq.append(g)
                 # dequeue with `backlog` + 1 waiting: the node is freed and starts the head
                 node = kit.task_view(net, current)["node"]
-                with boa.env.prank(node):
-                    net.submitScore(current, SCORE, RESULT)
-                kit.validate(net, current)
-                deq.append(measured(net, relay, "reportResultUploaded", current))
+                deq.append(measured(net, node, "submitScore", current, SCORE, RESULT))
                 started = [e.commitment for e in net.get_logs() if type(e).__name__ == "TaskStarted"]
                 assert len(started) == 1
                 current = started[0]
@@ -289,11 +287,8 @@ def test_worst_case_queue_scan_fits_the_clients_gas_limit(kind):
                     create(net, creator, [m], gpu="h100", min_vram=81920, timeout=3600)
         if kind == "expired":
             boa.env.time_travel(seconds=10)
-        with boa.env.prank(worker.addr):
-            net.submitScore(current, SCORE, RESULT)
-        kit.validate(net, current)
-        gas = measured(net, relay, "reportResultUploaded", current)
-        print(f"\nworst-case queue scan ({kind}): reportResultUploaded {gas:,} gas")
+        gas = measured(net, worker.addr, "submitScore", current, SCORE, RESULT)  # scored: it looks
+        print(f"\nworst-case queue scan ({kind}): submitScore {gas:,} gas")
         assert gas < SCANNING_GAS_LIMIT
 
 

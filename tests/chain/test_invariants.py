@@ -247,10 +247,11 @@ class NetworkMachine(RuleBasedStateMachine):
         return self.take_queued(addr)
 
     def end(self, c, state, pause=False, paid_to_node=False):
-        """The task ends: SUCCESS (or a claim) pays the node, anything else refunds. Its
-        node is freed: it pauses if it asked to or must (`pause`: it let the task's deadline
-        pass), else it is idle and takes queued work."""
+        """The task ends: SUCCESS (or a claim) pays the node, anything else refunds. A node
+        is busy only while it computes: only a task that ends before it scored frees its
+        node (it pauses if it asked to or must: `pause`, it let the deadline pass)."""
         t = self.tasks[c]
+        was = t.state
         if t.in_queue:
             self.unqueue(c)
         t.state, t.deadline = state, (now() + kit.CHALLENGE_WINDOW if state == SUCCESS else 0)
@@ -258,7 +259,20 @@ class NetworkMachine(RuleBasedStateMachine):
             self.balances[t.node] += t.fee
         else:
             self.balances[t.creator] += t.fee
-        self.free(t.node, pause)
+        if was == STARTED:
+            self.free(t.node, pause)
+        elif was == VALIDATED and pause:
+            self.pause_late(t.node)
+
+    def pause_late(self, node):
+        """A validated task's node let its deadline pass: paused now if idle, else when its
+        current task ends."""
+        if self.status.get(node) == IDLE:
+            self.status[node] = PAUSED
+            event("late on a validated task: paused")
+        elif self.status.get(node) == BUSY:
+            self.pausing.add(node)
+            event("late on a validated task: pause requested")
 
     def free(self, node, pause=False):
         if node is not None and self.status.get(node) == BUSY:
@@ -544,7 +558,9 @@ class NetworkMachine(RuleBasedStateMachine):
         self.refused("tasks: only the task's node may do this", wrong, "submitScore", c, SCORE, RESULT)
         self.tx(t.node, "submitScore", c, SCORE, RESULT)
         t.state, t.deadline = SCORE_READY, now() + kit.VALIDATION_WINDOW
+        self.free(t.node)  # scored: the node takes the next task
         self.check_view(c)
+        self.settled = False
         event("submitScore")
 
     def do_report_error(self, data, c):
@@ -809,6 +825,7 @@ class NetworkMachine(RuleBasedStateMachine):
                 t.score = (b"\xaa" if choice == "A" else b"\xbb") * 32
                 self.tx(t.node, "submitScore", c, t.score, RESULT)
                 t.state, t.deadline = SCORE_READY, now() + kit.VALIDATION_WINDOW
+                self.free(t.node)
             elif t.state == STARTED and choice == "error":
                 self.tx(t.node, "reportTaskError", c, 1)
                 self.end(c, ERRORED)
@@ -866,7 +883,6 @@ class NetworkMachine(RuleBasedStateMachine):
                 event("group: disagreeing member slashed")
             else:
                 t.state, t.deadline = ABORTED, 0
-            self.free(t.node)
         self.balances[creator] += held - paid
         credited = 0
         for i in range(3):
@@ -899,6 +915,7 @@ class NetworkMachine(RuleBasedStateMachine):
         t.score, t.result_hash = result_digest(plain), kit.keccak(cipher)
         self.tx(t.node, "submitScore", c, t.score, t.result_hash)
         t.state, t.deadline = SCORE_READY, now() + kit.VALIDATION_WINDOW
+        self.free(t.node)
         self.do_validate(data, c)
         self.do_report_uploaded(data, c)
         if honest:

@@ -796,3 +796,58 @@ def test_the_largest_disputable_result_fits_and_one_byte_more_does_not(verifier)
         assert verifier.frameDigest(key, cipher) == (True, result_digest(plain))
         with pytest.raises(Exception):  # noqa: B017, PT011 - over Bytes[16416]: the ABI refuses it
             verifier.frameDigest(key, encrypt_result(key, plain + b"\x00"))
+
+
+# ---------------------------------------------------------------- a node is busy only while it computes
+
+
+def test_a_scored_node_takes_the_next_task_and_the_first_ones_end_leaves_it_be(net, creator, relay, task):
+    (only,) = nodes_for(net, 1)
+    first = kit.create_task(net, creator, models=(MODEL,))
+    waiting = kit.create_task(net, creator, models=(MODEL,))
+    assert task(waiting)["state"] == QUEUED
+    submit(net, first, b"\x42" * 32)  # scored: free, and it takes the waiting task at once
+    assert task(waiting)["state"] == STARTED and same(task(waiting)["node"], only)
+    kit.validate(net, first)
+    with boa.env.prank(relay):
+        net.reportResultUploaded(first)
+    assert task(first)["state"] == SUCCESS and net.balanceOf(only) == task(first)["fee"]
+    assert kit.node_view(net, only)["status"] == kit.BUSY  # still on the second task
+
+
+def test_group_extras_run_while_every_node_holds_an_original_waiting_for_its_vote(make_net, creator):
+    """Three nodes, three sampled originals at once: once scored, the nodes run the extras
+    (a node held busy until the vote would leave every extra queued: no group could form)."""
+    net = make_net(validation_rate_bps=10_000)
+    nodes = nodes_for(net, 3)
+    ids = [keccak(b"liveness" + bytes([i])) for i in range(3)]
+    originals = [kit.create_task(net, creator, models=(MODEL,), task_id=i) for i in ids]
+    for k in originals:
+        submit(net, k, b"\x42" * 32)
+    assert all(kit.node_view(net, n)["status"] == IDLE for n in nodes)
+    first = kit.task_view(net, originals[0])["node"]
+    extras = []
+    for _ in range(2):
+        exclude = [first] + [kit.task_view(net, e)["node"] for e in extras]
+        extras.append(kit.create_task(net, creator, models=(MODEL,), task_id=ids[0], exclude=exclude))
+        submit(net, extras[-1], b"\x42" * 32)
+    with boa.env.prank(creator):
+        net.validateTaskGroup(task_id_hash(ids[0]), [kit.OPENINGS[k][1] for k in [originals[0], *extras]])
+    assert [kit.task_view(net, k)["state"] for k in [originals[0], *extras]] == [kit.VALIDATED] * 3
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+def test_a_late_delivery_pauses_the_node_now_or_after_its_current_task(net, creator, task, busy):
+    (only,) = nodes_for(net, 1)
+    late = kit.create_task(net, creator, models=(MODEL,), timeout=20)
+    submit(net, late, b"\x42" * 32)
+    kit.validate(net, late)
+    other = kit.create_task(net, creator, models=(MODEL,), timeout=3600) if busy else None
+    boa.env.time_travel(seconds=21)
+    with boa.env.prank(creator):
+        net.abortTask(late, "never delivered")
+    if busy:
+        assert kit.node_view(net, only)["status"] == kit.BUSY and net.pauseRequested(only)
+        with boa.env.prank(only):
+            net.reportTaskError(other, 1)
+    assert kit.node_view(net, only)["status"] == PAUSED and task(late)["state"] == ABORTED

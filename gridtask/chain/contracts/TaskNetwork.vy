@@ -648,6 +648,9 @@ def submitScore(key: bytes32, score: bytes32, result_hash: bytes32):
         commitment=key, node=msg.sender, creator=packing.creator(task.cf), score=score,
         result_hash=result_hash,
     )
+    # a node is busy only while it computes: scored, it takes the next task (a group's
+    # extras run while the original waits for the vote); the task's later ends leave it be
+    self._free(msg.sender, False)
 
 
 @external
@@ -803,7 +806,6 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
             if outcome == TOO_FEW:
                 why = "group: fewer than two results"
             log TaskAborted(commitment=key, by=msg.sender, creator=msg.sender, reason=why)
-        self._free(nodes[i], False)
     self.balanceOf[msg.sender] += held - paid
 
     # slashed stakes go to the agreeing nodes (equal split, remainder to the first)
@@ -837,7 +839,6 @@ def reportResultUploaded(key: bytes32):
     fee: uint256 = packing.fee(task.cf)
     self.balanceOf[task.node] += fee
     log TaskSuccess(commitment=key, node=task.node, creator=packing.creator(task.cf), fee=fee)
-    self._free(task.node, False)
 
 
 @external
@@ -857,7 +858,6 @@ def claimUnvalidated(key: bytes32):
         commitment=key, by=msg.sender, creator=packing.creator(task.cf),
         reason="creator did not validate in time: node paid",
     )
-    self._free(msg.sender, False)
 
 
 @external
@@ -936,8 +936,10 @@ def abortTask(key: bytes32, reason: String[64]):
         self._unqueue(key)
     self._end(key, task, ABORTED)
     log TaskAborted(commitment=key, by=msg.sender, creator=packing.creator(task.cf), reason=reason)
-    if task.node != empty(address):
+    if state == STARTED:
         self._free(task.node, late)
+    elif state == VALIDATED:  # always late here: the node let its delivery deadline pass
+        self._pause_late(task.node)
 
 
 @external
@@ -1199,6 +1201,19 @@ def _start(key: bytes32, node: address):
     self.tasks[key].meta = packing.stage(meta, STARTED, block.timestamp + packing.timeout(meta))
     node_registry.node_info[node] = (node_registry.node_info[node] & ~packing.STATE_MASK) | BUSY
     log TaskStarted(commitment=key, node=node, creator=packing.creator(self.tasks[key].cf))
+
+
+@internal
+def _pause_late(node: address):
+    """@dev The penalty of a node that let a validated task's deadline pass, when it may
+    be busy with another task by then: it pauses now if idle, else when that task ends."""
+    info: uint256 = node_registry.node_info[node]
+    status: uint256 = info & packing.STATE_MASK
+    if status == IDLE:
+        node_registry.pause(node, info)
+    elif status == BUSY and info & packing.PAUSE_REQUESTED == 0:
+        node_registry.node_info[node] = info | packing.PAUSE_REQUESTED
+        log NodePauseRequested(node=node)
 
 
 @internal
