@@ -4,6 +4,7 @@ separate processes (``gridtask.devnet.Devnet``), and the checks every test makes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from gridtask.chain.anvil import free_port
 from gridtask.chain.client import ChainClient
-from gridtask.devnet import Devnet
+from gridtask.devnet import DEVNET_PARAMS, Devnet
 from gridtask.keys import Identity
 from gridtask.sdk import Client
 from gridtask.types import TaskState
@@ -25,8 +26,14 @@ from .netcut import CuttableProxy
 
 pytestmark = pytest.mark.e2e
 
+NO_SAMPLING = dataclasses.replace(DEVNET_PARAMS, validation_rate_bps=0)
+"""What a test devnet deploys unless the test passes ``params``: the devnet's settings with no
+task sampled, so a network of one or two nodes (where a group of three cannot form) behaves
+the same in every run. Tests of groups and sampling pass their own ``params``."""
+
 
 async def start_devnet(tmp_path: Path, **kwargs: object) -> Devnet:
+    kwargs.setdefault("params", NO_SAMPLING)
     net = Devnet(home=tmp_path / "devnet", **kwargs)  # type: ignore[arg-type]
     try:
         await net.start()

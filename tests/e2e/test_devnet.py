@@ -171,7 +171,7 @@ def test_ctrl_c_stops_nodes_then_relay_then_chain_in_time_with_tasks_in_flight(t
                         break
                     await asyncio.sleep(0.1)
                 assert info is not None
-                await client._upload_params(held, info, deadline=float("inf"))
+                await client._upload_params(held, held.original, info, deadline=float("inf"))
                 for _ in range(600):
                     info = await client.task(held.commitment)
                     if info is not None and info.state == TaskState.SCORE_READY:

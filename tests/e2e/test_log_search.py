@@ -111,7 +111,7 @@ def provider(tall_chain: str) -> Iterator[RangeLimitedRPC]:
 
 @pytest.fixture
 async def deployed(tall_chain: str) -> AsyncIterator[tuple[str, str, int, bytes]]:
-    """The contract on the tall chain, one task created; 200 more blocks on top."""
+    """The contract on the tall chain, one task created and queued; 200 more blocks on top."""
     deployer, app = Identity.generate(), Identity.generate()
     for ident in (deployer, app):
         rpc_call(tall_chain, "anvil_setBalance", [ident.address, hex(10**22)])
@@ -122,6 +122,8 @@ async def deployed(tall_chain: str) -> AsyncIterator[tuple[str, str, int, bytes]
         await client.create_task(
             task_type=TaskType.ECHO, commitment=commitment, nonce=nonce, models=["nobody-serves-it"], min_vram=0,
             required_gpu="", params_hash=os.urandom(32), task_size=1, timeout=60, fee=10**15)
+        # started in the next block: nobody serves the model, so it is queued (TaskQueued)
+        await client.start_task(task_key(app.address, commitment), ["nobody-serves-it"], 0, "")
     rpc_call(tall_chain, "anvil_mine", [hex(200)])
     yield tall_chain, contract, deployed_at, task_key(app.address, commitment)
 

@@ -47,6 +47,7 @@ class Chain:
             await client.create_task(
                 task_type=TaskType.ECHO, commitment=commitment, nonce=nonce, models=["nobody-serves-it"],
                 min_vram=0, required_gpu="", params_hash=os.urandom(32), task_size=1, timeout=60, fee=10**15)
+            await client.start_task(task_key(creator.address, commitment), ["nobody-serves-it"], 0, "")
         return task_key(creator.address, commitment)
 
 
@@ -86,7 +87,7 @@ async def test_events_of_reorged_blocks_come_back_removed_and_new_ones_arrive(ch
         a = await chain.queue_task()
         assert summary(await collect(follower)) == [("TaskCreated", a, False), ("TaskQueued", a, False)]
 
-        chain.rpc("anvil_reorg", 1, [])  # the block with A's creation is replaced by an empty one
+        chain.rpc("anvil_reorg", 2, [])  # A's creation and start blocks are replaced by empty ones
         assert await chain.client.get_task(a) is None
         got = await collect(follower)
         assert sorted(summary(got)) == [("TaskCreated", a, True), ("TaskQueued", a, True)]
@@ -132,9 +133,8 @@ async def test_confirmations_hold_events_back_and_hide_shallow_reorgs(chain: Cha
     follower = EventFollower(chain.client, ws_url=chain.anvil.ws_url, confirmations=2, poll_interval=0.05)
     async with follower:
         await asyncio.wait_for(follower.connected.wait(), 10)
-        shallow = await chain.queue_task()
-        chain.rpc("evm_mine")  # one confirmation: not yet
-        assert await collect(follower, quiet=1.0) == []
+        shallow = await chain.queue_task()  # created, then started (queued) in the next block
+        assert await collect(follower, quiet=1.0) == []  # its creation has one confirmation: not yet
         chain.rpc("anvil_reorg", 2, [])  # the task never reached two confirmations: never seen
         chain.rpc("evm_mine")
         chain.rpc("evm_mine")
@@ -142,15 +142,17 @@ async def test_confirmations_hold_events_back_and_hide_shallow_reorgs(chain: Cha
         assert await chain.client.get_task(shallow) is None
 
         deep = await chain.queue_task()
-        chain.rpc("evm_mine")
         assert await collect(follower, quiet=1.0) == []
-        chain.rpc("evm_mine")  # two confirmations
-        assert summary(await collect(follower)) == [("TaskCreated", deep, False), ("TaskQueued", deep, False)]
+        chain.rpc("evm_mine")  # the creation's two confirmations; the start has one
+        assert summary(await collect(follower)) == [("TaskCreated", deep, False)]
+        chain.rpc("evm_mine")
+        assert summary(await collect(follower)) == [("TaskQueued", deep, False)]
 
 
 async def test_a_restarted_follower_notices_a_reorg_at_its_saved_cursor(chain: Chain, tmp_path: Path) -> None:
-    """The follower stops after reading task A's block; a reorg replaces that block with one that
-    creates task B instead (same height). Restarted from its saved cursor, it reads B."""
+    """The follower stops after reading task A's blocks (its creation, then its start); a reorg
+    replaces both with a block that creates task B and an empty one (same height). Restarted
+    from its saved cursor, it reads B."""
     cursor = tmp_path / "cursor"
     async with EventFollower(chain.client, cursor_path=cursor, poll_interval=0.05) as follower:
         await chain.queue_task()
@@ -161,11 +163,11 @@ async def test_a_restarted_follower_notices_a_reorg_at_its_saved_cursor(chain: C
         os.urandom(32), 1, 60])
     dev_account = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first unlocked account
     tx = {"from": dev_account, "to": chain.client.address, "data": data, "value": hex(10**15), "gas": hex(2_000_000)}
-    chain.rpc("anvil_reorg", 1, [[tx, 0]])
+    chain.rpc("anvil_reorg", 2, [[tx, 0]])
     b = task_key(dev_account, commitment)
     assert await chain.client.get_task(b) is not None
     async with EventFollower(chain.client, cursor_path=cursor, poll_interval=0.05) as follower:
-        assert summary(await collect(follower, quiet=1.0)) == [("TaskCreated", b, False), ("TaskQueued", b, False)]
+        assert summary(await collect(follower, quiet=1.0)) == [("TaskCreated", b, False)]
 
 
 async def test_a_task_in_flight_when_the_chain_goes_back_and_the_next_ones_complete(one_echo_net: Devnet) -> None:

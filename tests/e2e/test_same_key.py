@@ -123,5 +123,5 @@ async def test_a_transaction_replaced_by_another_process_of_the_same_key_is_sign
             sent = await client.w3.eth.get_transaction(receipt["transactionHash"])
             assert sent["nonce"] == int(ours["nonce"], 16) + 1  # signed again, with the next nonce
             info = await client.get_task(task_key(user.address, commitment))
-            assert info is not None and info.state == TaskState.QUEUED
+            assert info is not None and info.state == TaskState.CREATED  # created once (startTask comes next)
             assert await client.nonce_used(nonce)
