@@ -412,7 +412,8 @@ class Client:
         check_fee(fee, size, network.min_fee_per_unit)
         if stage_timeout is None:
             stage_timeout = default_stage_timeout(network.validation_window, network.min_timeout)
-        elif not stage_timeout_fits(stage_timeout, network.validation_window):
+        elif (network.validation_rate_bps or validate == "always") and not stage_timeout_fits(
+                stage_timeout, network.validation_window):  # no group can form otherwise
             warnings.warn(f"stage_timeout {stage_timeout} s is over half the network's validation window "
                           f"({network.validation_window} s): should the task be sampled, a member of its group "
                           "that stalls can hold the group until a node that scored is paid unvalidated",
