@@ -99,34 +99,33 @@ def scores_agree(a: bytes, b: bytes, task_type: TaskType, similarity_bits: int |
     """Whether two nodes' scores count as the same answer: the rule the contract applies in
     ``validateTaskGroup``, and the SDK and relay apply off chain.
 
-    ``similarity_bits`` is the network's threshold for ``task_type`` (its
-    ``similarity_bits(task_type)`` getter); ``None`` takes this module's default. 0 means
-    the whole score must be equal; above 0, the high 128 bits may differ in that many bits.
+    Exact task types compare the whole score. Similarity types (``SIMILARITY_TASK_TYPES``,
+    fixed by type, as in the contract) compare the high 128 bits by Hamming distance:
+    ``similarity_bits`` is the network's threshold (its ``similarity_bits(task_type)``
+    getter; ``None`` takes this module's default; 0 means the high halves must be equal).
     """
     if len(a) != SCORE_BYTES or len(b) != SCORE_BYTES:
         raise ValidationError(f"a score is {SCORE_BYTES} bytes, got {len(a)} and {len(b)}")
+    if TaskType(task_type) not in SIMILARITY_TASK_TYPES:
+        return a == b
     bits = SIMILARITY_BITS.get(TaskType(task_type), 0) if similarity_bits is None else similarity_bits
     if bits < 0:
         raise ValidationError(f"similarity_bits: must be 0 or more (got {bits})")
-    if bits == 0:
-        return a == b
     high = slice(0, _HALF)
     return hamming(int.from_bytes(a[high], "big"), int.from_bytes(b[high], "big")) <= bits
 
 
-def result_matches_score(
-    result: bytes, committed: bytes, task_type: TaskType, similarity_bits: int | None = None
-) -> bool:
+def result_matches_score(result: bytes, committed: bytes, task_type: TaskType) -> bool:
     """Whether delivered result bytes are the ones a node's committed score binds: the test
     ``disputeResult`` makes on chain, so a creator disputes exactly when this is False.
 
-    Exact comparison (threshold 0): the whole score is ``result_digest``. Similarity types:
-    the low 128 bits are the digest's; the high half is not recomputed, as the contract
-    cannot (it would also differ if another machine's float rounding flipped a bit).
+    Exact types: the whole score is ``result_digest``. Similarity types: the low 128 bits
+    are the digest's; the high half is not recomputed, as the contract cannot (it would also
+    differ if another machine's float rounding flipped a bit). Which types are which is
+    fixed by type, never by the network's threshold, exactly as on chain.
     """
     digest = result_digest(result)
-    bits = SIMILARITY_BITS.get(TaskType(task_type), 0) if similarity_bits is None else similarity_bits
-    if bits == 0:
+    if TaskType(task_type) not in SIMILARITY_TASK_TYPES:
         return digest == committed
     return digest[_HALF:] == committed[_HALF:]
 

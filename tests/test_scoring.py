@@ -205,12 +205,13 @@ def test_the_networks_threshold_overrides_the_default() -> None:
     b = flip_high_bits(a, 3)
     assert scores_agree(a, b, TaskType.EMBED, similarity_bits=3)
     assert not scores_agree(a, b, TaskType.EMBED, similarity_bits=2)
-    # 0 on chain means exact: the whole score, low half included
-    assert not scores_agree(a, a[:16] + bytes(16), TaskType.EMBED, similarity_bits=0)
-    assert scores_agree(a, a, TaskType.EMBED, similarity_bits=0)
-    # and an exact type given a threshold compares its high half like the contract would
+    # 0 means the high halves must be equal; the low half (the digest's) is not compared,
+    # as on chain: two honest reruns differ there
+    assert not scores_agree(a, flip_high_bits(a, 1), TaskType.EMBED, similarity_bits=0)
+    assert scores_agree(a, a[:16] + bytes(16), TaskType.EMBED, similarity_bits=0)
+    # and an exact type ignores any threshold: the whole score, as the contract compares it
     echo = score(b"x", TaskType.ECHO)
-    assert scores_agree(echo, flip_high_bits(echo, 1), TaskType.ECHO, similarity_bits=1)
+    assert not scores_agree(echo, flip_high_bits(echo, 1), TaskType.ECHO, similarity_bits=1)
 
 
 def test_honest_like_results_agree_and_noisy_ones_do_not() -> None:
@@ -258,5 +259,7 @@ def test_an_embedding_result_matches_on_the_digest_half_only() -> None:
     rerun = embed_result(np.array(FIXED_VECTORS) + 1e-6)
     assert scores_agree(score(rerun, TaskType.EMBED), committed, TaskType.EMBED)  # an honest rerun agrees ...
     assert not result_matches_score(rerun, committed, TaskType.EMBED)  # ... but is not the delivered result
-    # with the network's threshold at 0 the type is exact, as on chain
-    assert not result_matches_score(result, flip_high_bits(committed, 1), TaskType.EMBED, similarity_bits=0)
+    # an exact type's whole score is the digest
+    echo = canonical_json({"echo": "x"})
+    assert result_matches_score(echo, score(echo, TaskType.ECHO), TaskType.ECHO)
+    assert not result_matches_score(echo, flip_high_bits(score(echo, TaskType.ECHO), 1), TaskType.ECHO)

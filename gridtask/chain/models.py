@@ -47,8 +47,9 @@ class NetworkParams:
     min_fee_per_unit: int = GWEI
     """The least fee per unit of ``task_size`` a task may pay (wei)."""
     similarity_bits: tuple[int, ...] = field(default_factory=default_similarity_bits)
-    """By task type: the largest Hamming distance between the high 128 bits of two scores that
-    still agree (0: the whole score must be equal)."""
+    """By task type: the largest Hamming distance between the high 128 bits of two scores of a
+    similarity type (EMBED) that still agree (0: the high halves must be equal). Exact types
+    compare the whole score whatever their entry says."""
 
     def __post_init__(self) -> None:
         if len(self.similarity_bits) > MAX_SIMILARITY_TYPES:  # the constructor would revert without a reason

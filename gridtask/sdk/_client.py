@@ -736,7 +736,7 @@ class Client:
             raise await self._mismatch(handle, member, info, cipher, "cannot be decrypted with its result key") \
                 from None
         bits = (await self._network_params()).similarity_bits_for(int(handle.task_type))
-        if not result_matches_score(plain, info.score, handle.task_type, bits):  # what a dispute proves
+        if not result_matches_score(plain, info.score, handle.task_type):  # what a dispute proves
             raise await self._mismatch(handle, member, info, cipher,
                                        f"does not match the score its node {info.node} committed")
         try:
