@@ -20,6 +20,7 @@ state; the receipts' ``gasUsed`` and titanoboa's figure must agree within 1%.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import random
@@ -31,19 +32,20 @@ from typing import Any
 
 import gridtask
 from bench.report import Section, mean, table
+from gridtask.chain import deploy
+from gridtask.chain.models import NetworkParams
 from gridtask.crypto import keccak, task_commitment, task_id_hash, task_key
+from gridtask.types import TaskState
 
 ETHER = 10**18
 CONTRACTS = Path(gridtask.__file__).resolve().parent / "chain" / "contracts"
 CONTRACT = CONTRACTS / "TaskNetwork.vy"
 VERIFIER = CONTRACTS / "ScoreVerifier.vy"
-# The constructor's arguments before the relay, and after it (the verifier's address last).
-# The single-task scenarios run with no sampling (the issue-3 path: a task never validated
-# by a group); the validation scenarios deploy with the default 10% rate.
-CONSTRUCTOR = dict(min_stake=ETHER, stake_cap_multiple=10, min_timeout=5, max_timeout=3600)
-DEFAULT_RATE_BPS = 1000
-ISSUE8 = dict(validation_rate_bps=0, validation_window=600, challenge_window=3600,
-              unstake_delay=7 * 86400, slash_bps=5000, min_fee_per_unit=1, similarity_bits=[0, 20, 0])
+# The network the bench deploys: the defaults, with one-hour stages and a 1-wei minimum fee
+# per unit. The single-task scenarios run with no sampling (the issue-3 path: a task never
+# validated by a group); the validation scenarios deploy with the default 10% rate.
+NETWORK = NetworkParams(max_timeout=3600, validation_rate_bps=0, min_fee_per_unit=1)
+DEFAULT_RATE_BPS = NetworkParams().validation_rate_bps
 
 # A population like a real network's: six models, 1 to 4 per node, mixed hardware, stakes
 # ten times apart.
@@ -53,7 +55,7 @@ STAKES = [1 * ETHER, 2 * ETHER, 5 * ETHER, 10 * ETHER]
 VRAM_FLOORS = [0, 8192, 24576, 81920]
 UNSERVED = ["gpt-oss-120b", "whisper-large-v3"]  # served by no node: tasks for them queue
 
-CREATED, QUEUED, STARTED = 1, 2, 3
+QUEUED, STARTED = TaskState.QUEUED, TaskState.STARTED
 
 # Gas ceilings, each just above what the code reaches on this benchmark's population
 # (1,000 and 10 nodes, the seeded tasks of `run`): per transaction, and per completed task
@@ -170,12 +172,10 @@ def _verifier_deployer() -> Any:
 
 
 def constructor_args(relay: str, verifier: str, rate_bps: int = 0) -> bytes:
+    """TaskNetwork's encoded constructor arguments: the one encoding, gridtask.chain.deploy's."""
     from eth_abi import encode
 
-    issue8 = ISSUE8 | {"validation_rate_bps": rate_bps}
-    return encode(["uint256", "uint256", "uint256", "uint256", "address", "uint256", "uint256", "uint256",
-                   "uint256", "uint256", "uint256", "uint256[]", "address"],
-                  [*CONSTRUCTOR.values(), relay, *issue8.values(), verifier])
+    return encode(*deploy.constructor_args(dataclasses.replace(NETWORK, validation_rate_bps=rate_bps), relay, verifier))
 
 
 def block_hash(number: int) -> bytes:
