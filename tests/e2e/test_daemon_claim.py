@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from gridtask.chain.anvil import ROOT
 from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.config import NetworkConfig
+from gridtask.crypto import task_id_hash
 from gridtask.devnet import FUNDING, Devnet
 from gridtask.keys import Identity
 from gridtask.node import daemon as daemon_module
@@ -29,6 +30,7 @@ from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 from gridtask.types import NodeStatus
 
 from .conftest import NO_SAMPLING, assert_all_ended_and_conserved, assert_conserved, running_devnet, wait_state
+from .model_server import HeldModelServer
 
 pytestmark = pytest.mark.e2e
 
@@ -225,3 +227,37 @@ async def test_a_node_whose_creator_never_validates_claims_its_fee_after_the_win
         assert f"task {handle.commitment.hex()[:10]}: not validated within its window: claimed the fee" in log
         assert not list((net.home / "nodes").glob("*/results/*.bin"))  # nothing left to deliver
         await assert_all_ended_and_conserved(net, expect=TaskState.ABORTED)
+
+
+async def test_a_scored_node_takes_the_next_task_and_delivers_the_first_while_computing_it(
+    tmp_path: Path,
+) -> None:
+    """A node is busy only while it computes: once task A is scored it takes task B, and while
+    B is being computed (its model server holds the answer) A is validated and delivered.
+    One real ``gridtask node`` process serving echo and the held model."""
+    server = HeldModelServer()
+    try:
+        async with running_devnet(tmp_path, nodes=1, node_models=["echo", f"openai:held={server.url}"]) as net:
+            assert net.config is not None
+            async with Client(config=net.config) as client:
+                first = await client.submit(TaskType.ECHO, "echo", {"data": "first"})
+                await wait_state(client, first.commitment, TaskState.STARTED)
+                info = await client.task(first.commitment)
+                assert info is not None
+                await client._upload_params(first, first.original, info, deadline=float("inf"))  # no validation yet
+                await wait_state(client, first.commitment, TaskState.SCORE_READY)
+                node = await client.chain.get_node(info.node)
+                assert node is not None and node.status == NodeStatus.IDLE  # scored: free again
+                second = await client.submit(TaskType.LLM, "held", {"prompt": "next"})
+                computing = asyncio.create_task(client.result(second, timeout=120))
+                assert await asyncio.to_thread(server.asked.wait, 60), "the node never ran the second task"
+                assert (await client.task(second.commitment)).node == info.node  # type: ignore[union-attr]
+                await client.chain.validate_single_task(first.commitment, task_id_hash(first.secret), first.nonce)
+                assert await client.result(first, timeout=60) == {"echo": "first"}  # delivered meanwhile
+                held = await client.task(second.commitment)
+                assert held is not None and held.state == TaskState.STARTED and not computing.done()
+                server.release.set()
+                assert await computing == {"text": "re: next"}
+            await assert_all_ended_and_conserved(net)
+    finally:
+        server.close()

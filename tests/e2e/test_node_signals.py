@@ -180,9 +180,12 @@ async def test_node_backing_off_from_an_unreachable_chain_stops_and_finishes_aft
 
 async def test_a_second_signal_exits_at_once(one_echo_net: Devnet) -> None:
     took, code = sigterm(one_echo_net, then=signal.SIGINT)
-    assert code == 128 + signal.SIGINT  # the forced exit, not the graceful one
+    # Two signals pending at once are delivered lowest number first (SIGINT before SIGTERM) when
+    # the node was not scheduled between the two sends, as on a loaded machine: either may be second.
+    second = {128 + s: s for s in (signal.SIGINT, signal.SIGTERM)}.get(code)
+    assert second is not None, f"exit code {code}: not the forced exit, the graceful one exits 0"
     assert took < 1.0
-    assert "SIGINT again: exiting now" in node_log(one_echo_net)
+    assert f"{second.name} again: exiting now" in node_log(one_echo_net)
 
 
 async def test_node_running_a_task_stops_and_runs_it_again_after_restart(tmp_path: Path) -> None:
