@@ -156,7 +156,7 @@ def _check_result_key(key: bytes) -> None:
 def encrypt_result(key: bytes, plain: bytes) -> bytes:
     """The framed result XOR the keccak-CTR keystream: ``32 * (1 + ceil(len/32))`` bytes.
 
-    The node uploads this (inside the sealed box) and commits ``keccak`` of it on chain.
+    The node uploads these bytes as they are and commits ``keccak`` of them on chain.
     """
     _check_result_key(key)
     framed = result_frame(plain)
