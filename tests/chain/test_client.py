@@ -367,3 +367,26 @@ def test_a_process_whose_concurrent_views_all_fail_still_exits(anvil: Anvil) -> 
     none may be left holding web3's session lock, or the interpreter never exits."""
     done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, anvil.url], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (0, "refused"), done.stderr[-2000:]
+
+
+async def test_scoring_frees_the_node_which_takes_queued_work_in_the_same_transaction(anvil: Anvil) -> None:
+    """SPEC8 liveness: a node is busy only while it computes. submit_score's gas covers the queue
+    scan, and validating the scored task later leaves the node busy with its new one."""
+    async with network(anvil, NetworkParams(validation_rate_bps=0)) as net:
+        started = []
+        for _ in range(3):
+            task_id = os.urandom(32)
+            key, nonce = await net.create(task_id)
+            await net.creator.start_task(key, [MODEL], 0, "")
+            started.append((task_id, key, nonce))
+        waiting, _ = await net.create(os.urandom(32))
+        await net.creator.start_task(waiting, [MODEL], 0, "")
+        assert (await net.creator.get_task(waiting)).state == TaskState.QUEUED  # type: ignore[union-attr]
+        task_id, key, nonce = started[0]
+        node = await net.node_of(key)
+        receipt = await node.submit_score(key, keccak(b"result"), keccak(b"ciphertext"))
+        taken = [e for e in node.decode_receipt(receipt) if e.name == "TaskStarted"]
+        assert [(e.commitment, e.args["node"]) for e in taken] == [(waiting, node.account)]
+        await net.creator.validate_single_task(key, task_id_hash(task_id), nonce)
+        info = await node.get_node(node.account)
+        assert info is not None and info.status == NodeStatus.BUSY  # still running the task it took
