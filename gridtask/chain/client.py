@@ -587,8 +587,8 @@ class ChainClient:
     async def validate_task_group(self, task_id_hash: bytes, nonces: Sequence[bytes]) -> TxReceipt:
         """The creator settles a group of three tasks with one task ID, opened by
         ``task_id_hash`` = keccak(task ID) (``nonces[0]`` is the original's): agreeing scores
-        are validated, a disagreeing node slashed, or the group aborted and refunded. Freed
-        nodes may take queued work: scanning room."""
+        are validated, a disagreeing node slashed, or the group aborted and refunded (the
+        members' nodes were freed when they scored; the scanning limit is kept as headroom)."""
         if len(nonces) != GROUP_SIZE:
             raise ValidationError(f"nonces: a validation group has exactly {GROUP_SIZE} tasks (got {len(nonces)})")
         return await self._transact("validateTaskGroup", [task_id_hash, list(nonces)], gas=SCANNING_GAS_LIMIT)
@@ -605,8 +605,8 @@ class ChainClient:
         return await self._transact("disputeResult", [key, task_id, nonce, ciphertext], gas=GAS_LIMIT)
 
     async def claim_unvalidated(self, key: bytes) -> TxReceipt:
-        """The node is paid for a score its creator left unvalidated past the validation window;
-        the node is freed and may take queued work: scanning room."""
+        """The node is paid for a score its creator left unvalidated past the validation window
+        (it was freed when it scored; the scanning limit is kept as headroom)."""
         return await self._transact("claimUnvalidated", [key], gas=SCANNING_GAS_LIMIT)
 
     async def cancel_task(self, commitment: bytes) -> TxReceipt:
@@ -614,8 +614,8 @@ class ChainClient:
         return await self._transact("cancelTask", [commitment], gas=GAS_LIMIT)
 
     async def abort_task(self, commitment: bytes, reason: str) -> TxReceipt:
-        """End a task whose stage deadline passed (creator) or that its node gives up; frees the
-        node, which may then take queued work: scanning room."""
+        """End a task whose stage deadline passed (creator) or that its node gives up; a task
+        still running frees its node, which may then take queued work: scanning room."""
         return await self._transact("abortTask", [commitment, reason[:64]], gas=SCANNING_GAS_LIMIT)
 
     async def withdraw(self) -> TxReceipt:
@@ -672,7 +672,7 @@ class ChainClient:
     # ------------------------------------------------------------ transactions: the relay
 
     async def report_result_uploaded(self, commitment: bytes) -> None:
-        """The relay holds the committed result: pay the node, which may then take queued work."""
+        """The relay holds the committed result: pay the node (freed when it scored)."""
         await self._transact("reportResultUploaded", [commitment], gas=SCANNING_GAS_LIMIT)
 
     # ------------------------------------------------------------ views
