@@ -97,12 +97,7 @@ class TaskAborted(TaskFailed):
     def __init__(self, reason: str, *, task_id: str = "", fee: int = 0) -> None:
         self.reason = reason
         self.fee = fee
-        refund = f"{fee} wei" if fee else "the fee"
-        super().__init__(
-            f"task {task_id} aborted: {reason}; {refund} went back to your balance "
-            "(`gridtask withdraw` takes it out)",
-            task_id=task_id,
-        )
+        super().__init__(f"task {task_id} aborted: {reason}; {_refunded(fee)}", task_id=task_id)
 
 
 class TaskErrored(TaskFailed):
@@ -135,10 +130,8 @@ class TaskInvalidated(TaskFailed):
         self.reason = reason
         self.node = node
         self.fee = fee
-        refund = f"{fee} wei" if fee else "the fee"
         super().__init__(
-            f"task {task_id} invalidated: {reason}; its node {node or '?'} was slashed and {refund} went back "
-            "to your balance (`gridtask withdraw` takes it out)",
+            f"task {task_id} invalidated: {reason}; its node {node or '?'} was slashed and {_refunded(fee)}",
             task_id=task_id,
         )
 
@@ -159,8 +152,7 @@ class GroupFailed(TaskFailed):
         self.refunded = refunded
         super().__init__(
             f"task {task_id}: its validation group ended {outcome.name} ({reason}); no result is trusted, "
-            f"{refunded} wei went back to your balance (`gridtask withdraw` takes it out); submit it again "
-            "to run it on a new group",
+            f"{_refunded(refunded)}; submit it again to run it on a new group",
             task_id=task_id,
         )
 
@@ -177,3 +169,8 @@ class ResultMismatch(TaskFailed):
         self.node = node
         self.disputed = disputed
         super().__init__(message, task_id=task_id)
+
+
+def _refunded(fee: int) -> str:
+    """The one way a refund is told: how much, where it is, how to take it out."""
+    return f"{f'{fee} wei' if fee else 'the fee'} went back to your balance (`gridtask withdraw` takes it out)"

@@ -55,8 +55,9 @@ SIMILARITY_BITS: dict[TaskType, int] = {
     TaskType.EMBED: 16,
     TaskType.LLM: 0,
 }
-"""Per task type, the largest Hamming distance between the high 128 bits of two scores that
-still agree; 0 compares the whole score exactly. The contract's deploy default.
+"""Per task type, the largest Hamming distance between the high 128 bits of two scores of a
+similarity type (SIMILARITY_TASK_TYPES) that still agree; 0 means the high halves must be
+equal. Exact types compare the whole score whatever their entry. The contract's deploy default.
 
 EMBED, 16 bits, measured on real all-MiniLM-L6-v2 outputs (tests/node/test_similarity.py):
 honest reruns on 1 or 2 threads with batch sizes 1, 32 or all were 0 bits apart (375

@@ -30,9 +30,8 @@ from typing import Any
 
 from gridtask.chain.client import ChainClient
 from gridtask.chain.models import TaskInfo, same_address
-from gridtask.config import NetworkConfig
 from gridtask.crypto import encrypt_result, keccak, unseal
-from gridtask.devnet import FUNDING, Devnet
+from gridtask.devnet import Devnet
 from gridtask.keys import Identity
 from gridtask.node.daemon import NodeDaemon
 from gridtask.node.executors.base import ExecutorSet
@@ -42,6 +41,8 @@ from gridtask.node.worker import TaskSpec, TaskWorker, abort_at
 from gridtask.params import TaskParams
 from gridtask.scoring import canonical_json
 from gridtask.types import TaskState
+
+from .conftest import funded_account
 
 LOOKBACK_BLOCKS = 256
 """How far back a copier looks for a score to copy."""
@@ -156,14 +157,7 @@ class Cheater:
 
 def make_cheater(net: Devnet, behaviour: Behaviour, state_dir: Path) -> Cheater:
     """A funded echo node with ``behaviour``: the real daemon, its one step replaced."""
-    assert net.config is not None and net.chain is not None
-    identity = Identity.generate()
-    net.chain.fund(identity.address, FUNDING)
-    network = NetworkConfig(
-        rpc_url=net.config.rpc_url, ws_url=net.config.ws_url, contract=net.config.contract,
-        relay_url=net.config.relay_url, private_key="0x" + identity.private_key.hex(),
-        deploy_block=net.config.deploy_block,
-    )
+    identity, network = funded_account(net)
     settings = NodeSettings(network=network, models=["echo"], state_dir=state_dir, tick_s=CHEATER_TICK_S)
     daemon = NodeDaemon(settings, ExecutorSet([EXECUTORS.get(behaviour, EchoExecutor)()]))
     if behaviour in WORKERS:

@@ -13,13 +13,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from gridtask.chain.anvil import free_port
 from gridtask.chain.client import ChainClient
-from gridtask.devnet import DEVNET_PARAMS, Devnet
+from gridtask.chain.models import TaskInfo
+from gridtask.config import NetworkConfig
+from gridtask.devnet import DEVNET_PARAMS, FUNDING, Devnet
 from gridtask.keys import Identity
-from gridtask.sdk import Client
+from gridtask.sdk import Client, TaskHandle, TaskType
 from gridtask.types import TaskState
 
 from .netcut import CuttableProxy
@@ -151,6 +154,28 @@ async def wait_state(client: Client, task_id: str | bytes, state: TaskState, tim
     info = await client.task(task_id)
     shown = task_id.hex() if isinstance(task_id, bytes) else task_id
     raise AssertionError(f"task {shown} never reached {state.name}; it is {info.state.name if info else None}")
+
+
+async def scored_unvalidated(client: Client, data: str) -> tuple[TaskHandle, TaskInfo]:
+    """An echo task that its node has scored and its creator has not validated: the SDK's own
+    steps up to the score (the parameters uploaded by hand), and no further. Returns the handle
+    and the task as it was once STARTED (its node)."""
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": data})
+    await wait_state(client, handle.commitment, TaskState.STARTED)
+    info = await client.task(handle.commitment)
+    assert info is not None
+    await client._upload_params(handle, handle.original, info, deadline=float("inf"))
+    await wait_state(client, handle.commitment, TaskState.SCORE_READY)
+    return handle, info
+
+
+def funded_account(net: Devnet, amount: int = FUNDING) -> tuple[Identity, NetworkConfig]:
+    """A fresh account with ``amount`` wei on the devnet's chain, and the devnet's config with its
+    key: for a node or a second application the test runs itself."""
+    assert net.config is not None and net.chain is not None
+    identity = Identity.generate()
+    net.chain.fund(identity.address, amount)
+    return identity, net.config.model_copy(update={"private_key": SecretStr("0x" + identity.private_key.hex())})
 
 
 GRIDTASK = Path(sys.executable).with_name("gridtask")

@@ -19,7 +19,6 @@ from pydantic import SecretStr
 
 from gridtask.chain.anvil import ROOT
 from gridtask.chain.client import ChainClient, ChainEvent
-from gridtask.config import NetworkConfig
 from gridtask.crypto import task_id_hash
 from gridtask.devnet import FUNDING, Devnet
 from gridtask.keys import Identity
@@ -29,7 +28,15 @@ from gridtask.node.settings import NodeSettings, build_executors
 from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 from gridtask.types import NodeStatus
 
-from .conftest import NO_SAMPLING, assert_all_ended_and_conserved, assert_conserved, running_devnet, wait_state
+from .conftest import (
+    NO_SAMPLING,
+    assert_all_ended_and_conserved,
+    assert_conserved,
+    funded_account,
+    running_devnet,
+    scored_unvalidated,
+    wait_state,
+)
 from .model_server import HeldModelServer
 
 pytestmark = pytest.mark.e2e
@@ -58,10 +65,7 @@ async def crowded(tmp_path: Path) -> AsyncIterator[tuple[Devnet, NodeDaemon]]:
             async with ChainClient(net.config.rpc_url, net.config.contract, ident) as chain:
                 await chain.join(gpu="cpu", vram=0, models=["echo"], public_key=ident.encryption_public_key,
                                  version=1, stake=ETHER)
-        me = Identity.generate()
-        net.chain.fund(me.address, FUNDING)
-        network = NetworkConfig(rpc_url=net.config.rpc_url, ws_url=net.config.ws_url, contract=net.config.contract,
-                                relay_url=net.config.relay_url, private_key="0x" + me.private_key.hex())
+        _, network = funded_account(net)
         settings = NodeSettings(network=network, models=["echo"], vram=BIG_VRAM, state_dir=tmp_path / "node")
         daemon = NodeDaemon(settings, build_executors(["echo"]))
         yield net, daemon
@@ -199,12 +203,7 @@ async def test_a_node_whose_creator_never_validates_claims_its_fee_after_the_win
     async with running_devnet(tmp_path, nodes=1, node_models=["echo"], params=params) as net:
         assert net.config is not None
         async with Client(config=net.config) as client:
-            handle = await client.submit(TaskType.ECHO, "echo", {"data": "never validated"})
-            await wait_state(client, handle.commitment, TaskState.STARTED)
-            info = await client.task(handle.commitment)
-            assert info is not None
-            await client._upload_params(handle, handle.original, info, deadline=float("inf"))  # and no more
-            await wait_state(client, handle.commitment, TaskState.SCORE_READY)
+            handle, info = await scored_unvalidated(client, "never validated")  # and no more
             scored = await client.task(handle.commitment)
             assert scored is not None
             await wait_state(client, handle.commitment, TaskState.ABORTED, timeout=VALIDATION_WINDOW_S + 60)
@@ -240,12 +239,7 @@ async def test_a_scored_node_takes_the_next_task_and_delivers_the_first_while_co
         async with running_devnet(tmp_path, nodes=1, node_models=["echo", f"openai:held={server.url}"]) as net:
             assert net.config is not None
             async with Client(config=net.config) as client:
-                first = await client.submit(TaskType.ECHO, "echo", {"data": "first"})
-                await wait_state(client, first.commitment, TaskState.STARTED)
-                info = await client.task(first.commitment)
-                assert info is not None
-                await client._upload_params(first, first.original, info, deadline=float("inf"))  # no validation yet
-                await wait_state(client, first.commitment, TaskState.SCORE_READY)
+                first, info = await scored_unvalidated(client, "first")  # no validation yet
                 node = await client.chain.get_node(info.node)
                 assert node is not None and node.status == NodeStatus.IDLE  # scored: free again
                 second = await client.submit(TaskType.LLM, "held", {"prompt": "next"})

@@ -20,6 +20,8 @@ from gridtask.children import PidFile, alive
 from gridtask.config import load_config
 from gridtask.sdk import Client, TaskState, TaskType
 
+from .conftest import scored_unvalidated
+
 pytestmark = pytest.mark.e2e
 
 STOP_BUDGET_S = 5.0
@@ -164,20 +166,7 @@ def test_ctrl_c_stops_nodes_then_relay_then_chain_in_time_with_tasks_in_flight(t
         async def tasks_in_flight() -> None:
             async with Client(config=load_config(devnet.config)) as client:
                 # one scored and never validated: its node waits on the creator
-                held = await client.submit(TaskType.ECHO, "echo", {"data": "held"})
-                for _ in range(600):
-                    info = await client.task(held.commitment)
-                    if info is not None and info.state == TaskState.STARTED:
-                        break
-                    await asyncio.sleep(0.1)
-                assert info is not None
-                await client._upload_params(held, held.original, info, deadline=float("inf"))
-                for _ in range(600):
-                    info = await client.task(held.commitment)
-                    if info is not None and info.state == TaskState.SCORE_READY:
-                        break
-                    await asyncio.sleep(0.1)
-                assert info is not None and info.state == TaskState.SCORE_READY
+                await scored_unvalidated(client, "held")
                 # one whose parameters never come: its node waits on the relay
                 waiting = await client.submit(TaskType.ECHO, "echo", {"data": "never sent"})
                 await asyncio.sleep(1)

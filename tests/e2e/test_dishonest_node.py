@@ -30,7 +30,6 @@ from pydantic import SecretStr
 
 import gridtask.node.worker as worker_module
 from gridtask.chain.models import ETHER
-from gridtask.config import NetworkConfig
 from gridtask.crypto import decrypt_result, encrypt_result, keccak, result_key
 from gridtask.devnet import FUNDING
 from gridtask.exceptions import ResultMismatch
@@ -44,7 +43,7 @@ from gridtask.scoring import canonical_json, score
 from gridtask.sdk import Client, TaskState, TaskType
 from gridtask.types import GroupOutcome, NodeStatus
 
-from .conftest import assert_conserved, running_devnet, wait_state
+from .conftest import assert_conserved, funded_account, running_devnet, wait_state
 
 pytestmark = pytest.mark.e2e
 
@@ -75,13 +74,7 @@ async def test_forged_delivery_is_disputed_the_node_slashed_paused_and_the_fee_r
     # The only node is the liar below; no task is sampled (the test devnet's default), so the
     # creator's check of the delivery against the score is the only check.
     async with running_devnet(tmp_path, nodes=0, node_models=["echo"]) as net:
-        assert net.config is not None and net.chain is not None
-        liar = Identity.generate()
-        net.chain.fund(liar.address, FUNDING)
-        network = NetworkConfig(
-            rpc_url=net.config.rpc_url, ws_url=net.config.ws_url, contract=net.config.contract,
-            relay_url=net.config.relay_url, private_key="0x" + liar.private_key.hex(),
-        )
+        liar, network = funded_account(net)
         settings = NodeSettings(network=network, models=["echo"], state_dir=tmp_path / "liar", stake=ETHER,
                                 withdraw_interval_s=3600)  # its fee stays in its balance, where a dispute takes it
         daemon = NodeDaemon(settings, ExecutorSet([EchoExecutor()]))

@@ -27,6 +27,7 @@ from .conftest import (
     assert_all_ended_and_conserved,
     devnet_behind_cuttable_proxy,
     running_devnet,
+    scored_unvalidated,
     start_devnet,
     wait_state,
 )
@@ -53,12 +54,7 @@ async def test_node_killed_mid_task_resumes_from_the_chain(echo_net: Devnet, cli
 async def test_node_killed_after_scoring_delivers_after_restart(echo_net: Devnet, client: Client) -> None:
     """The sealed result is kept on disk before its hash is committed: a node killed between
     scoring and delivery delivers exactly those bytes after its restart."""
-    handle = await client.submit(TaskType.ECHO, "echo", {"data": "kept on disk"})
-    await wait_state(client, handle.task_id, TaskState.STARTED)
-    info = await client.task(handle.commitment)
-    assert info is not None
-    await client._upload_params(handle, handle.original, info, deadline=float("inf"))  # by hand: no validation yet
-    await wait_state(client, handle.task_id, TaskState.SCORE_READY)
+    handle, _ = await scored_unvalidated(client, "kept on disk")  # no validation yet
     for name in ["node0", "node1"]:
         echo_net.stop_process(name, signal.SIGKILL)
     await client.chain.validate_single_task(handle.commitment, task_id_hash(handle.secret), handle.nonce)

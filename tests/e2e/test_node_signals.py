@@ -18,7 +18,13 @@ from gridtask.devnet import Devnet
 from gridtask.sdk import Client, TaskState, TaskType
 from gridtask.types import NodeStatus
 
-from .conftest import assert_all_ended_and_conserved, devnet_behind_cuttable_proxy, start_devnet, wait_state
+from .conftest import (
+    assert_all_ended_and_conserved,
+    devnet_behind_cuttable_proxy,
+    scored_unvalidated,
+    start_devnet,
+    wait_state,
+)
 from .model_server import HeldModelServer
 
 pytestmark = pytest.mark.e2e
@@ -142,12 +148,7 @@ async def test_node_restarted_past_its_deadline_is_paused_says_why_and_takes_tas
 async def test_node_holding_an_unvalidated_score_stops_and_delivers_after_restart(one_echo_net: Devnet) -> None:
     assert one_echo_net.config is not None
     async with Client(config=one_echo_net.config) as client:
-        handle = await client.submit(TaskType.ECHO, "echo", {"data": "kept"})
-        await wait_state(client, handle.task_id, TaskState.STARTED)
-        info = await client.task(handle.commitment)
-        assert info is not None
-        await client._upload_params(handle, handle.original, info, deadline=float("inf"))  # no validation yet
-        await wait_state(client, handle.task_id, TaskState.SCORE_READY)
+        handle, info = await scored_unvalidated(client, "kept")  # no validation yet
         took, code = sigterm(one_echo_net)
         assert_stopped_cleanly(one_echo_net, took, code)
         saved = list((one_echo_net.home / "nodes").glob("*/results/*.bin"))

@@ -18,13 +18,12 @@ from gridtask.chain.anvil import Anvil, rpc_call
 from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.chain.deploy import NetworkParams, deploy
 from gridtask.chain.events import EventFollower
-from gridtask.config import NetworkConfig
 from gridtask.crypto import task_commitment, task_key
 from gridtask.devnet import Devnet
 from gridtask.keys import Identity
 from gridtask.sdk import Client, TaskState, TaskType
 
-from .conftest import assert_all_ended_and_conserved, wait_state
+from .conftest import assert_all_ended_and_conserved, funded_account, wait_state
 
 pytestmark = pytest.mark.e2e
 
@@ -179,12 +178,8 @@ async def test_a_task_in_flight_when_the_chain_goes_back_and_the_next_ones_compl
     Money is conserved."""
     net = one_echo_net
     assert net.config is not None and net.chain is not None
-    other = Identity.generate()
-    net.chain.fund(other.address, 10**21)
-    async with Client(config=net.config) as client, \
-            Client(config=NetworkConfig(rpc_url=net.config.rpc_url, ws_url=net.config.ws_url,
-                                        contract=net.config.contract, relay_url=net.config.relay_url,
-                                        private_key="0x" + other.private_key.hex())) as second:
+    _, second_config = funded_account(net, 10**21)
+    async with Client(config=net.config) as client, Client(config=second_config) as second:
         snapshot = rpc_call(net.chain.url, "evm_snapshot", [])
         x = await client.submit(TaskType.ECHO, "echo", {"data": "x"}, stage_timeout=5)
         await wait_state(client, x.task_id, TaskState.STARTED)
