@@ -113,10 +113,12 @@ async def test_queued_task_is_taken_by_a_node_that_joins_later(echo_net: Devnet,
     from gridtask.node.executors.tiny_llm import build_tiny_llm
 
     # The node must start and load its model while the task waits: longer than the SDK's default
-    # stage timeout on the devnet (half its 60 s validation window), so the SDK warns.
-    with pytest.warns(NoNodeWarning, match="no node serves late-model"), pytest.warns(StageTimeoutWarning):
+    # stage timeout on the devnet (half its 60 s validation window). This devnet samples nothing,
+    # so no group can form and the SDK does not warn about the long stage.
+    with pytest.warns(NoNodeWarning, match="no node serves late-model") as caught:
         handle = await client.submit(TaskType.LLM, "late-model", {"prompt": "hello", "max_tokens": 4},
                                      stage_timeout=120)
+    assert not [w for w in caught if issubclass(w.category, StageTimeoutWarning)]
     running = asyncio.create_task(client.result(handle, timeout=180))
     await asyncio.sleep(1)
     info = await client.task(handle.commitment)

@@ -450,3 +450,32 @@ async def test_a_member_silent_past_its_deadline_is_aborted_and_the_group_goes_o
     assert net.called("validate_group") == [[m.key for m in handle.members]]  # only after the abort
     assert handle.group is not None and handle.group.agreeing == (True, False, True)
     assert handle.group.outcome == GroupOutcome.AGREED and handle.group.slashed == {}
+
+
+async def test_a_stage_longer_than_half_the_validation_window_warns_only_where_groups_form(
+    client: Client, net: FakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group member that stalls for two stages must be over before a scored member may claim
+    its fee unvalidated: the SDK warns about a longer stage, but only on a network that samples
+    (or for validate="always"), where a group can form at all."""
+    import warnings
+
+    from gridtask.sdk import StageTimeoutWarning
+
+    for _ in range(4):  # five tasks stay started below: enough free nodes for them all
+        address = Identity.generate().address
+        net.nodes[address] = PrivateKey.generate()
+        net._event("NodeJoined", next(net.blocks), node=address)
+    with pytest.warns(StageTimeoutWarning, match="over half the network's validation window"):
+        await client.submit(TaskType.ECHO, "echo", {"data": 1}, stage_timeout=301)  # window 600 s, rate 10%
+    monkeypatch.setattr(net, "network_params", lambda: _params(validation_window=600, validation_rate_bps=0))
+    client._network = None  # read once per client: a client of the network that samples nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StageTimeoutWarning)
+        await client.submit(TaskType.ECHO, "echo", {"data": 2}, stage_timeout=301)
+    with pytest.warns(StageTimeoutWarning):
+        await client.submit(TaskType.ECHO, "echo", {"data": 3}, stage_timeout=301, validate="always")
+
+
+async def _params(**fields: Any) -> NetworkParams:
+    return NetworkParams(**fields)
