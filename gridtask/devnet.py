@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ import httpx
 from pydantic import SecretStr
 
 from gridtask.chain.anvil import Anvil, free_port
-from gridtask.chain.client import ChainClient
+from gridtask.chain.client import GROUP_SIZE, ChainClient
 from gridtask.chain.deploy import ETHER, NetworkParams, deploy
 from gridtask.children import PidFile, die_with_parent, end_processes
 from gridtask.config import NetworkConfig
@@ -100,7 +101,13 @@ class Devnet:
         self.node_identities = [Identity.generate() for _ in range(self.nodes)]
         for ident in [deployer, app, self.relay_identity, *self.node_identities]:
             self.chain.fund(ident.address, FUNDING)
-        contract = await deploy(self.chain.url, deployer, self.relay_identity.address, self.params)
+        params = self.params
+        if self.nodes < GROUP_SIZE and params.validation_rate_bps:
+            # a sampled task needs three different nodes: with fewer it could never be validated
+            params = dataclasses.replace(params, validation_rate_bps=0)
+            log.info("chain: %d node(s) cannot form a validation group of %d: no task is sampled",
+                     self.nodes, GROUP_SIZE)
+        contract = await deploy(self.chain.url, deployer, self.relay_identity.address, params)
         log.info("chain: TaskNetwork deployed at %s", contract)
         async with ChainClient(self.chain.url, contract, deployer) as chain:
             deploy_block = await chain.deployment_block()  # log searches start there
