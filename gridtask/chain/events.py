@@ -27,6 +27,16 @@ by ``startTask`` in a later block.
 With ``confirmations=N`` only events at least N blocks deep are delivered (the poll
 reads up to ``head - N``; a push then only wakes the poll), so a reorg shallower than
 N is never seen at all. The devnet uses 0.
+
+Filters. A party that needs only some events (a node: those naming it; an application:
+those of its own tasks) passes ``filters``: each one an ``eth_getLogs`` ``topics`` list
+(a position is a topic, a list of topics = any of them, or ``None`` = any), always for the
+contract's address only. The chain does the filtering: a poll sends one ``eth_getLogs``
+per filter per new block range, and the push path opens one ``eth_subscribe("logs")`` per
+filter, so a block with nothing for us costs us no message at all. An event that two
+filters match is delivered once. ``set_filters`` replaces them at run time; the new ones
+apply from the cursor on (events already behind it are not searched again).
+``address_topic`` and ``model_topic`` build the topics a filter names.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +53,8 @@ import websockets
 from hexbytes import HexBytes
 
 from gridtask import retry
-from gridtask.chain.client import ChainClient, ChainEvent
+from gridtask.chain import artifact
+from gridtask.chain.client import ChainClient, ChainEvent, to_bytes32
 from gridtask.exceptions import ChainError, ConfigError
 
 log = logging.getLogger("gridtask.chain.events")
@@ -53,6 +64,67 @@ MAX_BLOCK_RANGE = 5_000
 REORG_WINDOW = 256
 PUSH_SLOW_POLL_S = 1.0
 POLL_S = 0.05
+
+#: One position of a normalized filter: the topics allowed there (any of them), or None for any.
+_Position = tuple[bytes, ...] | None
+_Filter = tuple[_Position, ...]
+
+
+def address_topic(address: str) -> bytes:
+    """An indexed ``address`` as a topic: the 20 bytes left-padded to 32."""
+    raw = bytes.fromhex(address.removeprefix("0x"))
+    if len(raw) != 20:
+        raise ConfigError(f"an address topic needs a 20-byte address, got {address!r}")
+    return bytes(12) + raw
+
+
+def model_topic(model: str) -> bytes:
+    """An indexed model ID (``TaskQueued.key_model``) as a topic: the name as the contract stores it."""
+    return to_bytes32(model)
+
+
+def _topic_bytes(value: Any) -> bytes:
+    raw = bytes.fromhex(value.removeprefix("0x")) if isinstance(value, str) else bytes(value)
+    if len(raw) != 32:
+        raise ConfigError(f"a filter topic must be 32 bytes (use address_topic / model_topic / "
+                          f"client.events.topic), got {len(raw)} bytes: {value!r}")
+    return raw
+
+
+def normalize_filters(filters: Sequence[Sequence[Any]] | None) -> list[_Filter] | None:
+    """Filters as the follower keeps them: every topic as 32 bytes, every position a tuple or None.
+    A bad topic is a ``ConfigError`` naming it; an empty list of filters would follow nothing."""
+    if filters is None:
+        return None
+    if isinstance(filters, (str, bytes)) or not filters:
+        raise ConfigError("filters must be a non-empty list of topic lists (or None for every event)")
+    out = []
+    for one in filters:
+        if isinstance(one, (str, bytes)):
+            raise ConfigError(f"each filter is a list of topic positions, got {one!r}")
+        position: list[_Position] = []
+        for value in one:
+            if value is None:
+                position.append(None)
+            elif isinstance(value, (list, tuple)):
+                position.append(tuple(_topic_bytes(v) for v in value) if value else None)
+            else:
+                position.append((_topic_bytes(value),))
+        while position and position[-1] is None:
+            position.pop()
+        out.append(tuple(position))
+    return out
+
+
+def _request_topics(one: _Filter) -> list[Any]:
+    """A filter as JSON-RPC takes it (``eth_getLogs`` and ``eth_subscribe`` alike)."""
+    return [None if p is None else ("0x" + p[0].hex() if len(p) == 1 else ["0x" + t.hex() for t in p]) for p in one]
+
+
+def _matches(one: _Filter, topics: Sequence[bytes]) -> bool:
+    """The chain's rule for one filter: every position given is one of its topics."""
+    return len(topics) >= len(one) and all(p is None or topics[i] in p for i, p in enumerate(one))
+
 
 class EventFollower:
     """An async stream of the contract's events, each delivered once (and once more with
@@ -67,6 +139,7 @@ class EventFollower:
         cursor_path: Path | None = None,
         poll_interval: float | None = None,
         confirmations: int = 0,
+        filters: Sequence[Sequence[Any]] | None = None,
     ) -> None:
         if confirmations < 0:
             raise ConfigError(f"confirmations must be 0 or more (blocks an event must be deep), got {confirmations}")
@@ -74,6 +147,10 @@ class EventFollower:
         self.ws_url = ws_url
         self.cursor_path = cursor_path
         self.confirmations = confirmations
+        self._filters = normalize_filters(filters)
+        self._indexed = {item["name"]: [(i["name"], i["type"]) for i in item["inputs"] if i.get("indexed")]
+                         for item in artifact.abi() if item.get("type") == "event"}
+        self._ws: Any = None  # the open push socket, closed to subscribe again after set_filters
         # With push notifications the poll is only a safety net.
         self.poll_interval = poll_interval if poll_interval is not None else (PUSH_SLOW_POLL_S if ws_url else POLL_S)
         self._cursor: int | None = None
@@ -135,6 +212,53 @@ class EventFollower:
         """Poll now (after sending a transaction whose events we are waiting for)."""
         self._wake.set()
 
+    @property
+    def filters(self) -> list[_Filter] | None:
+        return self._filters
+
+    def set_filters(self, filters: Sequence[Sequence[Any]] | None) -> None:
+        """Follow other events from now on (the cursor on): the next poll reads with these, and
+        the push socket is reopened with one subscription per filter."""
+        self._filters = normalize_filters(filters)
+        if self._ws is not None:  # the push session ends; the loop subscribes again at once
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(asyncio.create_task(self._ws.close(), name="events-resubscribe"))
+        self._wake.set()
+
+    def wanted(self, event: ChainEvent) -> bool:
+        """Whether the current filters ask for this event (every event without filters)."""
+        if self._filters is None:
+            return True
+        topics = self._topics_of(event)
+        return topics is not None and any(_matches(f, topics) for f in self._filters)
+
+    def _topics_of(self, event: ChainEvent) -> list[bytes] | None:
+        """The log's topics, rebuilt from the decoded event (its ABI's indexed inputs)."""
+        indexed = self._indexed.get(event.name)
+        if indexed is None:
+            return None
+        topics = [self.client.events.topic(event.name)]
+        for name, kind in indexed:
+            value = event.args[name]
+            if kind == "address":
+                topics.append(address_topic(value))
+            elif isinstance(value, int):
+                topics.append(value.to_bytes(32, "big", signed=kind.startswith("int")))
+            else:
+                topics.append(bytes(value).rjust(32, b"\0"))
+        return topics
+
+    async def _read_logs(self, lo: int, hi: int) -> list[ChainEvent]:
+        """The range's events: every one of the contract's, or those any filter matches (one
+        ``eth_getLogs`` per filter; an event two filters match, once), in chain order."""
+        if self._filters is None:
+            return await self.client.find_logs([], from_block=lo, to_block=hi)  # split if the provider asks
+        found: dict[tuple[bytes, int], ChainEvent] = {}
+        for one in self._filters:
+            for event in await self.client.find_logs(_request_topics(one), from_block=lo, to_block=hi):
+                found.setdefault(event.key, event)
+        return sorted(found.values(), key=lambda e: (e.block_number, e.log_index))
+
     # ------------------------------------------------------------ polling
 
     async def poll_once(self) -> int:
@@ -153,7 +277,7 @@ class EventFollower:
         while self._cursor < safe:
             lo, hi = self._cursor + 1, min(safe, self._cursor + MAX_BLOCK_RANGE)
             top = head_hash if hi == head else await self.client.block_hash(hi)  # before the logs
-            events = await self.client.find_logs([], from_block=lo, to_block=hi)  # split if the provider asks
+            events = await self._read_logs(lo, hi)
             if top is None or any(e.block_number == hi and e.block_hash != top for e in events):
                 break  # the chain moved under us while reading: the next poll sorts it out
             new += self._reconcile(lo, hi, events)
@@ -197,9 +321,11 @@ class EventFollower:
 
     def _reconcile(self, lo: int, hi: int, events: list[ChainEvent]) -> int:
         """Deliver the range's events; an event delivered earlier (pushed) from a block in this
-        range that the chain no longer holds is delivered as removed."""
+        range that the chain no longer holds is delivered as removed (one that the filters no
+        longer ask for, after ``set_filters``, was simply not searched for)."""
         keep = {e.key for e in events}
-        gone = [e for e in self._delivered.values() if lo <= e.block_number <= hi and e.key not in keep]
+        gone = [e for e in self._delivered.values()
+                if lo <= e.block_number <= hi and e.key not in keep and self.wanted(e)]
         return sum(self._remove(e) for e in gone) + sum(self._deliver(e) for e in events)
 
     async def _poll_loop(self) -> None:
@@ -224,30 +350,46 @@ class EventFollower:
                 return
 
     async def _push_session(self) -> None:
-        """One subscription, until the socket closes (a failure raises, and is retried)."""
+        """One subscription per filter (one for the whole contract without filters), until the
+        socket closes (a failure raises, and is retried; ``set_filters`` closes it)."""
+        filters = self._filters
+        requests = [{"address": self.client.address}] if filters is None else [
+            {"address": self.client.address, "topics": _request_topics(f)} for f in filters]
         try:
             async with websockets.connect(self.ws_url, max_size=None) as ws:
-                await ws.send(json.dumps({
-                    "jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
-                    "params": ["logs", {"address": self.client.address}],
-                }))
-                await ws.recv()  # the subscription ID
+                for number, params in enumerate(requests, start=1):
+                    await ws.send(json.dumps({"jsonrpc": "2.0", "id": number, "method": "eth_subscribe",
+                                              "params": ["logs", params]}))
+                waiting = set(range(1, len(requests) + 1))
+                while waiting:  # the subscription IDs (a log of an earlier one may come between)
+                    message = json.loads(await ws.recv())
+                    if "error" in message:
+                        raise ChainError(f"eth_subscribe refused by {self.ws_url}: {message['error']}")
+                    waiting.discard(message.get("id"))  # type: ignore[arg-type]
+                    self._on_push(message)
+                if filters is not self._filters:
+                    return  # replaced while subscribing: subscribe again with the new ones
+                self._ws = ws
                 self.connected.set()
                 self._wake.set()  # catch up on what happened before the subscription
-                async for message in ws:
-                    self._on_push(json.loads(message))
+                async for raw in ws:
+                    self._on_push(json.loads(raw))
         finally:
+            self._ws = None
             self.connected.clear()
 
     def _on_push(self, message: dict[str, Any]) -> None:
         raw = message.get("params", {}).get("result")
         if not raw:
             return
+        topics = [bytes.fromhex(t.removeprefix("0x")) for t in raw["topics"]]
+        if self._filters is not None and not any(_matches(f, topics) for f in self._filters):
+            return  # a subscription being replaced (set_filters)
         if self.confirmations:
             self._wake.set()  # only the poll knows when an event is deep enough
             return
         event = self.client.events.decode({
-            "topics": [HexBytes(t) for t in raw["topics"]],
+            "topics": [HexBytes(t) for t in topics],
             "data": HexBytes(raw["data"]),
             "blockNumber": int(raw["blockNumber"], 16),
             "transactionHash": HexBytes(raw["transactionHash"]),
