@@ -61,6 +61,8 @@ class TaskErrorCode(IntEnum):
     UNKNOWN_MODEL = 2
     INVALID_PARAMETERS = 3
     UNDECRYPTABLE = 4
+    UNSUPPORTED_OPERATOR = 5
+    WORKFLOW_FAILED = 6
 
     @property
     def explanation(self) -> str:
@@ -84,6 +86,15 @@ _ERROR_EXPLANATIONS = {
     TaskErrorCode.UNDECRYPTABLE: (
         "the node could not decrypt the parameters: they were not encrypted to its key "
         "(uploaded by another program, or corrupted)"
+    ),
+    TaskErrorCode.UNSUPPORTED_OPERATOR: (
+        "the workflow needs what the node does not offer (web search, sampling, built-in tools, "
+        "HaveSimilar): nothing ran; use generation or function calling with custom tools"
+    ),
+    TaskErrorCode.WORKFLOW_FAILED: (
+        "the workflow ran and failed: a step with no fallback failed (an answer that never matched "
+        "its JSON schema, an empty required input) or it reached its max_steps or max_time; give "
+        "the step a fallback, or raise the limit"
     ),
 }
 

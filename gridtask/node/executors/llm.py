@@ -7,10 +7,16 @@ Two backends behind the same inputs and results:
 - ``OpenAICompatibleExecutor`` asks an OpenAI-compatible server (Ollama, llama.cpp's
   server, vLLM) that the operator runs next to the node.
 
-Inputs: ``{"prompt": str, "max_tokens": int}`` or ``{"workflow": Workflow.model_dump(),
-"max_tokens": int}`` (``max_tokens`` optional, per generation). Results: ``{"text": str}``,
-plus ``"memory"`` for a workflow. The text is never empty: an empty answer could not be
-told apart from a node that did nothing.
+Inputs: ``{"prompt": str, "max_tokens": int}`` or ``{"workflow": <a Dria workflow>,
+"max_tokens": int}`` (``max_tokens`` optional, per generation; a workflow's
+``config.max_tokens`` wins, up to the node's limit). Results: ``{"text": str}``, and for a
+workflow also ``memory``, ``stacks`` and ``trace`` (``WorkflowResult.as_result``). The text
+is never empty: an empty answer could not be told apart from a node that did nothing.
+
+A workflow (``gridtask.workflows``) runs on the same model, one chat per generation step;
+what makes it fail is the task's fault and is reported with its own task-error code
+(malformed: ``INVALID_PARAMETERS``; needs what the node lacks: ``UNSUPPORTED_OPERATOR``;
+a step failed or a limit was reached: ``WORKFLOW_FAILED``).
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from gridtask.node.executors.base import (
     check_model,
     task_fault,
 )
-from gridtask.types import TaskType
-from gridtask.workflows import WorkflowError, run_workflow
+from gridtask.types import TaskErrorCode, TaskType
+from gridtask.workflows import UnsupportedOperator, WorkflowError, WorkflowFailed, run_workflow
+
+Message = dict[str, str]
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS_LIMIT", "DEFAULT_MAX_TOKENS", "MAX_PROMPT_CHARS", "LocalLLMExecutor",
@@ -57,23 +65,39 @@ class _LLMExecutor:
         check_model(self, model)
         with task_fault():
             checked = check_llm(inputs, max_tokens_limit=self.max_new_tokens_limit)
-
-        async def generate(prompt: str) -> str:
-            with task_fault():  # a workflow's prompt is known only once its placeholders are filled
-                check_prompt(prompt)
-            return await self.generate(prompt, checked.max_tokens)
-
         if checked.prompt is not None:
-            return {"text": await generate(checked.prompt)}
+            return {"text": await self.generate(checked.prompt, checked.max_tokens)}
         assert checked.workflow is not None
         try:
-            text, memory = await run_workflow(checked.workflow, generate)
+            result = await run_workflow(checked.workflow, self._checked_chat, max_tokens=checked.max_tokens,
+                                        max_tokens_limit=self.max_new_tokens_limit)
+        except UnsupportedOperator as exc:
+            raise InvalidTaskParameters(f"workflow: {exc}", code=TaskErrorCode.UNSUPPORTED_OPERATOR) from None
+        except WorkflowFailed as exc:
+            raise InvalidTaskParameters(f"workflow: {exc}", code=TaskErrorCode.WORKFLOW_FAILED) from None
         except WorkflowError as exc:
             raise InvalidTaskParameters(f"workflow: {exc}") from None
-        return {"text": text, "memory": memory}
+        output = result.as_result()
+        if not output["text"].strip():
+            output["text"] = EMPTY_ANSWER
+        return output
+
+    async def _checked_chat(self, messages: list[Message], max_tokens: int, schema: dict[str, Any] | None) -> str:
+        with task_fault():  # a workflow's prompt is known only once its placeholders are filled
+            for message in messages:
+                check_prompt(message["content"])
+        return await self.chat(messages, max_tokens, schema)
 
     async def generate(self, prompt: str, max_tokens: int) -> str:
         """The model's non-empty answer to one prompt."""
+        with task_fault():
+            check_prompt(prompt)
+        return await self.chat([{"role": "user", "content": prompt}], max_tokens, None)
+
+    async def chat(self, messages: list[Message], max_tokens: int, schema: dict[str, Any] | None) -> str:
+        """The model's non-empty answer to a conversation; ``schema``: the JSON schema the
+        answer should match, for a backend that can constrain its decoding (the workflow
+        engine validates the answer in any case)."""
         raise NotImplementedError
 
 
@@ -97,8 +121,8 @@ class LocalLLMExecutor(_LLMExecutor):
         self._tokenizer: Any = None
         self._lock = threading.Lock()  # one generation at a time; a thread lock, not a loop's
 
-    async def generate(self, prompt: str, max_tokens: int) -> str:
-        return await asyncio.to_thread(self._generate, prompt, max_tokens)
+    async def chat(self, messages: list[Message], max_tokens: int, schema: dict[str, Any] | None) -> str:
+        return await asyncio.to_thread(self._generate, messages, max_tokens)
 
     def load(self) -> None:
         """Load the tokenizer and weights now (idempotent); the first task does it otherwise."""
@@ -114,12 +138,12 @@ class LocalLLMExecutor(_LLMExecutor):
             model = AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True)
             self._model = model.to(self.device).eval()  # type: ignore[arg-type]
 
-    def _generate(self, prompt: str, max_tokens: int) -> str:
+    def _generate(self, messages: list[Message], max_tokens: int) -> str:
         import torch
 
         self.load()
         with self._lock:
-            input_ids = self._encode(prompt)
+            input_ids = self._encode(messages)
             limit = _max_positions(self._model.config)
             if limit is not None and input_ids.shape[1] + max_tokens > limit:
                 raise InvalidTaskParameters(
@@ -143,15 +167,17 @@ class LocalLLMExecutor(_LLMExecutor):
             text = " ".join(str(t) for t in self._tokenizer.convert_ids_to_tokens(new_ids))
         return text if text.strip() else EMPTY_ANSWER
 
-    def _encode(self, prompt: str) -> Any:
+    def _encode(self, messages: list[Message]) -> Any:
+        """The conversation as token IDs: in the model's chat format if it has one, else the
+        messages' texts one after the other (one message: its text, as a plain prompt)."""
         tokenizer = self._tokenizer
         if getattr(tokenizer, "chat_template", None):  # an instruct model: speak its format
-            messages = [{"role": "user", "content": prompt}]
             text = tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
             ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
         else:
+            prompt = "\n\n".join(message["content"] for message in messages)
             ids = tokenizer(prompt, return_tensors="pt").input_ids
         if ids.shape[1] == 0:  # an empty prompt on a tokenizer that adds no start token
             start = tokenizer.bos_token_id
@@ -192,15 +218,18 @@ class OpenAICompatibleExecutor(_LLMExecutor):
         self.remote_model = remote_model or model_id
         self.timeout = timeout
 
-    async def generate(self, prompt: str, max_tokens: int) -> str:
-        body = {
+    async def chat(self, messages: list[Message], max_tokens: int, schema: dict[str, Any] | None) -> str:
+        body: dict[str, Any] = {
             "model": self.remote_model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": messages,
             "temperature": 0,
             "seed": DEFAULT_SEED,
             "max_tokens": max_tokens,
             "stream": False,
         }
+        if schema is not None:  # servers that decode under a schema (vLLM, llama.cpp, Ollama) use it
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": schema}}
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
