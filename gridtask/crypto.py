@@ -81,6 +81,20 @@ def task_id_hash(task_id: bytes) -> bytes:
     return keccak(task_id)
 
 
+SAMPLING_BPS = 10_000
+RAND_MASK = 2**64 - 1
+
+
+def sampled(task_id_hash: bytes, creation_block_hash: bytes, rate_bps: int) -> bool:
+    """Whether a task was drawn for validation by a group of three: the contract's rule
+    (``TaskNetwork._sampled``), ``keccak(h ‖ rand) % 10000 < rate``, with h = keccak(task ID)
+    and rand the low 64 bits of its creation block's hash (the ``TaskCreated`` log's
+    ``blockHash``). The creator computes it from the log it already has, without asking."""
+    rand = int.from_bytes(creation_block_hash, "big") & RAND_MASK
+    draw = int.from_bytes(keccak(task_id_hash + rand.to_bytes(32, "big")), "big")
+    return draw % SAMPLING_BPS < rate_bps
+
+
 def task_commitment(task_id: bytes, nonce: bytes) -> bytes:
     """``keccak(keccak(task_id) || nonce)``: hides which tasks share a task ID (a validation
     group) until the creator opens it with ``task_id_hash``."""

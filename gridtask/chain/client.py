@@ -33,7 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,16 @@ GAS_LIMIT = 2_000_000
 #: tasks, each possibly ended or moved): their worst case needs more room than the common case.
 SCANNING_GAS_LIMIT = 8_000_000
 FEES_TTL_S = 5.0
+#: The suggested tip moves slowly: asked again at most this often (the base fee comes with
+#: every block we read anyway).
+TIP_TTL_S = 60.0
 DEFAULT_TIP_WEI = 10**9
+#: How long a transaction whose outcome shows as an event waits for that event before it
+#: asks for its receipt (a reverted transaction logs nothing: its receipt says why).
+EVENT_CONFIRM_S = 3.0
+#: Calls whose success logs an event naming this account's task, so that an application that
+#: follows its own events learns the outcome from the event and never polls for the receipt.
+CONFIRMED_BY_EVENT = frozenset({"createTask", "startTask", "validateSingleTask"})
 #: How long a sent transaction may go unseen (no receipt, unknown to the node) before it is re-sent.
 LOST_AFTER_S = 1.0
 #: How many times one call is signed afresh after its transaction was replaced.
@@ -178,6 +187,21 @@ class EventCodec:
         )
 
 
+class StreamReceipt(dict[str, Any]):
+    """What stands for a receipt when the transaction's outcome was seen as events of the
+    account's own event stream (``ChainClient.confirm_by``): ``status`` 1, the transaction's
+    hash, block and ``events`` (already decoded); ``logs`` is empty, so code that reads a
+    receipt's raw logs finds nothing rather than something half-built."""
+
+    @property
+    def events(self) -> list[ChainEvent]:
+        return list(self["events"])
+
+
+#: Given a sent transaction's hash and how long to wait, the events it logged (None: none seen).
+EventConfirmer = Callable[[bytes, float], Awaitable[list[ChainEvent] | None]]
+
+
 @dataclass
 class _Sent:
     """One signed transaction in flight, and what is needed to send it again."""
@@ -216,6 +240,11 @@ class ChainClient:
         self._nonce: int | None = None
         self._chain_id: int | None = None
         self._fees: tuple[float, dict[str, int]] | None = None
+        self._base_fee: tuple[float, int | None] | None = None  # (when seen, base fee of the newest block read)
+        self._tip: tuple[float, int] | None = None
+        #: Set by a party that follows its own events (the SDK): then ``CONFIRMED_BY_EVENT``
+        #: calls return once their event is seen, without polling for a receipt.
+        self.confirm_by: EventConfirmer | None = None
         self._deploy_block = deploy_block
         self._log_range: int | None = None  # None: the provider has refused no range yet
         self._recent: dict[int, _Sent] = {}  # nonce -> our latest transactions, to fill gaps after reorgs
@@ -263,7 +292,13 @@ class ChainClient:
     async def head(self) -> tuple[int, bytes, bytes]:
         """The newest block: its number, hash and parent's hash (one request)."""
         block = await self.rpc(lambda: self.w3.eth.get_block("latest"), "eth_getBlockByNumber")
+        self._saw_block(block)
         return int(block["number"]), bytes(block["hash"]), bytes(block["parentHash"])
+
+    def _saw_block(self, block: Any) -> None:
+        """Keep the base fee of a block just read: fees are priced from it, with no request of their own."""
+        base = block.get("baseFeePerGas")
+        self._base_fee = (time.monotonic(), None if base is None else int(base))
 
     async def block_hash(self, number: int) -> bytes | None:
         """The hash of block ``number`` on the chain as it is now (None above the head)."""
@@ -354,10 +389,18 @@ class ChainClient:
     # ------------------------------------------------------------ sending
 
     async def _transact(self, function: str, args: list[Any], *, gas: int, value: int = 0) -> TxReceipt:
-        """Send one transaction and wait for its receipt; a revert raises ``TransactionReverted``."""
+        """Send one transaction and wait for its outcome: the events it logged, seen on this
+        account's own event stream (``confirm_by``, for ``CONFIRMED_BY_EVENT`` calls), else its
+        receipt. A revert raises ``TransactionReverted`` (it logs nothing, so its receipt is
+        read once the event did not come)."""
         data = self._encode(function, args)
         for _ in range(MAX_RESIGNS):
             sent = await self._submit(function, data, gas, value)
+            if self.confirm_by is not None and function in CONFIRMED_BY_EVENT:
+                events = await self.confirm_by(sent.tx_hash, EVENT_CONFIRM_S)
+                if events:
+                    return StreamReceipt(status=1, transactionHash=sent.tx_hash, logs=[], events=events,  # type: ignore[return-value]
+                                         blockNumber=events[0].block_number, blockHash=events[0].block_hash)
             receipt = await self._wait(sent)
             if receipt is not None:
                 break
@@ -406,11 +449,23 @@ class ChainClient:
                                   "eth_getTransactionCount"))
 
     async def _fees_now(self) -> dict[str, int]:
-        """``suggested_fees``, asked again at most every ``FEES_TTL_S``."""
+        """EIP-1559 fees as ``suggested_fees`` prices them, from the base fee of the newest block
+        this client read (the event follower reads the head on every poll) and a tip asked at
+        most every ``TIP_TTL_S``: no request of its own while blocks are being read. A chain
+        without a base fee is priced by ``suggested_fees`` (cached ``FEES_TTL_S``)."""
         now = time.monotonic()
-        if self._fees is None or now - self._fees[0] > FEES_TTL_S:
-            self._fees = (now, await self.rpc(lambda: suggested_fees(self.w3), "eth_getBlockByNumber"))
-        return self._fees[1]
+        if self._base_fee is None or now - self._base_fee[0] > FEES_TTL_S:
+            self._saw_block(await self.rpc(lambda: self.w3.eth.get_block("latest"), "eth_getBlockByNumber"))
+        assert self._base_fee is not None
+        base = self._base_fee[1]
+        if base is None:  # legacy pricing
+            if self._fees is None or now - self._fees[0] > FEES_TTL_S:
+                self._fees = (now, await self.rpc(lambda: suggested_fees(self.w3), "eth_gasPrice"))
+            return self._fees[1]
+        if self._tip is None or now - self._tip[0] > TIP_TTL_S:
+            self._tip = (now, await self.rpc(lambda: suggested_tip(self.w3), "eth_maxPriorityFeePerGas"))
+        tip = self._tip[1]
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
 
     async def _send_raw(self, sent: _Sent) -> None:
         """Send signed bytes; a transport failure sends the same bytes again (idempotent)."""
@@ -439,7 +494,7 @@ class ChainClient:
                     f"{sent.function}: account {self.identity.address} cannot pay for this transaction "
                     f"(fee, stake or gas): fund it and try again") from exc
             if "underpriced" in text or "fee" in text:
-                self._fees = None  # the base fee moved since we priced: price afresh
+                self._fees = self._base_fee = None  # the base fee moved since we priced: price afresh
                 raise retry.Resign(text) from exc
             if "nonce" in text:
                 self._nonce = None
@@ -697,14 +752,12 @@ class ChainClient:
 
     async def get_task(self, commitment: bytes) -> TaskInfo | None:
         """The task under its key on chain (``gridtask.crypto.task_key``); None if there is none."""
-        creator, node, fee, state, deadline, timeout, score, result_hash = await self._view("getTask", commitment)
-        if int(state) == 0:
-            return None
-        return TaskInfo(
-            commitment=commitment, creator=to_checksum_address(creator), node=to_checksum_address(node),
-            fee=int(fee), state=TaskState(int(state)), deadline=int(deadline), timeout=int(timeout),
-            score=bytes(score), result_hash=bytes(result_hash),
-        )
+        return _task_info(commitment, await self._view("getTask", commitment))
+
+    async def get_tasks(self, keys: Sequence[bytes]) -> list[TaskInfo | None]:
+        """Several tasks' records in one round trip (``_views``)."""
+        answers = await self._views([("getTask", key) for key in keys])
+        return [_task_info(key, answer) for key, answer in zip(keys, answers, strict=True)]
 
     async def get_node(self, address: str) -> NodeInfo | None:
         """The node's record; for a node that quit, also when its stake is released."""
@@ -789,7 +842,9 @@ class ChainClient:
         return to_checksum_address(await self._view("verifier"))
 
     def decode_receipt(self, receipt: TxReceipt) -> list[ChainEvent]:
-        """The contract's events in one receipt."""
+        """The contract's events in one receipt (or those a ``StreamReceipt`` saw)."""
+        if isinstance(receipt, StreamReceipt):
+            return receipt.events
         return [e for e in (self.events.decode(r) for r in receipt["logs"]
                             if to_checksum_address(r["address"]) == self.address) if e is not None]
 
@@ -802,15 +857,31 @@ async def suggested_fees(w3: AsyncWeb3) -> dict[str, int]:
     base = block.get("baseFeePerGas")
     if base is None:
         return {"gasPrice": int(await w3.eth.gas_price)}
-    try:
-        tip = int(await w3.eth.max_priority_fee)
-    except Exception:
-        tip = DEFAULT_TIP_WEI
+    tip = await suggested_tip(w3)
     return {"maxFeePerGas": 2 * int(base) + tip, "maxPriorityFeePerGas": tip}
+
+
+async def suggested_tip(w3: AsyncWeb3) -> int:
+    """The chain's suggested priority fee, or 1 gwei where it has no such method."""
+    try:
+        return int(await w3.eth.max_priority_fee)
+    except Exception:
+        return DEFAULT_TIP_WEI
 
 
 # Deployment blocks found by bisection, per (RPC URL, contract): found once per process.
 _DEPLOY_BLOCKS: dict[tuple[str, str], int] = {}
+
+
+def _task_info(key: bytes, answer: Sequence[Any]) -> TaskInfo | None:
+    creator, node, fee, state, deadline, timeout, score, result_hash = answer
+    if int(state) == 0:
+        return None
+    return TaskInfo(
+        commitment=key, creator=to_checksum_address(creator), node=to_checksum_address(node),
+        fee=int(fee), state=TaskState(int(state)), deadline=int(deadline), timeout=int(timeout),
+        score=bytes(score), result_hash=bytes(result_hash),
+    )
 
 
 def _misfit(function: str, args: Sequence[Any]) -> ValidationError:

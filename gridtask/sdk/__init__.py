@@ -13,6 +13,7 @@ from gridtask.sdk._client import (
     TaskHandle,
     parse_task_id,
 )
+from gridtask.sdk._hooks import STEP_NAMES, TaskStep
 from gridtask.sdk._dria import Model, Simple, Task, TaskResult
 from gridtask.sdk._sync import SyncClient
 from gridtask.types import GroupOutcome, TaskState, TaskType
@@ -25,6 +26,7 @@ __all__ = [
     "Member",
     "Model",
     "NoNodeWarning",
+    "STEP_NAMES",
     "Simple",
     "StageTimeoutWarning",
     "SyncClient",
@@ -32,6 +34,7 @@ __all__ = [
     "TaskHandle",
     "TaskResult",
     "TaskState",
+    "TaskStep",
     "TaskType",
     "parse_task_id",
 ]

@@ -22,26 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import time
 import warnings
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainClient, ChainEvent, to_bytes32
-from gridtask.chain.events import EventFollower
-from gridtask.chain.models import NetworkParams, TaskInfo
+from gridtask.chain.events import EventFollower, address_topic
+from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, TaskInfo
 from gridtask.config import NetworkConfig, load_config, secret_value
 from gridtask.crypto import (
     decrypt_result,
     params_hash,
     result_key,
+    sampled,
     seal,
     task_commitment,
     task_id_hash,
@@ -52,12 +54,8 @@ from gridtask.exceptions import (
     ConfigError,
     CryptoError,
     GridtaskError,
-    GroupFailed,
     RelayError,
     ResultMismatch,
-    TaskAborted,
-    TaskErrored,
-    TaskInvalidated,
     TaskTimeout,
     TransactionReverted,
     ValidationError,
@@ -72,33 +70,42 @@ from gridtask.limits import (
     check_task,
     check_validate_mode,
     default_stage_timeout,
-    explain_task_error,
     stage_timeout_fits,
 )
 from gridtask.params import TaskParams
 from gridtask.relay.client import RelayClient
 from gridtask.retry import CHAIN_UNREACHABLE, NOT_READY
 from gridtask.scoring import result_matches_score, score, scores_agree
-from gridtask.types import GroupOutcome, NodeStatus, TaskState, TaskType
+from gridtask.sdk._hooks import Hooks, StepHook
+from gridtask.sdk._registry import NodeRegistry
+from gridtask.sdk._task import ABORT_GRACE_S, STALLABLE, TaskRun
+from gridtask.types import GroupOutcome, TaskState, TaskType
 
 log = logging.getLogger("gridtask.sdk")
 
 DEFAULT_FEE = 10**15  # 0.001 ether
 WAKE_CHECK_S = 1.0
-ABORT_GRACE_S = 1.0  # past a stage deadline by the local clock, a block's timestamp is past it too
-# States in which the task waits on someone else (a node to take it, to score, to deliver):
-# past the stage's deadline with the state unchanged, nothing more will happen.
-STALLABLE = (TaskState.QUEUED, TaskState.STARTED, TaskState.VALIDATED)
-# A group is validated once every member is in one of these (the contract's rule).
-GROUP_READY = (TaskState.SCORE_READY, TaskState.ERRORED, TaskState.ABORTED)
-# States a member reaches only after its group was validated.
-AFTER_GROUP = (TaskState.VALIDATED, TaskState.SUCCESS, TaskState.INVALIDATED)
 GROUP_SIZE = 3
 EXCLUDE_MAX = 2  # the contract's DynArray[address, 2]
-# Members replaced because they landed on a node another member ran on, before giving up.
-MAX_REPLACEMENTS = 2
-NODE_PAID = "node paid"  # in the reason of a task its node claimed (claimUnvalidated)
-_ACTED, _WAIT = object(), object()  # what one step of ``result`` did, when it returned no result
+#: With push notifications the client's poll is only a safety net (a dropped socket); a missed
+#: event also shows as a stage deadline passing with no news, which reads the chain.
+SAFETY_POLL_S = 5.0
+TX_EVENTS_KEPT = 512  # recent transactions' events, for a sender that asks after the push came
+#: What each event of a task says its state is now.
+STATE_OF = {
+    "TaskCreated": TaskState.CREATED, "TaskQueued": TaskState.QUEUED, "TaskStarted": TaskState.STARTED,
+    "TaskScoreReady": TaskState.SCORE_READY, "TaskValidated": TaskState.VALIDATED,
+    "TaskSuccess": TaskState.SUCCESS, "TaskAborted": TaskState.ABORTED, "TaskErrorReported": TaskState.ERRORED,
+    "TaskInvalidated": TaskState.INVALIDATED,
+}
+#: The events of this account's tasks: topic 2 is the creator for these, topic 3 for the others.
+CREATOR_SECOND = ("TaskCreated", "TaskQueued", "TaskGroupValidated")
+CREATOR_THIRD = ("TaskStarted", "TaskScoreReady", "TaskErrorReported", "TaskValidated", "TaskSuccess",
+                 "TaskInvalidated", "TaskAborted")
+#: The steps a member has passed once it is in a state, for the hooks (the steps the client
+#: takes itself, "created", "params_uploaded", "validated", "downloaded", are told where taken).
+STEPS_BY = {TaskState.STARTED: ("started",), TaskState.SCORE_READY: ("started", "scored"),
+            TaskState.VALIDATED: ("started", "scored"), TaskState.SUCCESS: ("started", "scored", "delivered")}
 
 
 class ClientState(Enum):
@@ -132,6 +139,7 @@ class Member:
     checked: bool = False  # its delivered result was downloaded and checked against its score
     output: Any = None  # the checked result
     rejected: ResultMismatch | None = None  # its delivered result did not match its score
+    steps: set[str] = field(default_factory=set)  # steps told to the hooks already
 
     @property
     def task_id(self) -> str:
@@ -185,6 +193,7 @@ class TaskHandle:
     size: int = 1
     stage_timeout: int = DEFAULT_STAGE_TIMEOUT_S
     serving: int = 0  # how many nodes serve every one of the task's models (at submission)
+    exclude: list[str] = field(default_factory=list)  # nodes the caller asked to keep it off
     sampled: bool | None = None  # None until the contract was asked (after the start)
     group: GroupResult | None = None
     spares: list[Member] = field(default_factory=list)  # members replaced for sharing a node
@@ -256,7 +265,9 @@ class Client:
         relay_url: str | None = None,
         private_key: str | None = None,
         ws_url: str | None = None,
+        event_hooks: Mapping[str, Sequence[StepHook]] | None = None,
     ) -> None:
+        self.hooks = Hooks(event_hooks)
         self.config = config or load_config(
             config_path, rpc_url=rpc_url, contract=contract, relay_url=relay_url,
             private_key=private_key, ws_url=ws_url,
@@ -279,6 +290,15 @@ class Client:
         # Nodes of this client's most recent tasks: every start excludes them, so that the
         # exclude list of a group's member looks like that of any other task.
         self._recent_nodes: deque[str] = deque(maxlen=EXCLUDE_MAX)
+        self._registry: NodeRegistry | None = None
+        # What the events of this account's tasks said (the chain is read only for a gap):
+        self._known: dict[bytes, TaskInfo] = {}  # task key -> its record as the events tell it
+        self._stale: set[bytes] = set()  # keys whose record a reorg or an unknown start made doubtful
+        self._read_at: dict[bytes, float] = {}  # key -> when its record was last read from the chain
+        self._events_of: dict[bytes, list[ChainEvent]] = {}  # key -> its events (reasons, error codes)
+        self._created_in: dict[bytes, bytes] = {}  # key -> the hash of the block that created it
+        self._tx_events: OrderedDict[bytes, list[ChainEvent]] = OrderedDict()
+        self._tx_waiters: dict[bytes, asyncio.Event] = {}
 
     def __repr__(self) -> str:
         return f"Client(address={self.identity.address!r}, rpc_url={self.config.rpc_url!r}, state={self.state.name})"
@@ -299,11 +319,22 @@ class Client:
             raise GridtaskError("this client is closed; make a new one")
         self._chain = ChainClient.from_config(self.config, self.identity)
         self._relay = RelayClient(self.config.relay_url, self.identity)
-        self._follower = EventFollower(self._chain, ws_url=self.config.ws_url,
-                                       confirmations=self.config.confirmations)
+        self._registry = NodeRegistry(self._chain)
+        topic, me = self._chain.events.topic, address_topic(self.identity.address)
+        # One subscription for every task of this client: the chain sends only our own events.
+        self._follower = EventFollower(
+            self._chain, ws_url=self.config.ws_url, confirmations=self.config.confirmations,
+            poll_interval=SAFETY_POLL_S if self.config.ws_url else None,
+            filters=[[[topic(n) for n in CREATOR_SECOND], None, me],
+                     [[topic(n) for n in CREATOR_THIRD], None, None, me]])
         await self._follower.start()
+        if not self.config.confirmations:  # events come as soon as mined: they say how our calls went
+            self._chain.confirm_by = self._confirm
         self._pump = asyncio.create_task(self._pump_events())
         self.state = ClientState.OPENED
+        if self.config.ws_url:  # the first task's events come pushed, not at the next safety poll
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._follower.connected.wait(), WAKE_CHECK_S)
 
     async def aclose(self) -> None:
         if self.state != ClientState.OPENED:
@@ -362,6 +393,7 @@ class Client:
         size: int = 1,
         stage_timeout: int | None = None,
         validate: str = "sampled",
+        exclude: Sequence[str] = (),
     ) -> TaskHandle:
         """Create and start the task on chain (docs/design.md, "A task's life", step 1) and
         return without waiting for a node.
@@ -374,6 +406,10 @@ class Client:
 
         ``stage_timeout`` (seconds each stage may take) defaults to 60 s, or half the
         network's validation window where that is shorter (``limits.default_stage_timeout``).
+
+        ``exclude``: nodes that must not run it (a retry elsewhere), before the nodes of
+        this client's two most recent tasks; at most two in all, and never so many that no
+        node could run it.
 
         Everything a node would refuse is refused here first, before anything is paid
         (``ValidationError`` naming the limit, see ``gridtask.limits``).
@@ -419,15 +455,12 @@ class Client:
                           "that stalls can hold the group until a node that scored is paid unvalidated",
                           StageTimeoutWarning, stacklevel=2)
         handle.stage_timeout = stage_timeout
-        counts = []
-        for m, raw in zip(wanted, model_ids, strict=True):
-            counts.append(await self.chain.model_node_count(raw))
-            if counts[-1] == 0:
+        handle.exclude = [str(a) for a in exclude]
+        for m in wanted:
+            if not await self.serving([m]):
                 warnings.warn(f"no node serves {m} yet: the task waits until one joins",
                               NoNodeWarning, stacklevel=2)
-        handle.serving = min(counts)
-        if handle.serving and (len(model_ids) > 1 or min_vram or gpu):
-            handle.serving = await self._capable_nodes(handle)
+        handle.serving = await self.serving(wanted, min_vram=min_vram, gpu=gpu)
         members = [self._new_member(handle, inputs) for _ in range(GROUP_SIZE if validate == "always" else 1)]
         await self._create(handle, members)
         log.info("task %s: created (fee %d wei%s)", handle.task_id[:10], fee,
@@ -456,38 +489,21 @@ class Client:
         that ``timeout`` ran out first.
         """
         check_positive("timeout", timeout, "seconds")
-        deadline = time.monotonic() + timeout
+        try:
+            output = await self._follow(handle, timeout, on_status)
+        except Exception as exc:
+            await self._step(handle, handle.original, "failed", error=type(exc).__name__, message=str(exc))
+            raise
+        await self._step(handle, handle.delivered_by or handle.original, "done")
+        return output
+
+    async def _follow(self, handle: TaskHandle, timeout: float, on_status: StatusCallback | None) -> Any:
         for member in handle.members:
             self._watch(handle, member.key)
         try:
-            while True:
-                infos = await self._read(handle, deadline)
-                original = infos[handle.commitment]
-                if original.state != handle.state:
-                    handle.state = original.state
-                    if on_status:
-                        on_status(handle, original.state)
-                if handle.sampled is None and original.state != TaskState.CREATED:
-                    await self._sample(handle, None)  # a handle whose submit was cut short
-                    continue
-                if handle.is_group:
-                    outcome = await self._group_step(handle, infos, deadline)
-                else:
-                    outcome = await self._single_step(handle, handle.original, original, deadline)
-                if outcome is _WAIT:
-                    await self._sleep_until_event(handle, deadline)
-                elif outcome is not _ACTED:
-                    return outcome
+            return await TaskRun(self, handle, time.monotonic() + timeout, on_status).run()
         finally:
             self._unwatch(handle)
-
-    async def execute(self, task: Any, timeout: float = 300, *, validate: str = "sampled") -> list[Any]:
-        """Dria style: run a ``Task`` (or a list) and return ``TaskResult`` objects."""
-        from gridtask.sdk._dria import execute
-
-        check_validate_mode(validate)
-        await self.open()
-        return await execute(self, task, timeout=timeout, validate=validate)
 
     # ------------------------------------------------------------ creating and starting
 
@@ -509,31 +525,25 @@ class Client:
             self._watch(handle, member.key)
 
         async def create(member: Member) -> None:
-            await self.chain.create_task(
+            sent_at = time.perf_counter()
+            self._absorb(await self.chain.create_task(
                 task_type=int(handle.task_type), commitment=task_commitment(handle.secret, member.nonce),
                 nonce=member.nonce, models=handle.models, min_vram=handle.min_vram, required_gpu=handle.gpu,
                 params_hash=params_hash(member.params, member.nonce), task_size=handle.size,
                 timeout=handle.stage_timeout, fee=handle.fee,
-            )
+            ))
+            await self._step(handle, member, "created", tx_started_at=sent_at)
 
         await asyncio.gather(*(create(m) for m in members))
 
-    async def _capable_nodes(self, handle: TaskHandle) -> int:
-        """How many registered nodes could run the task: every model, enough VRAM, the GPU
-        asked for (the contract's match, less idleness). Only needed when the task asks for
-        more than one model, some VRAM or a GPU: then ``model_node_count`` overcounts, and an
-        exclude list capped by it could leave the task no node at all."""
-        joined = await self.chain.find_logs([self.chain.events.topic("NodeJoined")])
-        capable = 0
-        for address in dict.fromkeys(str(e.args["node"]) for e in joined if not e.removed):
-            node = await self.chain.get_node(address)
-            if node is None or node.status in (NodeStatus.NONE, NodeStatus.LEAVING) or node.vram < handle.min_vram:
-                continue
-            if handle.gpu != bytes(32) and to_bytes32(node.gpu) != handle.gpu:
-                continue
-            served = {to_bytes32(m) for m in await self.chain.get_node_models(address)}
-            capable += set(handle.models) <= served
-        return capable
+    async def serving(self, models: Sequence[str], *, min_vram: int = 0, gpu: str = "") -> int:
+        """How many nodes could run a task needing every one of ``models`` (with that VRAM and
+        GPU): registered, not quitting, idle or not. The one "is this model served" look-up
+        (``NodeRegistry``: read from the nodes' logs, a few seconds stale at most, no request
+        per call). An exclude list capped by it always leaves the task a node."""
+        await self.open()
+        assert self._registry is not None
+        return await self._registry.serving(list(models), min_vram=min_vram, gpu=gpu)
 
     def _exclude(self, handle: TaskHandle, member: Member) -> list[str]:
         """The nodes ``member`` may not run on: a group member's, the other members' nodes;
@@ -543,7 +553,7 @@ class Client:
         if handle.is_group:
             nodes = [m.node for m in handle.members if m is not member and m.node]
         else:
-            nodes = list(dict.fromkeys(reversed(self._recent_nodes)))
+            nodes = list(dict.fromkeys([*handle.exclude, *reversed(self._recent_nodes)]))
         return nodes[:max(0, min(EXCLUDE_MAX, handle.serving - 1))]
 
     async def _start(self, handle: TaskHandle, member: Member) -> None:
@@ -551,16 +561,24 @@ class Client:
         transaction sent now lands later); then learn its node, if it got one."""
         exclude = self._exclude(handle, member)
         try:
-            await self.chain.start_task(member.key, handle.models, handle.min_vram, handle.gpu, exclude=exclude)
+            self._absorb(await self.chain.start_task(member.key, handle.models, handle.min_vram, handle.gpu,
+                                                     exclude=exclude))
         except TransactionReverted as exc:
             info = await self.chain.get_task(member.key)
             if info is None or info.state == TaskState.CREATED:
                 if "start window passed" in exc.reason:  # 256 blocks later: only a refund is left
-                    await self.chain.cancel_task(member.key)
+                    self._absorb(await self.chain.cancel_task(member.key))
                     return
                 raise
             log.info("task %s: started by someone else meanwhile", member.task_id[:10])
-        self._learn_node(member, await self.chain.get_task(member.key))
+            await self._step(handle, member, "retry", what="startTask", why=exc.reason)
+            self._known[member.key] = info
+        info = self._known.get(member.key)
+        if info is None or info.state == TaskState.CREATED:  # its event did not reach us: ask
+            info = await self.chain.get_task(member.key)
+        self._learn_node(member, info)
+        if info is not None and info.state in (TaskState.STARTED, TaskState.QUEUED):
+            await self._step(handle, member, "started", node=member.node, queued=info.state == TaskState.QUEUED)
 
     def _learn_node(self, member: Member, info: TaskInfo | None) -> None:
         if info is not None and info.has_node and not member.node:
@@ -573,8 +591,13 @@ class Client:
         if handle.sampled is not None:
             return
         original = handle.original
-        handle.sampled = bool(await CHAIN_UNREACHABLE.call(
-            lambda: self.chain.is_sampled(original.key, handle.opening, original.nonce)))
+        created_in = self._created_in.get(original.key)
+        if created_in:  # the rule, on the creation block's hash that the TaskCreated log carries
+            rate = (await self._network_params()).validation_rate_bps
+            handle.sampled = sampled(handle.opening, created_in, rate)
+        else:  # no log of its creation here (a handle from elsewhere): the contract says
+            handle.sampled = bool(await CHAIN_UNREACHABLE.call(
+                lambda: self.chain.is_sampled(original.key, handle.opening, original.nonce)))
         if not handle.sampled or handle.is_group:
             return
         log.info("task %s: sampled for validation; two more tasks with its task ID make a group of three",
@@ -587,134 +610,53 @@ class Client:
     # ------------------------------------------------------------ following
 
     async def _read(self, handle: TaskHandle, deadline: float) -> dict[bytes, TaskInfo]:
-        """Every member's record (spares included)."""
+        """Every member's record (spares included), as its events tell it. The chain is read
+        (every doubtful member in one round) only for a gap: a member never seen, one a reorg
+        or an unknown event made doubtful, or one past its stage's deadline with no news,
+        which a missed event would look like (read again at most every ``WAKE_CHECK_S``)."""
+        members = [*handle.members, *handle.spares]
+        doubtful = [m for m in members if self._doubtful(m.key)]
+        if doubtful:
+            keys = [m.key for m in doubtful]
+            found = await CHAIN_UNREACHABLE.call(lambda: self.chain.get_tasks(keys), deadline=deadline)
+            for member, info in zip(doubtful, found, strict=True):
+                if info is None:
+                    raise GridtaskError(f"task {member.task_id} is not on chain")
+                self._known[member.key] = info
+                self._stale.discard(member.key)
+                self._read_at[member.key] = time.monotonic()
         infos = {}
-        for member in [*handle.members, *handle.spares]:
-            info = await self._task(member, deadline)
+        for member in members:
+            info = self._known[member.key]
             member.state = info.state
             self._learn_node(member, info)
             infos[member.key] = info
+            for name in STEPS_BY.get(info.state, ()):
+                await self._step(handle, member, name, node=info.node)
         return infos
 
-    async def _tend(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float,
-                    *, upload: bool = True) -> bool:
-        """What one member needs from its creator now: a start, its parameters, or an abort
-        once it stalled past its stage's deadline. True if something was done."""
-        if info.state == TaskState.CREATED:
-            await self._start(handle, member)
+    def _doubtful(self, key: bytes) -> bool:
+        info = self._known.get(key)
+        if info is None or key in self._stale:
             return True
-        if info.state in STALLABLE and time.time() > info.deadline + ABORT_GRACE_S:
-            await self._abort_stalled(handle, member, info, deadline)
-            return True
-        if info.state == TaskState.STARTED and upload and not member.uploaded:
-            await self._upload_params(handle, member, info, deadline)
-            member.uploaded = True
-            return True
-        return False
-
-    async def _single_step(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> Any:
-        if info.state == TaskState.SUCCESS:
-            handle.delivered_by = member
-            return await self._download(handle, member, info, deadline)
-        if info.state == TaskState.ABORTED:
-            raise TaskAborted(await self._abort_reason(member), task_id=member.task_id, fee=info.fee)
-        if info.state == TaskState.ERRORED:
-            code = await self._error_code(member)
-            raise TaskErrored(code, task_id=member.task_id, message=explain_task_error(code, member.params))
-        if info.state == TaskState.INVALIDATED:
-            raise await self._invalidated(member, info)
-        if await self._tend(handle, member, info, deadline):
-            return _ACTED
-        if info.state == TaskState.SCORE_READY:  # again if a reorg took a validation back
-            await self._validate_single(handle, member, deadline)
-            return _ACTED
-        return _WAIT
-
-    async def _group_step(self, handle: TaskHandle, infos: dict[bytes, TaskInfo], deadline: float) -> Any:
-        if handle.group is None and any(infos[m.key].state in AFTER_GROUP for m in handle.members):
-            handle.group = await self._find_group(handle)  # validated by an earlier call
-        if handle.group is None:
-            for spare in handle.spares:  # never uploaded to: its node aborts it, or we do once stalled
-                if await self._tend(handle, spare, infos[spare.key], deadline, upload=False):
-                    return _ACTED
-            if await self._replace_duplicate(handle):
-                return _ACTED
-            for member in handle.members:
-                if await self._tend(handle, member, infos[member.key], deadline):
-                    return _ACTED
-            if all(infos[m.key].state in GROUP_READY for m in handle.members):
-                await self._validate_group(handle, deadline)
-                return _ACTED
-            return _WAIT
-        group = handle.group
-        if not group.agreed:
-            raise await self._group_failed(handle, group, infos)
-        # Every agreeing member's delivery is checked (and disputed when it does not fit its
-        # score), not only the one returned: a member that copied another's score agrees, and
-        # only its delivery can show it. Then: the original's result if it agreed, else the
-        # first agreeing member's.
-        agreeing = [m for k, ok in zip(group.keys, group.agreeing, strict=True) if ok
-                    for m in [handle.member(k)] if m is not None]
-        for member in agreeing:
-            info = infos.get(member.key) or await self._task(member, deadline)
-            if not info.state.is_final:  # validated, still to deliver
-                return _ACTED if await self._tend(handle, member, info, deadline) else _WAIT
-        for member in agreeing:
-            info = infos.get(member.key) or await self._task(member, deadline)
-            if info.state == TaskState.SUCCESS and not member.checked:
-                try:
-                    member.output = await self._download(handle, member, info, deadline)
-                except ResultMismatch as exc:
-                    member.rejected = exc
-                member.checked = True
-        for member in agreeing:
-            if member.checked and member.rejected is None:
-                handle.delivered_by = member
-                return member.output
-        mismatches = [m.rejected for m in agreeing if m.rejected is not None]
-        if mismatches:
-            raise mismatches[0]
-        raise TaskAborted("no agreeing member of its validation group delivered its result",
-                          task_id=handle.task_id, fee=0)
-
-    async def _replace_duplicate(self, handle: TaskHandle) -> bool:
-        """A group needs three distinct nodes. A member that landed on a node another member
-        runs on (it was queued while the other's node was not known yet) is left to its node
-        without parameters, which aborts it (a refund), and a new member takes its place,
-        excluding the other two nodes. True if one was replaced."""
-        seen: set[str] = set()
-        for index, member in enumerate(handle.members):
-            node = member.node.lower()
-            if not node:
-                continue
-            if node not in seen:
-                seen.add(node)
-                continue
-            if handle.replacements >= MAX_REPLACEMENTS:
-                raise GroupFailed(GroupOutcome.TOO_FEW, f"no third distinct node after {MAX_REPLACEMENTS} "
-                                  "replacements", task_id=handle.task_id, refunded=0)
-            log.warning("task %s: group member %s landed on node %s, which runs another member; replacing it",
-                        handle.task_id[:10], member.task_id[:10], member.node)
-            handle.replacements += 1
-            handle.spares.append(member)
-            handle.members.remove(member)
-            replacement = self._new_member(handle, TaskParams.decode(handle.original.params).inputs)
-            await self._create(handle, [replacement])
-            handle.members.insert(index, handle.members.pop())  # back at the duplicate's place
-            await self._start(handle, replacement)
-            return True
-        return False
+        overdue = info.state in STALLABLE and time.time() > info.deadline + ABORT_GRACE_S
+        return overdue and time.monotonic() - self._read_at.get(key, -float("inf")) >= WAKE_CHECK_S
 
     # ------------------------------------------------------------ steps
 
     async def _upload_params(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> None:
         key = self._node_keys.get(info.node)
         if key is None:
-            node = await self.chain.get_node(info.node)
-            if node is None:
-                raise GridtaskError(f"task {member.task_id}: its node {info.node} is not registered")
-            key = self._node_keys[info.node] = node.public_key
+            assert self._registry is not None
+            key = await self._registry.public_key(info.node)
+            if key is None:
+                node = await self.chain.get_node(info.node)
+                if node is None:
+                    raise GridtaskError(f"task {member.task_id}: its node {info.node} is not registered")
+                key = node.public_key
+            self._node_keys[info.node] = key
         member.node = info.node
+        started_at = time.perf_counter()
         sealed = seal(member.params, key)
 
         async def upload() -> None:
@@ -725,10 +667,12 @@ class Client:
                     raise
 
         await self._retry(upload, handle, deadline)
+        await self._step(handle, member, "params_uploaded", started_at=started_at, node=info.node)
 
     async def _download(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> Any:
         """Fetch the ciphertext, decrypt it with the member's result key and check it against
         the score its node committed; a mismatch is disputed on chain (``_mismatch``)."""
+        started_at = time.perf_counter()
         cipher = await self._retry(lambda: self.relay.download_result(member.key), handle, deadline)
         try:
             plain = decrypt_result(result_key(handle.secret, member.nonce), cipher)
@@ -752,6 +696,7 @@ class Client:
                 "a valid result of its task type or do not fit the similarity hash it committed; a dispute on "
                 "chain cannot prove that (it checks the result's digest only), so the node keeps the fee",
                 task_id=member.task_id, node=info.node)
+        await self._step(handle, member, "downloaded", started_at=started_at)
         return output
 
     async def _mismatch(self, handle: TaskHandle, member: Member, info: TaskInfo, cipher: bytes,
@@ -766,8 +711,8 @@ class Client:
                 task_id=member.task_id, node=info.node)
         log.warning("%s; disputing it on chain", head)
         try:
-            await CHAIN_UNREACHABLE.call(
-                lambda: self.chain.dispute_result(member.key, handle.secret, member.nonce, cipher), deadline=None)
+            self._absorb(await CHAIN_UNREACHABLE.call(
+                lambda: self.chain.dispute_result(member.key, handle.secret, member.nonce, cipher), deadline=None))
         except TransactionReverted as exc:
             return ResultMismatch(f"{head}; the dispute on chain was refused: {exc.reason}",
                                   task_id=member.task_id, node=info.node)
@@ -779,65 +724,47 @@ class Client:
     async def _validate_single(self, handle: TaskHandle, member: Member, deadline: float) -> None:
         """Accept the score of a task the network did not sample (docs/design.md, "A task's
         life", step 6), opening its commitment; the caller reads the state again either way."""
+        sent_at = time.perf_counter()
         try:
-            await CHAIN_UNREACHABLE.call(
-                lambda: self.chain.validate_single_task(member.key, handle.opening, member.nonce), deadline=deadline)
+            self._absorb(await CHAIN_UNREACHABLE.call(
+                lambda: self.chain.validate_single_task(member.key, handle.opening, member.nonce), deadline=deadline))
         except TransactionReverted as exc:  # its node aborted it, or an earlier try got through
             log.warning("task %s: validate refused (%s); reading its state again", member.task_id[:10], exc.reason)
+            await self._step(handle, member, "retry", what="validateSingleTask", why=exc.reason)
+            self._stale.add(member.key)
             if "sampled" in exc.reason:  # the contract says so: ask it again, which makes the group
                 handle.sampled = None
+                self._created_in.pop(member.key, None)  # (a reorg moved its creation: ask the contract)
                 return
             await self._sleep_until_event(handle, deadline)
+            return
+        await self._step(handle, member, "validated", tx_started_at=sent_at)
 
     async def _validate_group(self, handle: TaskHandle, deadline: float) -> None:
         """``validateTaskGroup`` once every member scored or ended; its receipt says how the
         group ended (``handle.group``)."""
         nonces = [m.nonce for m in handle.members]
+        sent_at = time.perf_counter()
         try:
             receipt = await CHAIN_UNREACHABLE.call(
                 lambda: self.chain.validate_task_group(handle.opening, nonces), deadline=deadline)
         except TransactionReverted as exc:  # a member moved meanwhile, or an earlier try got through
             log.warning("task %s: group validation refused (%s); reading its state again",
                         handle.task_id[:10], exc.reason)
+            await self._step(handle, handle.original, "retry", what="validateTaskGroup", why=exc.reason)
+            self._stale.update(m.key for m in handle.members)
             handle.group = await self._find_group(handle)
             if handle.group is None:
                 await self._sleep_until_event(handle, deadline)
             return
         events = self.chain.decode_receipt(receipt) if receipt is not None else []
+        self._absorb(receipt)
         found = next((e for e in events if e.name == "TaskGroupValidated"), None)
         handle.group = await self._group_result(found, events) if found else await self._find_group(handle)
         if handle.group is not None:
             log.info("task %s: group validated: %s", handle.task_id[:10], handle.group.describe())
-
-    async def _group_failed(self, handle: TaskHandle, group: GroupResult,
-                            infos: dict[bytes, TaskInfo]) -> GroupFailed | TaskErrored:
-        """The typed error of a group without a majority: its reason and what came back; or,
-        when the members' nodes reported the same task error, that error (the parameters
-        are at fault, not the nodes)."""
-        codes = [await self._error_code(m) for m in handle.members if infos[m.key].state == TaskState.ERRORED]
-        if len(codes) >= 2 and len(set(codes)) == 1:
-            return TaskErrored(codes[0], task_id=handle.task_id,
-                               message=explain_task_error(codes[0], handle.original.params))
-        reason, refunded = "", 0
-        for member in handle.members:
-            info = await self.chain.get_task(member.key)
-            if info is None:
-                continue
-            why = await self._abort_reason(member) if info.state == TaskState.ABORTED else ""
-            if why.startswith("group:"):
-                reason = why
-            if NODE_PAID not in why:
-                refunded += info.fee
-        default = {GroupOutcome.NO_MAJORITY: "group: no two results agree",
-                   GroupOutcome.TOO_FEW: "group: fewer than two results"}
-        return GroupFailed(group.outcome, reason or default.get(group.outcome, group.outcome.name),
-                           task_id=handle.task_id, refunded=refunded)
-
-    async def _invalidated(self, member: Member, info: TaskInfo) -> TaskInvalidated:
-        event = await self._find_event(member, "TaskInvalidated")
-        reason = str(event.args.get("reason", "")) if event else ""
-        return TaskInvalidated(reason or "its result was shown wrong", task_id=member.task_id, node=info.node,
-                               fee=info.fee)
+            for member in handle.members:
+                await self._step(handle, member, "validated", tx_started_at=sent_at, outcome=handle.group.outcome.name)
 
     async def _retry(self, call: Callable[[], Any], handle: TaskHandle, deadline: float) -> Any:
         """A relay call, again while the relay has nothing yet or is away, until the caller's deadline."""
@@ -875,13 +802,16 @@ class Client:
     async def _abort_stalled(self, handle: TaskHandle, member: Member, info: TaskInfo, deadline: float) -> None:
         """Abort a task that outlived its stage's deadline; the loop then sees it ABORTED."""
         reason = f"creator: no progress by the {info.state.name} deadline"
-        log.warning("task %s: %s; aborting it (the fee is refunded)", member.task_id[:10], reason)
+        log.warning("task %s: %s (deadline %d, now %.0f); aborting it (the fee is refunded)", member.task_id[:10],
+                    reason, info.deadline, time.time())
         try:
-            await self.chain.abort_task(member.key, reason)
+            self._absorb(await self.chain.abort_task(member.key, reason))
         except ChainError as exc:
             # Reverted because it moved meanwhile (a late score, a node's own abort) or the
             # chain's clock is behind ours, or the chain is away: read its state again.
             log.info("task %s: abort did not go through (%s)", member.task_id[:10], exc)
+            await self._step(handle, member, "retry", what="abortTask", why=str(exc))
+            self._stale.add(member.key)
             await self._sleep_until_event(handle, deadline)
 
     async def _abort_reason(self, member: Member) -> str:
@@ -892,7 +822,15 @@ class Client:
         event = await self._find_event(member, "TaskErrorReported")
         return int(event.args["error_code"]) if event else 0
 
+    def _cached_event(self, member: Member, name: str) -> ChainEvent | None:
+        """The member's newest ``name`` event as the stream delivered it."""
+        return next((e for e in reversed(self._events_of.get(member.key, [])) if e.name == name), None)
+
     async def _find_event(self, member: Member, name: str) -> ChainEvent | None:
+        """The member's ``name`` event: as the stream delivered it, else searched for on chain."""
+        cached = self._cached_event(member, name)
+        if cached is not None:
+            return cached
         for event in await self.events(member.key):
             if event.name == name and not event.removed:
                 return event
@@ -907,7 +845,11 @@ class Client:
     # ------------------------------------------------------------ groups on chain
 
     async def _find_group(self, handle: TaskHandle) -> GroupResult | None:
-        """The group's ``TaskGroupValidated`` on chain (indexed by ``keccak(task ID)``)."""
+        """The group's ``TaskGroupValidated``: as the stream delivered it, else searched for on
+        chain (indexed by ``keccak(task ID)``)."""
+        found = self._cached_event(handle.original, "TaskGroupValidated")
+        if found is not None and bytes(found.args["keys"][0]) == handle.commitment:
+            return await self._group_result(found)
         topic = self.chain.events.topic("TaskGroupValidated")
         events = await self.chain.find_logs([topic, handle.opening])
         for event in reversed(events):
@@ -952,7 +894,8 @@ class Client:
                 slashed[str(e.args["node"])] = slashed.get(str(e.args["node"]), 0) + int(e.args["amount"])
         nodes = []
         for k in keys:
-            info = await self.chain.get_task(k)
+            known = self._known.get(k)
+            info = known if known is not None and known.has_node else await self.chain.get_task(k)
             nodes.append(info.node if info is not None else "")
         return GroupResult(
             outcome=GroupOutcome(int(event.args["outcome"])), keys=keys,
@@ -993,15 +936,102 @@ class Client:
         self._wake[key] = wake
 
     def _unwatch(self, handle: TaskHandle) -> None:
+        """Stop following the handle's members and forget what their events said (bounded
+        memory: following one again reads its record from the chain)."""
         for member in [*handle.members, *handle.spares]:
             self._wake.pop(member.key, None)
+            for table in (self._known, self._events_of, self._created_in, self._read_at):
+                table.pop(member.key, None)
+            self._stale.discard(member.key)
 
     async def _pump_events(self) -> None:
         assert self._follower is not None
         async for event in self._follower:
-            commitment = event.commitment
-            if commitment is not None and commitment in self._wake:
-                self._wake[commitment].set()
+            self._on_event(event)
+
+    def _on_event(self, event: ChainEvent) -> None:
+        """One event of this account's tasks (from the follower, or a receipt): kept for the
+        sender of its transaction (``_confirm``), applied to the record of each task this
+        client follows, and its waiter woken. Applying the same event twice changes nothing."""
+        if not event.removed:
+            seen = self._tx_events.setdefault(event.transaction_hash, [])
+            if all(e.key != event.key for e in seen):
+                seen.append(event)
+            while len(self._tx_events) > TX_EVENTS_KEPT:
+                self._tx_events.popitem(last=False)
+            waiter = self._tx_waiters.get(event.transaction_hash)
+            if waiter is not None:
+                waiter.set()
+        for key in event.task_keys:
+            if key not in self._wake:
+                continue  # not a task this client follows now: its record is read if it ever is
+            history = self._events_of.setdefault(key, [])
+            if event.removed:  # a reorg took it back: what it said is doubtful now
+                self._events_of[key] = [e for e in history if e.key != event.key]
+                self._stale.add(key)
+                if event.name == "TaskCreated":
+                    self._created_in.pop(key, None)
+            elif all(e.key != event.key for e in history):
+                history.append(event)
+                self._apply(key, event)
+            self._wake[key].set()
+
+    def _apply(self, key: bytes, event: ChainEvent) -> None:
+        """What the event says the task's record is now. States only move forward (an event
+        pushed late never takes one back); a record not known yet is read from the chain."""
+        if event.name == "TaskCreated":
+            if event.block_hash:
+                self._created_in[key] = event.block_hash
+            if key not in self._known:
+                self._known[key] = TaskInfo(
+                    commitment=key, creator=str(event.args["creator"]), node=ZERO_ADDRESS,
+                    fee=int(event.args["fee"]), state=TaskState.CREATED,
+                    deadline=int(time.time()) + int(event.args["timeout"]), timeout=int(event.args["timeout"]),
+                    score=bytes(32), result_hash=bytes(32))
+            return
+        state = STATE_OF.get(event.name)
+        info = self._known.get(key)
+        if state is None:
+            return
+        if info is None:
+            self._stale.add(key)
+            return
+        if not _moves_on(info.state, state):
+            return
+        changes: dict[str, Any] = {"state": state}
+        if "node" in event.args:
+            changes["node"] = str(event.args["node"])
+        if event.name == "TaskScoreReady":
+            changes["score"], changes["result_hash"] = bytes(event.args["score"]), bytes(event.args["result_hash"])
+        if not state.is_final:  # the stage's deadline as our clock sees it (the block's time is not in the log)
+            changes["deadline"] = int(time.time()) + info.timeout
+        self._known[key] = dataclasses.replace(info, **changes)
+
+    def _absorb(self, receipt: Any) -> None:
+        """The events of one of our own transactions, from its receipt: known at once."""
+        if receipt is not None:
+            for event in self.chain.decode_receipt(receipt):
+                self._on_event(event)
+
+    async def _confirm(self, tx_hash: bytes, timeout: float) -> list[ChainEvent] | None:
+        """The events a transaction of ours logged, once the stream delivers them (None if they
+        did not come within ``timeout``: the chain client then reads the receipt)."""
+        if tx_hash not in self._tx_events:
+            waiter = self._tx_waiters.setdefault(tx_hash, asyncio.Event())
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), timeout)
+            finally:
+                self._tx_waiters.pop(tx_hash, None)
+        return self._tx_events.get(tx_hash)
+
+    async def _step(self, handle: TaskHandle, member: Member, name: str, **detail: Any) -> None:
+        """Tell the hooks a step, once per member ("retry" and "failed" every time)."""
+        if name not in ("retry", "failed"):
+            if name in member.steps:
+                return
+            member.steps.add(name)
+        await self.hooks.step(handle.task_id, member.key, name, **detail)
 
 
 def parse_task_id(task_id: str | bytes) -> bytes:
@@ -1017,6 +1047,16 @@ def parse_task_id(task_id: str | bytes) -> bytes:
     if len(raw) != 32:
         raise ValidationError(f"malformed task ID {task_id!r}: expected 0x and 64 hex characters")
     return raw
+
+
+def _moves_on(old: TaskState, new: TaskState) -> bool:
+    """Whether a task in ``old`` can be in ``new`` later: forward only; an end is an end, but
+    for a delivered result later shown wrong (a dispute)."""
+    if old == TaskState.SUCCESS and new == TaskState.INVALIDATED:
+        return True
+    if old == new or old.is_final:
+        return False
+    return new.is_final or new > old
 
 
 def _task_type(value: TaskType | int) -> TaskType:

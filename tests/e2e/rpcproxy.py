@@ -1,4 +1,5 @@
-"""A JSON-RPC proxy in front of anvil that can hold chosen methods unanswered.
+"""A JSON-RPC proxy in front of anvil that can hold chosen methods unanswered, and counts
+what it forwards (``posts``: HTTP requests; ``calls``: JSON-RPC calls by method).
 
 One process (the relay, say) is pointed at it while everything else talks to anvil
 directly, so a test can stop exactly that process's transactions (``hold={"eth_sendRawTransaction"}``)
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +27,8 @@ class HoldingRpcProxy:
         self.all = False
         self.port = free_port()
         self.held: list[str] = []  # methods held so far, in order
+        self.posts = 0  # HTTP requests forwarded (a JSON-RPC batch is one)
+        self.calls: Counter[str] = Counter()  # JSON-RPC calls forwarded, by method (each of a batch)
         self.held_one = asyncio.Event()
         self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -64,6 +68,8 @@ class HoldingRpcProxy:
             await self._release.wait()
             return web.Response(status=503, text="held by the test")
         assert self._session is not None
+        self.posts += 1
+        self.calls.update(methods)
         async with self._session.post(self.target_url, data=body,
                                       headers={"content-type": "application/json"}) as answer:
             return web.Response(body=await answer.read(), status=answer.status, content_type="application/json")

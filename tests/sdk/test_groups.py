@@ -1,6 +1,7 @@
 """The SDK's side of validation groups, one module under test (``gridtask.sdk._client``):
 what it sends to the chain and the relay, and what it makes of the answers, against a
-chain and relay faked in memory. Paths a devnet cannot take on purpose (two members on
+chain and relay faked in memory, whose events reach the client as its event stream would
+deliver them (``Client._on_event``). Paths a devnet cannot take on purpose (two members on
 one node, a member that copied a score and delivered garbage, a result too large to
 dispute) are here; tests/e2e/test_sdk_groups.py runs the common ones on a real devnet."""
 
@@ -15,7 +16,8 @@ import pytest
 from nacl.public import PrivateKey
 
 import gridtask.sdk._client as sdk_client
-from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainEvent
+from gridtask.sdk._registry import NodeRegistry
+from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainEvent, to_bytes32
 from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, NodeInfo, TaskInfo
 from gridtask.config import NetworkConfig
 from gridtask.crypto import encrypt_result, keccak, task_id_hash, task_key, unseal
@@ -73,6 +75,8 @@ class FakeNetwork:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     logs: list[ChainEvent] = field(default_factory=list)
     blocks: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    timeout: int = 60  # the stage timeout its TaskCreated logs
+    client: Client | None = None  # where its events go, as the client's event stream would bring them
 
     # ---------------------------------------------------------------- contract
 
@@ -88,6 +92,9 @@ class FakeNetwork:
         self.min_vram[key] = min_vram
         self.tasks[key] = FakeTask(key, commitment, nonce, fee, task_type)
         self.calls.append(("create", key))
+        # no block hash: the client cannot draw the sample itself and asks is_sampled
+        self._event("TaskCreated", next(self.blocks), commitment=key, creator=self.account, fee=fee,
+                    timeout=self.timeout)
 
     async def start_task(self, key: bytes, models: Any, min_vram: int, gpu: bytes, exclude: Any = ()) -> None:
         self.calls.append(("start", (key, [e.lower() for e in exclude])))
@@ -98,10 +105,18 @@ class FakeNetwork:
             raise TransactionReverted("exclude: at most 2")
         node = (self.pick or first_free)(self, key, excluded)
         task.node, task.state = node, TaskState.STARTED
+        self._event("TaskStarted", next(self.blocks), commitment=key, node=node)
 
     async def is_sampled(self, key: bytes, task_id: bytes, nonce: bytes) -> bool:
         self._open(key, task_id, nonce)
         return self.sampled
+
+    async def get_tasks(self, keys: list[bytes]) -> list[TaskInfo | None]:
+        self.calls.append(("get_tasks", keys))
+        return [await self.get_task(k) for k in keys]
+
+    async def block_number(self) -> int:
+        return next(self.blocks)
 
     async def get_task(self, key: bytes) -> TaskInfo | None:
         t = self.tasks.get(key)
@@ -151,6 +166,8 @@ class FakeNetwork:
                 member.state = TaskState.INVALIDATED
                 receipt.append(self._event("NodeSlashed", block, node=member.node, commitment=member.key,
                                            amount=5 * 10**17, reason="group: score disagrees with the majority"))
+                self._event("TaskInvalidated", block, commitment=member.key, node=member.node,
+                            reason="group: score disagrees with the majority")
         return receipt
 
     async def dispute_result(self, key: bytes, task_id: bytes, nonce: bytes, ciphertext: bytes) -> None:
@@ -173,6 +190,11 @@ class FakeNetwork:
 
     async def find_logs(self, topics: list[Any], **_: Any) -> list[ChainEvent]:
         name = topics[0]
+        if isinstance(name, list):  # the client's node registry: every node as it is now
+            return [ChainEvent(name="NodeJoined", block_number=0, transaction_hash=bytes(32), log_index=i, args={
+                "node": address, "gpu": to_bytes32("cpu"), "vram": self.vram.get(address, 0),
+                "models": [to_bytes32("echo")], "public_key": bytes(key.public_key)})
+                for i, (address, key) in enumerate(self.nodes.items())]
         return [e for e in self.logs if (name is None or e.name == name)
                 and (len(topics) < 2 or topics[1] is None or topics[1] in e.args.values())]
 
@@ -204,6 +226,8 @@ class FakeNetwork:
         task.cipher = self.delivers.get(task.node, lambda c: c)(cipher)
         task.result_hash = keccak(task.cipher)
         task.state = TaskState.SCORE_READY
+        self._event("TaskScoreReady", next(self.blocks), commitment=key, node=task.node, score=task.score,
+                    result_hash=task.result_hash)
 
     async def download_result(self, key: bytes) -> bytes:
         self.calls.append(("download", key))
@@ -217,12 +241,17 @@ class FakeNetwork:
             raise TransactionReverted("tasks: task ID does not open the commitment")
 
     def _deliver(self, task: FakeTask) -> None:
+        """Validated, and at once delivered by the node and the relay."""
+        self._event("TaskValidated", next(self.blocks), commitment=task.key, node=task.node)
         task.state = TaskState.SUCCESS
+        self._event("TaskSuccess", next(self.blocks), commitment=task.key, node=task.node, fee=task.fee)
 
     def _event(self, name: str, block: int, **args: Any) -> ChainEvent:
-        event = ChainEvent(name=name, args=args, block_number=block, transaction_hash=bytes([block]) * 32,
+        event = ChainEvent(name=name, args=args, block_number=block, transaction_hash=block.to_bytes(32, "big"),
                            log_index=len(self.logs))
         self.logs.append(event)
+        if self.client is not None:
+            self.client._on_event(event)
         return event
 
     def called(self, what: str) -> list[Any]:
@@ -258,6 +287,8 @@ def client(app: Identity, net: FakeNetwork, monkeypatch: pytest.MonkeyPatch) -> 
                            private_key="0x" + app.private_key.hex())
     c = Client(config=config)
     c._chain, c._relay, c.state = net, net, ClientState.OPENED  # type: ignore[assignment]
+    c._registry = NodeRegistry(net)  # type: ignore[arg-type]
+    net.client = c
     return c
 
 
@@ -276,6 +307,30 @@ async def test_a_lone_task_excludes_the_nodes_of_the_two_tasks_before_it(client:
     assert excludes == [[], [used[0]], [used[1], used[0]], [used[2], used[1]]]
     assert len(set(used[:3])) == 3 and used[3] != used[2]
     assert len(net.called("validate_single")) == 4  # alone, opening the commitment (the fake checks it)
+    assert net.called("get_tasks") == []  # every state came with its event: nothing read
+
+
+async def test_a_missed_event_is_a_gap_read_once_its_stage_deadline_passes(client: Client, net: FakeNetwork) -> None:
+    """The stream loses the TaskScoreReady: the task looks STARTED until its stage deadline
+    passes with no news; then the client reads the chain once (every member in one call) and
+    goes on from what it finds."""
+    net.timeout = 1
+    lost = []
+    deliver = client._on_event
+
+    def lossy(event: ChainEvent) -> None:
+        if event.name == "TaskScoreReady":
+            lost.append(event)
+            return
+        deliver(event)
+
+    net.client = None
+    client._on_event = lossy  # type: ignore[method-assign]
+    net.client = client
+    handle = await client.submit(TaskType.ECHO, "echo", {"data": "gap"})
+    assert await client.result(handle) == {"echo": "gap"}
+    assert len(lost) == 1
+    assert net.called("get_tasks") == [[handle.commitment]]
 
 
 async def test_the_exclude_list_leaves_a_node_to_run_the_task(client: Client, net: FakeNetwork) -> None:
@@ -441,6 +496,7 @@ async def test_a_member_silent_past_its_deadline_is_aborted_and_the_group_goes_o
     client: Client, net: FakeNetwork
 ) -> None:
     net.sampled = True
+    net.timeout = 1  # the client suspects a stall 1 s after the last news of a member, and reads it
     net.silent.add(node(net, 1))  # the first extra's node
     handle = await client.submit(TaskType.ECHO, "echo", {"data": "on"})
     silent = handle.members[1]

@@ -7,9 +7,9 @@ import inspect
 import gridtask.sdk as sdk
 
 PUBLIC_NAMES = [
-    "Client", "ClientState", "GroupOutcome", "GroupResult", "Member", "Model", "NoNodeWarning", "Simple",
-    "StageTimeoutWarning", "SyncClient", "Task",
-    "TaskHandle", "TaskResult", "TaskState", "TaskType", "parse_task_id",
+    "Client", "ClientState", "GroupOutcome", "GroupResult", "Member", "Model", "NoNodeWarning", "STEP_NAMES",
+    "Simple", "StageTimeoutWarning", "SyncClient", "Task",
+    "TaskHandle", "TaskResult", "TaskState", "TaskStep", "TaskType", "parse_task_id",
 ]
 
 
@@ -50,3 +50,34 @@ def test_parse_task_id_refuses_malformed_ids() -> None:
     for bad in ["0x12", "zz" * 32, "", "0x" + "ab" * 33]:
         with pytest.raises(ValidationError, match="malformed task ID"):
             sdk.parse_task_id(bad)
+
+
+def test_event_hooks_take_lists_of_callables_for_known_events_only() -> None:
+    """Like httpx's ``event_hooks``: a typo or a bare function is refused at construction,
+    with a typed error naming what is wrong, before any task is paid for."""
+    import pytest
+
+    from gridtask.exceptions import ValidationError
+
+    key = "0x" + "11" * 32
+    with pytest.raises(ValidationError, match=r"event_hooks: unknown event 'request'; one of \['step'\]"):
+        sdk.Client(private_key=key, event_hooks={"request": [print]})
+    with pytest.raises(ValidationError, match=r"event_hooks\['step'\]: must be a list of callables"):
+        sdk.Client(private_key=key, event_hooks={"step": print})  # type: ignore[dict-item]
+
+
+async def test_a_failing_hook_is_logged_and_the_others_still_run(caplog: object) -> None:
+    """An observer never costs a paid task its result: a hook that raises is logged."""
+    from gridtask.sdk._hooks import Hooks
+
+    seen: list[sdk.TaskStep] = []
+
+    def broken(step: sdk.TaskStep) -> None:
+        raise RuntimeError("observer bug")
+
+    async def kept(step: sdk.TaskStep) -> None:
+        seen.append(step)
+
+    await Hooks({"step": [broken, kept]}).step("0xab", b"\xab", "created", tx_started_at=1.0)
+    assert [(s.name, s.detail) for s in seen] == [("created", {"tx_started_at": 1.0})]
+    assert "observer bug" in caplog.text  # type: ignore[attr-defined]
