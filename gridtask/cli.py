@@ -387,14 +387,16 @@ def relay(
     from gridtask.relay.app import REPLAY_JOURNAL, create_app
     from gridtask.relay.server import RelayServer
     from gridtask.relay.storage import FileStore
+    from gridtask.relay.tasks import relay_follower
 
     configure_logging(role="relay")
     network = _network(config)
 
     async def go() -> None:
         chain = ChainClient.from_config(network, Identity.from_hex(network.private_key))
+        events = relay_follower(chain, ws_url=network.ws_url, confirmations=network.confirmations)
         relay_app = create_app(
-            chain=chain, store=FileStore(data_dir), replay_journal=data_dir / REPLAY_JOURNAL
+            chain=chain, store=FileStore(data_dir), replay_journal=data_dir / REPLAY_JOURNAL, events=events
         )
         server = RelayServer(
             relay_app, host=host, port=port, log_level="warning", on_stop=relay_app.state.stop

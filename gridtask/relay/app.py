@@ -1,9 +1,11 @@
 """The relay's HTTP API: encrypted task parameters and results, guarded by the chain.
 
 The relay decides nothing on its own. Every call is signed (``relay.auth``); before it
-lets anyone read or write it asks the chain who the task's creator and node are and what
-state the task is in. Its one act on chain is reporting that a result was delivered,
-after checking the result against the hash the node committed with its score.
+lets anyone read or write it knows from the chain who the task's creator and node are and
+what state the task is in: from the task events it follows (one subscription for the whole
+relay, ``relay.tasks``), reading the chain only for a task it has not seen, or to be sure
+before it refuses. Its one act on chain is reporting that a result was delivered, after
+checking the result against the hash the node committed with its score.
 
     GET  /v1/health                       unsigned liveness probe
     PUT  /v1/tasks/{commitment}/params    the task's creator, once the task has started
@@ -50,6 +52,7 @@ from gridtask.exceptions import ChainError
 from gridtask.relay.auth import DEFAULT_WINDOW_S, AuthError, ReplayJournal, Verifier
 from gridtask.relay.delivery import Deliveries, ReportFailed
 from gridtask.relay.storage import BlobStore
+from gridtask.relay.tasks import EventSource, TaskTable, TaskView, follow
 from gridtask.types import TaskState
 
 __all__ = [
@@ -167,7 +170,7 @@ class _Call:
 
     commitment: bytes
     hex_id: str
-    task: TaskInfo
+    task: TaskView
     body: bytes
 
 
@@ -181,22 +184,29 @@ class _Relay:
         verifier: Verifier,
         max_params_bytes: int,
         max_result_bytes: int,
+        events: EventSource | None,
     ) -> None:
         self.chain = chain
         self.store = store
         self.verifier = verifier
         self.max_params_bytes = max_params_bytes
         self.max_result_bytes = max_result_bytes
-        self.deliveries = Deliveries(chain, store)
+        self.tasks = TaskTable(chain)
+        self.events = events
+        self.deliveries = Deliveries(chain, store, on_reported=self.tasks.reported)
         self.arrivals = _Arrivals()
         self._params_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._housekeeping: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ life
 
     async def start(self) -> None:
         await self.deliveries.start()
         self._housekeeping = asyncio.create_task(self._forget_stale_signatures())
+        if self.events is not None:
+            # In the background: a chain that is away must not keep the relay from serving.
+            self._following = asyncio.create_task(self._follow(self.events), name="relay-events")
 
     def stop(self) -> None:
         """Answer every long-poll now: the server is stopping (safe to call twice)."""
@@ -204,12 +214,19 @@ class _Relay:
 
     async def aclose(self) -> None:
         self.stop()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        for task in (self._housekeeping, self._following):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.deliveries.aclose()
         self.verifier.close()
+
+    async def _follow(self, events: EventSource) -> None:
+        try:
+            await follow(self.tasks, events)
+        except Exception:  # never silently: the relay still serves, reading per request
+            logger.exception("relay: following task events failed; reading the chain per request")
 
     async def _forget_stale_signatures(self) -> None:
         while True:
@@ -222,28 +239,34 @@ class _Relay:
         self,
         request: Request,
         *,
-        party: Callable[[TaskInfo], str],
+        party: Callable[[TaskView], str],
         refusal: str,
         limit: int,
         what: str,
-        check: Callable[[TaskInfo], None] = lambda task: None,
+        check: Callable[[TaskView], None] = lambda task: None,
     ) -> _Call:
         """Every check that needs no body comes first, so a refused call is never read:
         signature headers, task ID, declared size, task on chain, caller's role, task
         state. Then the body is read (cut off at ``limit``) and matched to the signed
-        digest, and only then is the call recorded against replays."""
+        digest, and only then is the call recorded against replays.
+
+        The task comes from the relay's table; a call the table's view would refuse is
+        judged again on a fresh read of the chain (the event that allows it may be on its
+        way, or missed), so the table only ever saves reads, never changes an answer."""
         call = self.verifier.check_headers(request.method, request.url.path, request.headers)
         commitment, hex_id = _parse_commitment(request.path_params["commitment"])
         too_large = _Refused(413, f"{what} too large: at most {limit} bytes")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise too_large
-        task = await self.chain.get_task(commitment)
-        if task is None:
-            raise _Refused(404, "unknown task")
-        if not same_address(call.signer, party(task)):
-            raise _Refused(403, refusal)
-        check(task)
+        task, fresh = await self.tasks.lookup(commitment)
+        refused = _judge(task, call.signer, party, refusal, check)
+        if refused is not None and not fresh:
+            task = await self.tasks.read(commitment)
+            refused = _judge(task, call.signer, party, refusal, check)
+        if refused is not None:
+            raise refused
+        assert task is not None
         digest = hashlib.sha256()
         chunks: list[bytes] = []
         size = 0
@@ -329,29 +352,48 @@ class _Relay:
         return Response(data, media_type="application/octet-stream")
 
 
-def _creator(task: TaskInfo) -> str:
+def _judge(
+    task: TaskView | None,
+    signer: str,
+    party: Callable[[TaskView], str],
+    refusal: str,
+    check: Callable[[TaskView], None],
+) -> _Refused | None:
+    """Why the call must be refused (task on chain, caller's role, task state), or None."""
+    if task is None:
+        return _Refused(404, "unknown task")
+    if not same_address(signer, party(task)):
+        return _Refused(403, refusal)
+    try:
+        check(task)
+    except _Refused as refused:
+        return refused
+    return None
+
+
+def _creator(task: TaskView) -> str:
     return task.creator
 
 
-def _node(task: TaskInfo) -> str:
+def _node(task: TaskView) -> str:
     return task.node
 
 
-def _params_writable(task: TaskInfo) -> None:
+def _params_writable(task: TaskView) -> None:
     if task.state.is_final:
         raise _Refused(409, "task ended")
     if task.state < TaskState.STARTED:
         raise _Refused(409, "task not started")
 
 
-def _result_writable(task: TaskInfo) -> None:
+def _result_writable(task: TaskView) -> None:
     if task.state == TaskState.SUCCESS:
         raise _Refused(409, "result already delivered")
     if task.state != TaskState.VALIDATED:
         raise _Refused(409, "task not validated")
 
 
-def _result_readable(task: TaskInfo) -> None:
+def _result_readable(task: TaskView) -> None:
     if task.state in (TaskState.ABORTED, TaskState.ERRORED):
         raise _Refused(409, "task ended without a result")
 
@@ -397,17 +439,20 @@ def create_app(
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     auth_window_s: int = DEFAULT_WINDOW_S,
     replay_journal: Path | None = None,
+    events: EventSource | None = None,
 ) -> Starlette:
     """The relay as an ASGI app; serve it with ``relay.server`` or any ASGI server.
 
     ``replay_journal`` is the file that keeps accepted signatures across restarts (the
     CLI puts it in the data folder); without it replay protection lasts one process.
+    ``events`` is the stream of the contract's task events the relay learns task state
+    from (``relay.tasks.relay_follower``); without it every call reads the chain.
     The app's lifespan picks up deliveries a previous run left unreported; ``app.state.stop``
     answers every long-poll at once (call it when a shutdown begins).
     """
     journal = ReplayJournal(replay_journal) if replay_journal is not None else None
     relay = _Relay(
-        chain, store, Verifier(auth_window_s, journal), max_params_bytes, max_result_bytes
+        chain, store, Verifier(auth_window_s, journal), max_params_bytes, max_result_bytes, events
     )
 
     @contextlib.asynccontextmanager
@@ -437,4 +482,5 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.stop = relay.stop
     app.state.relay = relay
+    app.state.tasks = relay.tasks
     return app

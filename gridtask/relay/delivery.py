@@ -9,6 +9,10 @@ the creator can read the result. So every delivery is made recoverable from disk
 3. the relay reports the delivery on chain,
 4. the marker is removed.
 
+So a stored result without its marker was reported (a task that ended otherwise before
+its report went through loses the result too): a read that raced the node's upload needs
+no second report.
+
 On start-up every marker is picked up: without its blob (a crash between 1 and 2) it is
 dropped, since nothing was delivered; with it, the report is retried in the background
 (``DELIVERY_REPORT``) until the chain confirms it or the task has ended some other way.
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gridtask.exceptions import ChainError, TransactionReverted
@@ -60,12 +65,17 @@ class Deliveries:
     """Stores results and reports them, one writer per task at a time.
 
     Background retries run once ``start()`` was called (the app's lifespan does it);
-    before that a failed report is only answered with ``ReportFailed``.
+    before that a failed report is only answered with ``ReportFailed``. ``on_reported(key)``
+    is called when the chain has the report (the relay's task table learns SUCCESS then,
+    before the event arrives).
     """
 
-    def __init__(self, chain: RelayChain, store: BlobStore) -> None:
+    def __init__(
+        self, chain: RelayChain, store: BlobStore, on_reported: Callable[[bytes], None] = lambda key: None
+    ) -> None:
         self.chain = chain
         self.store = store
+        self.on_reported = on_reported
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._retries: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
@@ -91,8 +101,12 @@ class Deliveries:
             await self._report_locked(commitment, hex_id)
 
     async def report(self, commitment: bytes, hex_id: str) -> None:
-        """Report an already stored result now (the creator asked for it before the report)."""
+        """Report an already stored result now (the creator asked for it before the report).
+        Nothing to do once its marker is gone: the node's upload (which the creator's read may
+        have raced) or the background retry reported it, or the task ended some other way."""
         async with self.lock(hex_id):
+            if not await self.store.exists(hex_id + PENDING_SUFFIX):
+                return
             await self._report_locked(commitment, hex_id)
 
     async def _report_locked(self, commitment: bytes, hex_id: str) -> None:
@@ -101,12 +115,14 @@ class Deliveries:
         except ChainError as exc:
             reason = exc.reason if isinstance(exc, TransactionReverted) else str(exc)
             if await self._already_reported(commitment):
+                self.on_reported(commitment)
                 await self.store.delete(hex_id + PENDING_SUFFIX)
                 return
             logger.warning("task %s: reporting delivery failed (%s); retrying in the background",
                            hex_id, reason)
             self._retry_later(commitment, hex_id)
             raise ReportFailed(reason) from None
+        self.on_reported(commitment)
         await self.store.delete(hex_id + PENDING_SUFFIX)
         logger.info("task %s: result delivered", hex_id)
 
@@ -162,10 +178,14 @@ class Deliveries:
                 raise ChainError(f"task {hex_id} not known to the chain (yet)")
             if task.state.is_final:
                 if task.state != TaskState.SUCCESS:
+                    # Refunded, its node unpaid: the result is never to be read. Deleted first,
+                    # so a stored result without a marker is always one the chain was told of.
                     logger.warning("task %s: ended %s before its delivery was reported",
                                    hex_id, task.state.name)
+                    await self.store.delete(hex_id + RESULT_SUFFIX)
                 await self.store.delete(hex_id + PENDING_SUFFIX)
                 return
             await self.chain.report_result_uploaded(commitment)
+            self.on_reported(commitment)
             await self.store.delete(hex_id + PENDING_SUFFIX)
             logger.info("task %s: result delivered (reported after a retry)", hex_id)

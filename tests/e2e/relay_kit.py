@@ -17,13 +17,16 @@ def relay_data(net: Devnet) -> Path:
     return net.home / "relay"
 
 
-def spawn_relay(net: Devnet, rpc_url: str) -> subprocess.Popen[bytes]:
+def spawn_relay(net: Devnet, rpc_url: str, ws_url: str | None = None) -> subprocess.Popen[bytes]:
     """The devnet's relay (same port, key and data folder) with its chain at ``rpc_url``;
-    registered as the devnet's "relay" process, so ``net.stop()`` and ``wait_relay`` see it."""
+    registered as the devnet's "relay" process, so ``net.stop()`` and ``wait_relay`` see it.
+    ``ws_url`` replaces the devnet's WebSocket URL ("": none, every event is polled)."""
     assert net.config is not None
     net.stop_process("relay")
     env = net.env_for(net.relay_identity)
     env["GRIDTASK_RPC_URL"] = rpc_url
+    if ws_url is not None:
+        env["GRIDTASK_WS_URL"] = ws_url
     port = net.config.relay_url.rsplit(":", 1)[1]
     log = open(net.home / "relay.log", "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(

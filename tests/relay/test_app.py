@@ -571,6 +571,7 @@ async def test_a_pending_report_of_a_task_that_ended_otherwise_is_dropped(
     async with app.router.lifespan_context(app):
         await wait_until(lambda: not (tmp_path / f"0x{commitment.hex()}.report-pending").exists())
     assert chain.reported == []
+    assert not (tmp_path / f"0x{commitment.hex()}.result").exists()  # refunded: never to be read
 
 
 @ONLY_FAKE
@@ -590,3 +591,30 @@ async def test_shutdown_ends_a_pending_report_retry_at_once_and_keeps_it_on_disk
     assert took < 0.5, f"lifespan shutdown took {took:.2f}s"
     assert app.state.relay.deliveries.pending == []  # no retry outlives the app
     assert (tmp_path / f"0x{commitment.hex()}.report-pending").exists()  # for the next start
+
+
+@ONLY_FAKE
+async def test_a_read_that_races_the_nodes_upload_does_not_report_twice(
+    app: Starlette, chain: FakeChain, creator: Identity, node: Identity, tmp_path: Path
+) -> None:
+    """The creator's read finds the result stored while the node's upload is still reporting
+    it: it waits for that report and sends none of its own."""
+    commitment = chain.add(creator, node, TaskState.VALIDATED)
+    gate = asyncio.Event()
+    report = chain.report_result_uploaded
+
+    async def slow_report(key: bytes) -> None:
+        await gate.wait()
+        await report(key)
+
+    chain.report_result_uploaded = slow_report  # type: ignore[method-assign]
+    async with app.router.lifespan_context(app), client_for(app, node) as as_node, \
+            client_for(app, creator) as as_creator:
+        upload = asyncio.create_task(as_node.upload_result(commitment, RESULT))
+        await wait_until(lambda: (tmp_path / f"0x{commitment.hex()}.result").exists())
+        reading = asyncio.create_task(as_creator.download_result(commitment))
+        await asyncio.sleep(0.2)
+        gate.set()
+        await upload
+        assert await reading == RESULT
+    assert chain.reported == [commitment]
