@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.report import Section, checks_table, console
 
-SECTIONS = ("gas", "e2e", "memory")
+SECTIONS = ("gas", "e2e", "embed", "memory")
 
 
 def run_section(name: str, quick: bool, seed: int) -> Section:
@@ -25,6 +25,10 @@ def run_section(name: str, quick: bool, seed: int) -> Section:
         from bench import latency
 
         return latency.run(quick=quick)
+    if name == "embed":
+        from bench import embed
+
+        return embed.run(quick=quick)
     from bench import memory
 
     return memory.run(quick=quick)
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[yellow]{sec.name}: {err}[/]")
 
     checks = [c for s in sections for c in s.checks if c.target != "-"]
+    if len(sections) > 1 and checks:
+        console.print(checks_table("every target of this run", checks, section=True))
     missed = [c for c in checks if c.passed is False]
     unmeasured = [c for c in checks if c.passed is None]
     crashed = [s.name for s in sections if s.errors and not s.checks]

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.latency import devnet, vm_status
+from bench.cpu import vm_status
+from bench.net import devnet
 from bench.report import Section
 
 MINILM = "all-minilm-l6-v2"

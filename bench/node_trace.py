@@ -16,15 +16,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bench.latency import PLENTY, Observer, app_client, devnet, instrument, one_task
+from bench.latency import Observer, one_task, timed_client
+from bench.net import PLENTY, devnet
 from bench.report import median, ms, percentile, table
 
-ETHER = 10**18
 now = time.perf_counter
 
 NODE_STAGES = [
     ("TaskStarted: observer saw it → node saw it", "ev:TaskStarted", "node.seen.TaskStarted"),
-    ("node: saw TaskStarted → spec read (getTask, eth_getLogs from block 0)", "node.seen.TaskStarted", "node.spec.end"),
+    ("node: saw TaskStarted → spec read (the task's TaskCreated)", "node.seen.TaskStarted", "node.spec.end"),
     ("node: first params GET → params in hand", "relay.download_params.first", "relay.download_params.end"),
     ("app put params on relay → node has them (retry backoff + GET)", "params_uploaded", "relay.download_params.end"),
     ("node: params in hand → submitScore sent (decrypt, run, seal, write)", "relay.download_params.end",
@@ -104,21 +104,20 @@ async def trace(tasks: int) -> tuple[Any, dict[str, Any]]:
         client = None
         try:
             await obs.start()
-            client = await app_client(net, fund=False)
+            app_marks: dict[bytes, dict[str, float]] = defaultdict(dict)
+            client = await timed_client(net, app_marks)
             deadline = now() + 60
             while await client.chain.get_node(ident.address) is None:
                 if serving.done() or now() > deadline:
                     raise RuntimeError(f"in-process node did not join: {serving}")
                 await asyncio.sleep(0.05)
-            app_marks: dict[bytes, dict[str, float]] = defaultdict(dict)
-            instrument(client, app_marks)
             for _ in range(2):
-                await one_task(client, defaultdict(dict))
+                await one_task(client)
             lat, commitments = [], []
             for _ in range(tasks):
-                c, dt = await one_task(client, app_marks)
-                lat.append(dt)
-                commitments.append(c)
+                run = await one_task(client, app_marks)
+                lat.append(run.seconds)
+                commitments.append(run.key)
             await asyncio.sleep(0.3)
         finally:
             if client is not None:

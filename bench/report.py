@@ -66,15 +66,19 @@ def verdict(passed: bool | None, target: str) -> str:
     return "[green]PASS[/]" if passed else "[red bold]FAIL[/]"
 
 
-def checks_table(title: str, checks: list[Check]) -> Table:
+def checks_table(title: str, checks: list[Check], section: bool = False) -> Table:
+    """One row per check; `section` adds a column naming each row's section (the summary)."""
     t = Table(title=title, title_justify="left", show_lines=False)
+    if section:
+        t.add_column("section")
     t.add_column("measurement")
     t.add_column("target", justify="right")
     t.add_column("measured", justify="right")
     t.add_column("result", justify="center")
     t.add_column("note", overflow="fold", max_width=90)
     for c in checks:
-        t.add_row(c.name, c.target, c.measured, verdict(c.passed, c.target), c.note)
+        t.add_row(*([c.section] if section else []), c.name, c.target, c.measured, verdict(c.passed, c.target),
+                  c.note)
     return t
 
 

@@ -6,11 +6,16 @@ directly, so a test can stop exactly that process's transactions (``hold={"eth_s
 or all of its chain traffic (``hold_all()``), with the chain itself intact. A held request
 is never forwarded: it waits until the client gives up, the test releases it (answered
 with an error), or the proxy stops.
+
+A process given ``ws_url`` too has its WebSocket forwarded as well, and the calls it sends
+on that socket (subscriptions and anything else) counted in ``calls`` (not in ``posts``;
+only HTTP requests can be held; ``hold_all()`` refuses new sockets).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 
@@ -38,6 +43,10 @@ class HoldingRpcProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
     def hold_all(self) -> None:
         """The chain as seen through the proxy is down: no request is answered."""
         self.all = True
@@ -46,6 +55,7 @@ class HoldingRpcProxy:
         self._session = aiohttp.ClientSession()
         app = web.Application()
         app.router.add_post("/", self._handle)
+        app.router.add_get("/", self._handle_ws)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -73,3 +83,31 @@ class HoldingRpcProxy:
         async with self._session.post(self.target_url, data=body,
                                       headers={"content-type": "application/json"}) as answer:
             return web.Response(body=await answer.read(), status=answer.status, content_type="application/json")
+
+    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
+        """Forward a WebSocket both ways, counting the calls the client sends in ``calls``."""
+        if self.all:
+            return web.Response(status=503, text="held by the test")
+        assert self._session is not None
+        client = web.WebSocketResponse()
+        await client.prepare(request)
+        async with self._session.ws_connect(self.target_url.replace("http", "ws", 1)) as upstream:
+
+            async def down() -> None:
+                async for msg in upstream:
+                    await client.send_str(msg.data)
+
+            pump = asyncio.create_task(down())
+            try:
+                async for msg in client:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    payload = json.loads(msg.data)
+                    self.calls.update(call.get("method", "") for call in
+                                      (payload if isinstance(payload, list) else [payload]))
+                    await upstream.send_str(msg.data)
+            finally:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await pump
+        return client
