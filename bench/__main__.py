@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.report import Section, checks_table, console
 
-SECTIONS = ("gas", "e2e", "embed", "memory")
+SECTIONS = ("gas", "e2e", "embed", "memory", "sim")
 
 
 def run_section(name: str, quick: bool, seed: int) -> Section:
@@ -29,6 +29,10 @@ def run_section(name: str, quick: bool, seed: int) -> Section:
         from bench import embed
 
         return embed.run(quick=quick)
+    if name == "sim":
+        from bench import simulate
+
+        return simulate.run(quick=quick, seed=seed)
     from bench import memory
 
     return memory.run(quick=quick)
