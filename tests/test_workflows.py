@@ -342,6 +342,17 @@ async def test_an_answer_that_never_matches_the_schema_fails_with_a_named_error(
     assert "not JSON" in str(failed.value)
 
 
+async def test_a_schema_that_is_never_met_takes_the_fallback_when_there_is_one() -> None:
+    data = as_json(schema_workflow())
+    data["tasks"].insert(1, {"id": "plain", "messages": [{"role": "user", "content": "say it plainly"}],
+                             "operator": "generation", "outputs": [{"type": "write", "key": "v", "value": "__result"}]})
+    data["steps"] = [{"source": "0", "target": "_end", "fallback": "plain"}, {"source": "plain", "target": "_end"}]
+    model = Model("a", "b", "c", "plainly: yes")
+    result = await run(data, model)
+    assert result.trace == ["0", "plain"] and result.text == "plainly: yes"
+    assert len(model.calls) == 4  # three attempts at the schema, then the fallback task
+
+
 async def test_function_calling_returns_the_checked_call_and_runs_nothing() -> None:
     workflow = with_tool(D, Calculator(lhs=0, rhs=0))  # built with the real package
     model = Model('{"name": "calculator", "arguments": {"lhs": "x"}}',

@@ -247,14 +247,16 @@ class _Run:
                                     f"{len(self.trace) + 1} (ran {' -> '.join(self.trace)})", field="config.max_steps")
             self._check_time(task.id)
             self.trace.append(task.id)
+            failure: WorkflowFailed | None = None
             try:
                 await self.task(task)
-                failure = None
             except StepFailed as exc:
+                failure = WorkflowFailed(str(exc), task=f"task {task.id!r}")
+            except SchemaViolation as exc:  # a failed generation, as Dria's: the fallback runs
                 failure = exc
             if failure is not None:
                 if edge.fallback is None:
-                    raise WorkflowFailed(str(failure), task=f"task {task.id!r}")
+                    raise failure
                 target = edge.fallback
             elif edge.condition is not None:
                 condition = edge.condition
