@@ -326,7 +326,9 @@ def default_node_models() -> list[str]:
 
 async def run_demo(config: NetworkConfig, *, say: Callable[[str], object] = print) -> bool:
     """Several embeddings and a prompt, each followed to its end on chain."""
-    from gridtask.sdk import Client, Model, Simple, Task
+    from gridtask.sdk import Client
+    from gridtask.sdk.dria import Dria, Model, Task
+    from gridtask.sdk.dria.factory import Simple
     from gridtask.types import TaskType
 
     async with Client(config=config) as client:
@@ -337,11 +339,9 @@ async def run_demo(config: NetworkConfig, *, say: Callable[[str], object] = prin
         handles = list(await asyncio.gather(*jobs))
         results = await asyncio.gather(*(client.result(h, timeout=180) for h in handles),
                                        return_exceptions=True)
-        simple = Simple()
-        answer = await client.execute(
-            Task(workflow=simple.workflow(prompt="Hey there!").model_dump(), models=[Model.TINY_LLM]),
-            timeout=180,
-        )
+        simple = Simple(prompt="Hey there!")
+        answer = await Dria(client=client).execute(Task(workflow=simple.workflow(), models=[Model.TINY_LLM]),
+                                                   timeout=180)
         ok = True
         for handle, result in zip(handles, results, strict=True):
             info = await client.task(handle.commitment)

@@ -10,6 +10,7 @@
     │   ├── NotReady              "task not ready" / "task results not uploaded": retry later
     │   └── RelayUnavailable      the relay could not be reached at all
     ├── CryptoError               a signature or ciphertext that does not check out
+    ├── ResultParseError          a result that a Dria singleton cannot read into its output schema
     └── TaskFailed                a task ended without a result
         ├── TaskAborted           the task was aborted on chain (``reason``, ``fee`` refunded)
         ├── TaskErrored           the node reported the parameters as unrunnable (``code``, ``message``)
@@ -38,6 +39,11 @@ class ValidationError(GridtaskError, ValueError):
     The message starts with what is wrong and names the limit: ``texts: at most 256 per
     task (got 8000)``, ``timeout: must be a positive number of seconds (got 0)``.
     """
+
+
+class ResultParseError(GridtaskError, ValueError):
+    """A task's result (which ran and was paid for) that a singleton's parser cannot read into
+    its output schema: the message names the singleton, what it looked for, and the text."""
 
 
 class ChainError(GridtaskError):

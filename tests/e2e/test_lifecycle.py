@@ -16,6 +16,7 @@ from gridtask.config import save_config
 from gridtask.devnet import Devnet, default_node_models
 from gridtask.exceptions import TaskErrored, TransactionReverted, ValidationError
 from gridtask.sdk import Client, Model, NoNodeWarning, Simple, StageTimeoutWarning, Task, TaskState, TaskType
+from gridtask.sdk.dria import Dria
 from gridtask.types import TaskErrorCode
 
 from .conftest import assert_all_ended_and_conserved, assert_conserved, start_devnet
@@ -80,8 +81,8 @@ async def test_readme_example_and_demo_run_on_a_devnet_with_real_models(tmp_path
             result = await client.run(TaskType.EMBED, Model.MINILM.value, {"texts": ["a", "b"]})
             assert len(result["embeddings"]) == 2 and len(result["embeddings"][0]) == 384
             simple = Simple()
-            res = await client.execute(Task(workflow=simple.workflow(prompt="Hi").model_dump(),
-                                            models=[Model.TINY_LLM]), timeout=60)
+            res = await Dria(client=client).execute(Task(workflow=simple.workflow(prompt="Hi").model_dump(),
+                                                         models=[Model.TINY_LLM]), timeout=60)
             assert simple.parse_result(res).strip()
         readme = (ROOT / "README.md").read_text()
         example = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "execute(" in b)

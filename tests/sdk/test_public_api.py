@@ -36,7 +36,10 @@ def test_task_states_mirror_the_contract() -> None:
 def test_simple_builds_a_one_step_workflow_and_parses_the_first_result() -> None:
     simple = sdk.Simple()
     flow = simple.workflow(prompt="Hey there!").model_dump()
-    assert flow["steps"] == [{"prompt": "Hey there!", "output": "response"}]
+    # Dria's workflow format: the prompt is memory read by the one generation step
+    assert flow["external_memory"] == {"prompt": "Hey there!"}
+    assert flow["tasks"][0]["messages"][-1]["content"] == "{{prompt}}"
+    assert flow["return_value"]["input"]["key"] == "response"
     result = sdk.TaskResult(id="0x1", task_input=flow, result="hello", model="tiny-llm")
     assert simple.parse_result([result]) == "hello"
 

@@ -1,0 +1,325 @@
+"""Dria's API on a real devnet: every singleton, model alternatives, execute of a list with
+a slow and a failing task, and the seed example with only its imports changed.
+
+One devnet for the module: two nodes serving the tiny model (``tiny-llm``); one serving the
+tiny model under the name ``llama3.1:8b-instruct-fp16`` (what the seed example asks for)
+and a scripted OpenAI-compatible model (``scripted``) that answers each singleton's prompt
+in the format its parser reads; one serving ``held``, a model that answers only when the
+test lets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from gridtask.chain.client import to_bytes32
+from gridtask.config import save_config, secret_value
+from gridtask.devnet import DEVNET_MODELS_DIR, Devnet
+from gridtask.exceptions import ResultParseError, TaskErrored, TaskTimeout
+from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
+from gridtask.sdk import Client
+from gridtask.sdk.dria import Dria, Model, Task
+from gridtask.sdk.dria.factory import (
+    Answer,
+    BackStory,
+    Clair,
+    EvolveInstruct,
+    GenerateCode,
+    GenerateSubtopics,
+    ListExtender,
+    MagPie,
+    MultiHopQuestion,
+    Question,
+    RandomVars,
+    ScoreComplexity,
+    SelfInstruct,
+    ShortBio,
+    Simple,
+    SingletonTemplate,
+)
+from gridtask.types import TaskState
+from gridtask.workflows import Edge, WorkflowBuilder, Write
+
+from .conftest import assert_conserved, start_devnet
+from .model_server import HeldModelServer
+
+pytestmark = pytest.mark.e2e
+LLAMA = Model.LLAMA3_1_8B_FP16.value
+ROOT = Path(__file__).resolve().parents[2]
+
+# What the scripted model answers, by a phrase of the singleton's prompt (first match wins).
+SCRIPT = [
+    ("subtopics of", '["tides", "reefs", "currents"]'),
+    ("Rank these instructions", "[1] Score: 3\n[2] Score: 8"),
+    ("You write queries", "1. How do I reset my password?\n2. Where is my invoice?"),
+    ("<1hop>", "<1hop>Who?</1hop> <2hop>Where?</2hop> <3hop>Why?</3hop> <answer>Because.</answer>"),
+    ("Extend this list", "1. plum\n2. apple\n3. cherry"),
+    ("fenced block", "Here:\n```python\nprint('hi')\n```"),
+    ("You are a teacher", "<reasoning>sign slip</reasoning><corrected_student_solution>x = 2"
+                          "</corrected_student_solution>"),
+    ("List the traits", "age, job"),
+    ("Describe 2 different people", "1. age: 30; job: baker\n2. age: 41; job: smith"),
+    ("#Given Prompt#", "## New Prompt: Explain tides, with one example and in under 50 words."),
+]
+
+
+class ScriptedModelServer:
+    """An OpenAI-compatible chat server that answers a singleton's prompt in the format
+    its parser expects (``SCRIPT``), and anything else with ``re: <prompt>``."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                prompt = body["messages"][-1]["content"]
+                content = next((a for phrase, a in SCRIPT if phrase in prompt), f"re: {prompt[:60]}")
+                answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def close(self) -> None:
+        self.http.shutdown()
+
+
+class Net:
+    def __init__(self, net: Devnet, config: Path, held: HeldModelServer) -> None:
+        self.devnet, self.config_path, self.held = net, config, held
+        assert net.config is not None
+        self.config = net.config
+
+
+@pytest.fixture(scope="module")
+def dria_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    tmp = tmp_path_factory.mktemp("dria")
+    tiny = build_tiny_llm(DEVNET_MODELS_DIR / TINY_LLM).resolve()
+    scripted, held = ScriptedModelServer(), HeldModelServer()
+
+    async def start() -> Devnet:
+        net = await start_devnet(tmp, nodes=2, node_models=[f"llm:{TINY_LLM}={tiny}"])
+        net.add_node([f"llm:{LLAMA}={tiny}", f"openai:scripted={scripted.url}"])
+        net.add_node([f"openai:held={held.url}"])
+        await net.wait_nodes()
+        return net
+
+    net = asyncio.run(start())
+    try:
+        assert net.config is not None
+        yield Net(net, save_config(net.config, tmp / "config.json"), held)
+    finally:
+        net.stop()
+        scripted.close()
+        held.close()
+
+
+def dria_for(net: Net) -> Dria:
+    return Dria(config=net.config)
+
+
+CASES: list[tuple[SingletonTemplate, dict[str, Any]]] = [
+    (Simple(prompt="Hey there!"), {"generation": "re: Hey there!"}),
+    (EvolveInstruct(prompt="Explain tides.", mutation_type="CONCRETIZE"),
+     {"mutated_prompt": "Explain tides, with one example and in under 50 words.", "original_prompt": "Explain tides."}),
+    (ScoreComplexity(instructions=["add 2 and 2", "prove Fermat"]), {"score": 3}),
+    (SelfInstruct(num_instructions=2, criteria_for_query_generation="short", application_description="a help desk",
+                  context="billing"), {"instructions": ["How do I reset my password?", "Where is my invoice?"]}),
+    (MagPie(instructor_persona="a teacher", responding_persona="a pupil", num_turns=2), {}),
+    (GenerateSubtopics(topic="the sea"), {"subtopic": "tides"}),
+    (Question(context="The sea has tides.", persona="a child"), {"question": "re: You are a child. Read this text"}),
+    (Answer(context="The sea has tides.", question="Why?", persona="a sailor"), {"question": "Why?"}),
+    (MultiHopQuestion(chunks=["a", "b", "c"]), {"one_hop": "Who?", "answer": "Because."}),
+    (ListExtender(e_list=["apple", "pear"]), {"extended_list": ["apple", "pear", "plum", "cherry"]}),
+    (GenerateCode(instruction="print hi", language="python"), {"code": "print('hi')"}),
+    (Clair(task="solve x + 1 = 3", student_solution="x = 4"), {"corrected_student_solution": "x = 2"}),
+    (RandomVars(simulation_description="a village", num_of_samples=2), {"persona_traits": ["age: 30", "job: baker"]}),
+    (ShortBio(persona_traits=["age: 30"], simulation_description="a village"), {}),
+    (BackStory(persona_traits=["age: 30"], simulation_description="a village"), {}),
+]
+
+
+@pytest.mark.parametrize("singleton,expected", CASES, ids=[type(s).__name__ for s, _ in CASES])
+async def test_each_singleton_runs_on_a_node_and_its_parser_reads_the_answer(
+        dria_net: Net, singleton: SingletonTemplate, expected: dict[str, Any]) -> None:
+    """The workflow runs on the devnet (a node with the scripted model), the result comes
+    back, and ``callback`` reads it into ``OutputSchema`` objects naming the model."""
+    dria = dria_for(dria_net)
+    results = await dria.execute(Task(workflow=singleton.workflow(), models=["scripted"]), timeout=120)
+    assert len(results) == 1 and results[0].model == "scripted" and results[0].node
+    outputs = singleton.callback(results)
+    assert outputs and all(isinstance(o, type(singleton).OutputSchema) for o in outputs)
+    assert all(o.model == "scripted" for o in outputs)  # type: ignore[attr-defined]
+    first = outputs[0].model_dump()
+    for field, value in expected.items():
+        assert first[field] == value or str(first[field]).startswith(str(value)), (field, first)
+    if isinstance(singleton, MagPie):  # every turn came from the workflow's memory
+        turns = outputs[0].dialogue  # type: ignore[attr-defined]
+        assert len(turns) == 2 and all("re: You are a" in t.instructor + t.responder for t in turns), results[0].memory
+    if isinstance(singleton, RandomVars):
+        assert len(outputs) == 2  # one output per person
+
+
+async def test_every_singleton_runs_on_the_tiny_model_at_once(dria_net: Net) -> None:
+    """All singletons as one list on the tiny model: each produces a result from
+    ``tiny-llm``; each parser either reads it into its schema or says what it lacked
+    (``ResultParseError`` naming the task): the tiny model's text is gibberish."""
+    singletons = [s for s, _ in CASES]
+    dria = dria_for(dria_net)
+    results = await dria.execute([Task(workflow=s.workflow(), models=[Model.TINY_LLM]) for s in singletons],
+                                 timeout=240)
+    assert not results.failures, results.failures
+    assert len(results) == len(singletons)
+    parsed = 0
+    for singleton, result in zip(singletons, results, strict=True):
+        assert result.model == TINY_LLM and str(result.result).strip()
+        try:
+            outputs = singleton.callback([result])
+        except ResultParseError as exc:
+            assert result.id in str(exc) and type(singleton).__name__ in str(exc)
+        else:
+            parsed += 1
+            assert all(isinstance(o, BaseModel) and o.model == TINY_LLM for o in outputs)  # type: ignore[attr-defined]
+    assert parsed >= 5  # the free-text singletons (Simple, Answer, ShortBio, ...) always parse
+    await assert_conserved(dria_net.devnet)
+
+
+async def test_alternatives_go_to_the_model_most_nodes_serve(dria_net: Net) -> None:
+    """``[LLAMA, TINY_LLM]``: two nodes serve tiny-llm, one the llama name, so tiny-llm
+    runs it; a group (``Model.SMALL``) expands to its members the same way; a model only one
+    node serves runs there when it is the only alternative."""
+    dria = dria_for(dria_net)
+    simple = Simple(prompt="Hi")
+    results = await dria.execute([Task(workflow=simple.workflow(), models=[Model.LLAMA3_1_8B_FP16, Model.TINY_LLM]),
+                                  Task(workflow=simple.workflow(), models=[Model.SMALL]),
+                                  Task(workflow=simple.workflow(), models=[Model.LLAMA3_1_8B_FP16])], timeout=180)
+    assert [r.model for r in results] == [TINY_LLM, TINY_LLM, LLAMA]
+    # same weights under two names: the same text
+    assert results[0].result == results[2].result
+
+
+async def test_a_list_with_a_slow_and_a_failing_task_returns_what_finished(dria_net: Net) -> None:
+    """One task is held by its model, one asks for an operator no node offers: at the
+    timeout ``execute`` returns the finished one and names the others, with their errors;
+    the slow task's key is given (it is still on chain)."""
+    builder = WorkflowBuilder(query="tides")
+    builder.search_step(search_query="{{query}}", outputs=[Write.new("found")])  # no node has a search backend
+    builder.flow([Edge(source="0", target="_end")])
+    builder.set_return_value("found")
+    unrunnable = builder.build()
+    dria = dria_for(dria_net)
+    tasks = [Task(workflow=Simple(prompt="fast").workflow(), models=[Model.TINY_LLM]),
+             Task(workflow=Simple(prompt="slow").workflow(), models=["held"]),
+             Task(workflow=unrunnable, models=[Model.TINY_LLM])]
+    started = asyncio.get_running_loop().time()
+    # 25 s: well before the held node gives up on its task (10 s before its 60 s stage deadline)
+    results = await dria.execute(tasks, timeout=25)
+    assert asyncio.get_running_loop().time() - started < 35
+    assert len(results) == 1 and results[0].result and results[0].model == TINY_LLM
+    failures = {f.index: f for f in results.failures}
+    assert set(failures) == {1, 2}
+    assert isinstance(failures[1].error, TaskTimeout) and not failures[1].finished
+    assert failures[1].task_id and failures[1].task_id in str(failures[1].error)
+    assert results.unfinished == [failures[1]]
+    assert isinstance(failures[2].error, TaskErrored) and failures[2].finished
+    assert dria_net.held.asked.is_set()  # the slow one really was running on its node
+    async with Client(config=dria_net.config) as client:
+        info = await client.task(failures[1].task_id)
+        assert info is not None and info.state == TaskState.STARTED
+    dria_net.held.release.set()  # let the node finish it
+    await assert_conserved(dria_net.devnet)
+
+
+async def test_a_single_task_raises_its_error(dria_net: Net) -> None:
+    dria = dria_for(dria_net)
+    with pytest.raises(TaskTimeout, match="did not finish within"):
+        dria_net.held.release.clear()
+        await dria.execute(Task(workflow=Simple(prompt="slow").workflow(), models=["held"]), timeout=15)
+    dria_net.held.release.set()
+
+
+SEED_EXAMPLE = '''\
+import os
+import asyncio
+from dria.factory import Simple
+from dria.client import Dria
+from dria.models import Task, Model
+
+dria = Dria(rpc_token=os.environ["DRIA_RPC_TOKEN"])
+
+async def evaluate():
+    simple = Simple()
+    res = await dria.execute(
+        Task(
+            workflow=simple.workflow(prompt="Hey there!").model_dump(),
+            models=[Model.LLAMA3_1_8B_FP16],
+        ),
+        timeout=45,
+    )
+    return simple.parse_result(res)
+
+
+if __name__ == "__main__":
+    asyncio.run(evaluate())
+'''
+"""The Python example of ../shared/seeds/000_bccb0f1adcc871a2.txt (Dria's "Tasks" page), verbatim."""
+
+
+def seed_example() -> str:
+    """The seed's example with only its three imports changed."""
+    source = SEED_EXAMPLE
+    for old, new in (("from dria.factory import Simple", "from gridtask.sdk.dria.factory import Simple"),
+                     ("from dria.client import Dria", "from gridtask.sdk.dria.client import Dria"),
+                     ("from dria.models import Task, Model", "from gridtask.sdk.dria.models import Task, Model")):
+        assert old in source
+        source = source.replace(old, new)
+    assert "from dria" not in source and "import dria" not in source
+    return source
+
+
+async def test_the_seed_example_runs_with_only_its_imports_changed(dria_net: Net, tmp_path: Path) -> None:
+    """``Dria(rpc_token=os.environ["DRIA_RPC_TOKEN"])`` (the application's key), one Simple task on
+    ``Model.LLAMA3_1_8B_FP16`` (served by a devnet node under that name), in its own process."""
+    script = tmp_path / "seed.py"
+    script.write_text(seed_example())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDTASK_")}
+    env.update(GRIDTASK_CONFIG=str(dria_net.config_path), DRIA_RPC_TOKEN=secret_value(dria_net.config.private_key))
+    async with Client(config=dria_net.config) as client:
+        before = await client.chain.block_number()
+        proc = await asyncio.to_thread(subprocess.run, [sys.executable, str(script)], env=env, capture_output=True,
+                                       text=True, timeout=150)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        events = await client.chain.get_logs(before, await client.chain.block_number())
+        created = [e for e in events if e.name == "TaskCreated" and e.args["creator"] == client.identity.address]
+        assert [list(map(bytes, e.args["model_ids"])) for e in created] == [[to_bytes32(LLAMA)]]
+        info = await client.task(created[0].commitment or b"")
+        assert info is not None and info.state == TaskState.SUCCESS
+
+
+def test_seed_example_source_is_the_seed_with_three_imports_changed() -> None:
+    source = seed_example()
+    assert "Model.LLAMA3_1_8B_FP16" in source and 'Dria(rpc_token=os.environ["DRIA_RPC_TOKEN"])' in source
+    assert source.count("gridtask.sdk.dria.") == 3

@@ -1,0 +1,374 @@
+"""The Dria layer, one module at a time: models and groups, tasks and results (``parse``),
+singletons in both styles and their parsers, ``Dria.execute`` over a stand-in core client,
+and ``DatasetGenerator`` over a stand-in ``Dria`` (pipelines, retries, the journal)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gridtask.chain.client import to_bytes32
+from gridtask.exceptions import ResultParseError, TaskAborted, TaskErrored, TaskTimeout, ValidationError
+from gridtask.sdk import Model as SdkModel
+from gridtask.sdk import Simple as SdkSimple
+from gridtask.sdk.dria import SINGLETONS, DatasetGenerator, Dria, DriaDataset, ExecuteResults, Model, Task, TaskResult
+from gridtask.sdk.dria.client import TaskFailure, choose_model
+from gridtask.sdk.dria.factory import (
+    QA,
+    Answer,
+    Clair,
+    EvolveInstruct,
+    GenerateCode,
+    GenerateSubtopics,
+    MultiHopQuestion,
+    Question,
+    ScoreComplexity,
+    Simple,
+)
+from gridtask.types import TaskType
+from gridtask.workflows import parse_workflow
+
+# ------------------------------------------------------------------ models
+
+
+def test_groups_expand_to_members_in_order_without_duplicates() -> None:
+    names = Model.expand([Model.TINY_LLM, Model.LOCAL, Model.CODER])
+    assert names[0] == "tiny-llm" and names.count("tiny-llm") == 1
+    assert names[1:] == [m.value for m in Model.CODER.members()]
+    assert Model.expand(Model.EMBEDDING) == ["all-minilm-l6-v2"]
+    assert Model.expand("my-own-model") == ["my-own-model"]  # a name the enum does not know
+
+
+def test_every_model_fits_on_chain_and_every_group_is_refused_as_a_model_id() -> None:
+    for model in Model:
+        if model.is_group:
+            assert model.members() and not any(m.is_group for m in model.members())
+            with pytest.raises(ValidationError, match="is a group"):
+                _ = model.model_id
+        else:
+            assert model.model_id == to_bytes32(model.value)
+    for group in ("SMALL", "MID", "LARGE", "EMBEDDING", "CODER", "REASONING", "OLLAMA", "OPENAI"):
+        assert Model[group].is_group
+
+
+def test_bad_model_names_are_refused_before_anything_is_paid() -> None:
+    with pytest.raises(ValidationError, match="1 to 32 bytes"):
+        Model.expand(["x" * 33])
+    with pytest.raises(ValidationError, match="at least one model"):
+        Model.expand([])
+    with pytest.raises(ValueError):
+        Task(workflow=Simple(prompt="a").workflow(), models=[])
+
+
+def test_choose_model_takes_the_most_served_alternative_and_the_first_among_equals() -> None:
+    assert choose_model(["a", "b", "c"], {"a": 1, "b": 3, "c": 3}) == "b"
+    assert choose_model(["a", "b"], {}) == "a"  # none served: the first, it queues
+
+
+def test_the_sdk_reexports_the_dria_types() -> None:
+    assert SdkModel is Model and SdkSimple is Simple
+
+
+# ------------------------------------------------------------------ TaskResult.parse
+
+
+@pytest.mark.parametrize("text", [
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    '[{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}]',
+    '{"tool_calls": [{"function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}]}',
+    '<function=get_weather>{{"city": "Paris"}}</function>',
+    'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+])
+def test_parse_reads_function_calls_in_every_format_for_any_model(text: str) -> None:
+    """Dria 0.0.124 looks the parser up by model and fails for models outside its table."""
+    result = TaskResult(id="0x1", task_input={}, result=text, model="my-own-model")
+    calls = result.parse()
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+
+def test_parse_of_a_result_without_a_call_is_a_clear_error() -> None:
+    with pytest.raises(ValidationError, match="holds no function call"):
+        TaskResult(id="0x1", task_input={}, result="just text", model="m").parse()
+    with pytest.raises(ValidationError, match="must be a JSON object"):
+        TaskResult(id="0x1", task_input={}, result="<function=f>[1]</function>", model="m").parse()
+
+
+# ------------------------------------------------------------------ singletons
+
+
+def result(text: str, model: str = "tiny-llm", **memory: str) -> TaskResult:
+    return TaskResult(id="0xabc", task_input={}, result=text, model=model, memory=memory)
+
+
+def test_both_styles_build_the_same_workflow_and_parse() -> None:
+    old = Simple()
+    flow_old = old.workflow(prompt="Hey there!").model_dump()
+    new = Simple(prompt="Hey there!")
+    assert flow_old == new.workflow().model_dump()
+    assert old.parse_result([result("hello")]) == "hello"
+    outputs = new.callback([result("hello")])
+    assert outputs[0].generation == "hello" and outputs[0].prompt == "Hey there!" and outputs[0].model == "tiny-llm"
+    # the prompt is memory, never a template: braces in it are text
+    assert Simple(prompt="{{x}}").workflow().external_memory == {"prompt": "{{x}}"}
+
+
+def test_every_singleton_builds_a_valid_workflow_in_dria_format() -> None:
+    inputs: dict[str, dict[str, Any]] = {
+        "Simple": {"prompt": "p"}, "EvolveInstruct": {"prompt": "p", "mutation_type": "DEEPEN"},
+        "ScoreComplexity": {"instructions": ["a", "b"]},
+        "SelfInstruct": {"num_instructions": 2, "criteria_for_query_generation": "c",
+                         "application_description": "a", "context": "x"},
+        "MagPie": {"instructor_persona": "a", "responding_persona": "b", "num_turns": 3},
+        "GenerateSubtopics": {"topic": "t"}, "Question": {"context": "c", "persona": "p"},
+        "Answer": {"context": "c", "question": "q", "persona": "p"}, "MultiHopQuestion": {"chunks": ["a", "b", "c"]},
+        "ListExtender": {"e_list": ["a"]}, "GenerateCode": {"instruction": "i", "language": "python"},
+        "Clair": {"task": "t", "student_solution": "s"}, "RandomVars": {"simulation_description": "d"},
+        "ShortBio": {"persona_traits": ["t"], "simulation_description": "d"},
+        "BackStory": {"persona_traits": ["t"], "simulation_description": "d"},
+    }
+    assert set(inputs) == {s.__name__ for s in SINGLETONS} and len(SINGLETONS) >= 9
+    for singleton in SINGLETONS:
+        flow = singleton(**inputs[singleton.__name__]).workflow()
+        dumped = json.loads(json.dumps(flow.model_dump(mode="json")))
+        assert parse_workflow(dumped).return_value is not None
+        assert singleton().workflow(**inputs[singleton.__name__]).model_dump() == flow.model_dump()
+
+
+def test_inputs_are_checked_with_one_clear_error() -> None:
+    with pytest.raises(ValidationError, match="no inputs given; it needs \\['prompt'\\]"):
+        Simple().workflow()
+    with pytest.raises(ValidationError, match="mutation_type"):
+        EvolveInstruct(prompt="p", mutation_type="SIDEWAYS")
+    with pytest.raises(ValidationError, match="chunks"):
+        MultiHopQuestion(chunks=["only one"])
+
+
+def test_parsers_read_well_formed_answers() -> None:
+    evolved = EvolveInstruct(prompt="p", mutation_type="DEEPEN").callback([result("## New Prompt: deeper {p}")])
+    assert evolved[0].mutated_prompt == "deeper p" and evolved[0].original_prompt == "p"
+    scores = ScoreComplexity(instructions=["a", "b"]).callback([result("[1] Score: 2\n[2] Score: 9")])
+    assert [(s.instruction, s.score) for s in scores] == [("a", 2), ("b", 9)]
+    subtopics = GenerateSubtopics(topic="t").callback([result('```json\n["x", "y"]\n```')])
+    assert [s.subtopic for s in subtopics] == ["x", "y"]
+    code = GenerateCode(instruction="i", language="python").callback([result("```python\nprint(1)\n```")])
+    assert code[0].code == "print(1)"
+    clair = Clair(task="t", student_solution="s").callback(
+        [result("<reasoning>r</reasoning> <corrected_student_solution>c</corrected_student_solution>")])
+    assert (clair[0].reasoning, clair[0].corrected_student_solution) == ("r", "c")
+    multi = MultiHopQuestion(chunks=["a", "b", "c"]).parse_result(
+        [result("<1hop>a?</1hop><2hop>b?</2hop><3hop>c?</3hop><answer>d</answer>")])
+    assert multi[0]["1-hop"] == "a?" and multi[0]["answer"] == "d"  # Dria's aliases in the old style
+    questions = Question(context="c", persona="p", num_questions=2).callback([result("1. one?\n2. two?\n3. three?")])
+    assert [q.question for q in questions] == ["one?", "two?"]
+
+
+@pytest.mark.parametrize("singleton,text,wanted", [
+    (ScoreComplexity(instructions=["a", "b"]), "[1] Score: 2", "instruction(s) [2]"),
+    (GenerateSubtopics(topic="t"), "words words", "list of subtopics"),
+    (GenerateCode(instruction="i", language="python"), "no fence", "fenced code block"),
+    (Clair(task="t", student_solution="s"), "<reasoning>r</reasoning>", "<corrected_student_solution>"),
+    (MultiHopQuestion(chunks=["a", "b", "c"]), "<1hop>a</1hop>", "<2hop>"),
+])
+def test_an_answer_a_parser_cannot_read_is_a_typed_error_naming_the_task(singleton: Any, text: str,
+                                                                        wanted: str) -> None:
+    with pytest.raises(ResultParseError, match=f"{type(singleton).__name__}: the result of task 0xabc") as info:
+        singleton.callback([result(text)])
+    assert wanted in str(info.value)
+
+
+# ------------------------------------------------------------------ Dria.execute (stand-in core client)
+
+
+class Handle:
+    def __init__(self, n: int, model: str) -> None:
+        self.task_id = f"0x{n:064x}"
+        self.node, self.fee, self.group, self.model = "0x" + "11" * 20, 1, None, model
+
+
+class FakeClient:
+    """The core client's surface that ``Dria`` uses; ``delays[prompt]`` makes a task slow,
+    ``errors[prompt]`` makes it fail."""
+
+    def __init__(self, counts: dict[str, int], delays: dict[str, float] | None = None,
+                 errors: dict[str, Exception] | None = None) -> None:
+        from gridtask.sdk._client import ClientState
+
+        self.state = ClientState.OPENED
+        self.counts, self.delays, self.errors = counts, delays or {}, errors or {}
+        self.submitted: list[tuple[str, str]] = []
+        self.chain = self
+        self.running = self.most_running = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def serving(self, models: list[str]) -> int:
+        assert len(models) == 1  # one look-up per alternative
+        return self.counts.get(models[0], 0)
+
+    async def submit(self, task_type: TaskType, model: str, inputs: dict[str, Any], **kw: Any) -> Handle:
+        assert task_type == TaskType.LLM
+        prompt = inputs["workflow"]["external_memory"]["prompt"]
+        self.submitted.append((prompt, model))
+        self.excluded = list(kw.get("exclude", ()))
+        handle = Handle(len(self.submitted), model)
+        handle.prompt = prompt  # type: ignore[attr-defined]
+        return handle
+
+    async def result(self, handle: Handle, timeout: float) -> dict[str, Any]:
+        prompt = handle.prompt  # type: ignore[attr-defined]
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(self.delays.get(prompt, 0.01))
+        finally:
+            self.running -= 1
+        if prompt in self.errors:
+            raise self.errors[prompt]
+        return {"text": f"answer to {prompt}", "memory": {"response": f"answer to {prompt}"}}
+
+
+def tasks(*prompts: str, models: list[Model | str] | None = None) -> list[Task]:
+    return [Task(workflow=Simple(prompt=p).workflow(), models=models or [Model.SMALL]) for p in prompts]
+
+
+async def test_execute_picks_the_most_served_alternative_and_says_which() -> None:
+    client = FakeClient({"tiny-llm": 1, "llama3.1:8b-instruct-fp16": 4})
+    results = await Dria(client=client).execute(tasks("a"), timeout=5)  # type: ignore[arg-type]
+    assert results[0].model == "llama3.1:8b-instruct-fp16" and client.submitted == [("a", results[0].model)]
+    assert results[0].result == "answer to a" and results[0].memory["response"] == "answer to a"
+
+
+async def test_a_slow_task_holds_only_its_own_slot_and_the_timeout_names_it() -> None:
+    """batch_size 2, six tasks, the first one slow: the five others finish through the
+    second slot; at the timeout the slow one is named with its key, the rest returned."""
+    client = FakeClient({"tiny-llm": 1}, delays={"slow": 30}, errors={"bad": TaskErrored(1, message="bad")})
+    dria = Dria(client=client, batch_size=2)  # type: ignore[arg-type]
+    started = time.monotonic()
+    results = await dria.execute(tasks("slow", "a", "b", "bad", "c", "d"), timeout=1.5)
+    assert time.monotonic() - started < 3
+    assert isinstance(results, ExecuteResults) and [r.result for r in results] == [
+        "answer to a", "answer to b", "answer to c", "answer to d"]
+    assert [(f.index, type(f.error)) for f in results.failures] == [(0, TaskTimeout), (3, TaskErrored)]
+    slow = results.unfinished[0]
+    assert slow.task_id == f"0x{1:064x}" and slow.task_id in str(slow.error)
+
+
+async def test_tasks_in_flight_follow_the_nodes_serving_their_model_across_calls() -> None:
+    """Two per serving node (one running, one queued): more would sit in the contract's queue
+    past their stage deadline. The slots are shared by concurrent ``execute`` calls."""
+    client = FakeClient({"tiny-llm": 2, "llama3.2:1b": 1}, delays={str(i): 0.05 for i in range(40)})
+    dria = Dria(client=client)  # type: ignore[arg-type]
+    await asyncio.gather(*(dria.execute(t, timeout=10) for t in tasks(*map(str, range(20)), models=[Model.TINY_LLM])))
+    assert client.most_running == 4
+    client.most_running = 0
+    await dria.execute(tasks(*map(str, range(20, 30)), models=["llama3.2:1b"]), timeout=10)
+    assert client.most_running == 2
+
+
+async def test_a_single_task_raises_its_own_error() -> None:
+    client = FakeClient({"tiny-llm": 1}, errors={"bad": TaskAborted("gone", fee=1)})
+    with pytest.raises(TaskAborted):
+        await Dria(client=client).execute(tasks("bad")[0], timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="non-empty list of Task"):
+        await Dria(client=client).execute([], timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="timeout"):
+        await Dria(client=client).execute(tasks("a"), timeout=0)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ DatasetGenerator (stand-in Dria)
+
+
+class FakeDria:
+    """``execute`` of one task: the answer is ``answer(prompt memory)``; ``fail[key]`` tries fail first."""
+
+    def __init__(self, answer: Any, fail: dict[str, int] | None = None) -> None:
+        self.answer, self.fail = answer, dict(fail or {})
+        self.calls: list[dict[str, str]] = []
+        self.excluded: list[list[str]] = []
+
+    async def __aenter__(self) -> FakeDria:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def execute(self, tasks: list[Task], timeout: float, exclude: list[str]) -> ExecuteResults:
+        (task,) = tasks
+        memory = task.workflow["external_memory"]
+        self.calls.append(memory)
+        self.excluded.append(list(exclude))
+        n = len(self.calls)
+        key = json.dumps(memory, sort_keys=True)
+        for marker, left in list(self.fail.items()):
+            if marker in key and left:
+                self.fail[marker] = left - 1
+                return ExecuteResults([], [TaskFailure(0, task, f"0x{n}", TaskAborted("node died", fee=1),
+                                                       node=f"0xnode{n}")])
+        return ExecuteResults([TaskResult(id=f"0x{n}", task_input=task.workflow, result=self.answer(memory),
+                                          model="tiny-llm", node="0xgood")])
+
+
+def qa_answer(memory: dict[str, str]) -> str:
+    if "question" in memory:
+        return f"A({memory['question']})"
+    return "1. first?\n2. second?" if memory.get("num_questions") == "2" else f"Q({memory['context']})"
+
+
+async def test_a_two_step_pipeline_fans_out_retries_and_lists_rows_that_fail_for_good(tmp_path: Path) -> None:
+    rows = [{"context": f"text {i}", "persona": "p", "num_questions": 2 if i == 0 else 1} for i in range(4)]
+    dria = FakeDria(qa_answer, fail={"text 1": 1, "text 3": 99})  # row 1 fails once, row 3 always
+    dataset = DriaDataset("qa", path=tmp_path / "qa")
+    generator = DatasetGenerator(dataset, dria, retries=2, progress=False)  # type: ignore[arg-type]
+    out = await generator.generate(rows, QA, Model.LOCAL)
+    entries = out.get_entries()
+    # row 0 asked two questions (two answers), rows 1 and 2 one each; row 3 failed for good
+    assert [e["prediction"] for e in entries] == ["A(first?)", "A(second?)", "A(Q(text 1))", "A(Q(text 2))"]
+    assert all(e["model"] == "tiny-llm" for e in entries)
+    assert [(f.row, f.step, f.singleton, f.attempts) for f in out.failed] == [("3", 0, "Question", 3)]
+    assert "TaskAborted" in out.failed[0].error and out.failed[0].inputs["context"] == "text 3"
+    # each retry was kept off the nodes the row had failed on (the contract takes two at most)
+    excluded = [e for c, e in zip(dria.calls, dria.excluded, strict=True) if c.get("context") == "text 3"]
+    assert len(excluded) == 3 and excluded[0] == [] and len(excluded[1]) == 1
+    assert excluded[2][0] == excluded[1][0] and len(excluded[2]) == 2
+    # exports
+    lines = out.to_jsonl(tmp_path / "qa.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == entries
+    assert list(out.to_pandas()["prediction"]) == [e["prediction"] for e in entries]
+    hf = out.to_hf_dataset()
+    assert hf.num_rows == 4 and "question" in hf.column_names
+
+
+async def test_a_rerun_runs_only_rows_not_finished_before(tmp_path: Path) -> None:
+    rows = [{"context": f"text {i}", "persona": "p"} for i in range(5)]
+    dataset = DriaDataset("qa", path=tmp_path / "qa")
+    first = FakeDria(qa_answer, fail={"text 4": 99})
+    await DatasetGenerator(dataset, first, retries=0, progress=False).generate(rows, QA)  # type: ignore[arg-type]
+    assert len(dataset.get_entries()) == 4 and len(first.calls) == 9
+    # a torn last line (a kill in the middle of a write) is ignored
+    with dataset.journal.open("a") as f:
+        f.write('{"kind": "done", "ste')
+    second = FakeDria(qa_answer)
+    await DatasetGenerator(dataset, second, progress=False).generate(rows, QA)  # type: ignore[arg-type]
+    assert [c["context"] for c in second.calls] == ["text 4", "text 4"]  # only the missing row, both steps
+    assert len(dataset.get_entries()) == 5 and not dataset.failed
+    with pytest.raises(ValidationError, match="belongs to another job"):
+        await DatasetGenerator(dataset, second, progress=False).generate(rows[:2], QA)  # type: ignore[arg-type]
+
+
+async def test_a_pipeline_whose_steps_do_not_fit_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    dria = FakeDria(lambda m: f"A({m['question']})" if "question" in m else "gen")
+    generator = DatasetGenerator(DriaDataset("x", path=tmp_path / "x"), dria, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="Answer needs \\['context', 'question', 'persona'\\], which Simple"):
+        await generator.generate([{"prompt": "p"}], [Simple, Answer])
+    with pytest.raises(ValidationError, match="instruction 0: Question"):
+        await generator.generate([{"context": "c"}], QA)
+    await generator.generate([{"prompt": "p"}], [Simple, (Answer, {"question": "generation", "context": "prompt",
+                                                                   "persona": "prompt"})])
+    assert dria.calls == [{"prompt": "p"}, {"persona": "p", "context": "p", "question": "gen"}]
+    assert dria.calls and DriaDataset("x", path=tmp_path / "x").get_entries()[0]["prediction"] == "A(gen)"
