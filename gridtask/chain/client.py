@@ -732,19 +732,41 @@ class ChainClient:
 
     # ------------------------------------------------------------ views
 
-    async def _view(self, function: str, *args: Any) -> Any:
+    def _function(self, function: str, *args: Any) -> Any:
         try:
-            fn = getattr(self.contract.functions, function)(*args)
+            return getattr(self.contract.functions, function)(*args)
         except MismatchedABI:
             raise _misfit(function, args) from None
+
+    async def _view(self, function: str, *args: Any) -> Any:
+        fn = self._function(function, *args)
         return await self.rpc(lambda: fn.call(), function)
 
     async def _views(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Several views at once (``(function, *args)`` each); a failure is raised once every one
-        has answered. None is cancelled or left running: web3 takes a thread lock around each
-        request's session, and a request cut off there, or still running while the client
-        closes, leaves that lock held and the process unable to exit."""
-        answers = await asyncio.gather(*(self._view(*call) for call in calls), return_exceptions=True)
+        """Several views (``(function, *args)`` each) in one JSON-RPC batch: one round trip.
+        A provider that takes no batches gets them concurrently instead, and a failure is
+        raised once every one has answered: none is cancelled or left running (web3 takes a
+        thread lock around each request's session, and a request cut off there, or still
+        running while the client closes, leaves that lock held and the process unable to exit)."""
+        fns = [self._function(*call) for call in calls]
+        if len(fns) == 1:
+            return [await self.rpc(lambda: fns[0].call(), str(calls[0][0]))]
+
+        async def batch() -> list[Any]:
+            async with self.w3.batch_requests() as requests:
+                for fn in fns:
+                    requests.add(fn)
+                return list(await requests.async_execute())
+
+        what = ", ".join(dict.fromkeys(str(c[0]) for c in calls))
+        try:
+            return await self.rpc(batch, what)
+        except (ChainUnreachable, TransactionReverted):
+            raise
+        except ChainError as exc:  # no batches here: one request each
+            log.info("a batch of views was refused (%s); asking one by one", exc)
+        answers = await asyncio.gather(*(self.rpc(lambda fn=fn: fn.call(), str(c[0]))  # type: ignore[misc]
+                                         for fn, c in zip(fns, calls, strict=True)), return_exceptions=True)
         failed = next((a for a in answers if isinstance(a, BaseException)), None)
         if failed is not None:
             raise failed

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
 import time
 import warnings
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -37,7 +36,7 @@ from typing import Any
 
 from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainClient, ChainEvent, to_bytes32
 from gridtask.chain.events import EventFollower, address_topic
-from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, TaskInfo
+from gridtask.chain.models import NetworkParams, TaskInfo
 from gridtask.config import NetworkConfig, load_config, secret_value
 from gridtask.crypto import (
     decrypt_result,
@@ -77,8 +76,9 @@ from gridtask.relay.client import RelayClient
 from gridtask.retry import CHAIN_UNREACHABLE, NOT_READY
 from gridtask.scoring import result_matches_score, score, scores_agree
 from gridtask.sdk._hooks import Hooks, StepHook
+from gridtask.sdk._records import TaskRecords
 from gridtask.sdk._registry import NodeRegistry
-from gridtask.sdk._task import ABORT_GRACE_S, STALLABLE, TaskRun
+from gridtask.sdk._task import TaskRun
 from gridtask.types import GroupOutcome, TaskState, TaskType
 
 log = logging.getLogger("gridtask.sdk")
@@ -90,14 +90,6 @@ EXCLUDE_MAX = 2  # the contract's DynArray[address, 2]
 #: With push notifications the client's poll is only a safety net (a dropped socket); a missed
 #: event also shows as a stage deadline passing with no news, which reads the chain.
 SAFETY_POLL_S = 5.0
-TX_EVENTS_KEPT = 512  # recent transactions' events, for a sender that asks after the push came
-#: What each event of a task says its state is now.
-STATE_OF = {
-    "TaskCreated": TaskState.CREATED, "TaskQueued": TaskState.QUEUED, "TaskStarted": TaskState.STARTED,
-    "TaskScoreReady": TaskState.SCORE_READY, "TaskValidated": TaskState.VALIDATED,
-    "TaskSuccess": TaskState.SUCCESS, "TaskAborted": TaskState.ABORTED, "TaskErrorReported": TaskState.ERRORED,
-    "TaskInvalidated": TaskState.INVALIDATED,
-}
 #: The events of this account's tasks: topic 2 is the creator for these, topic 3 for the others.
 CREATOR_SECOND = ("TaskCreated", "TaskQueued", "TaskGroupValidated")
 CREATOR_THIRD = ("TaskStarted", "TaskScoreReady", "TaskErrorReported", "TaskValidated", "TaskSuccess",
@@ -283,7 +275,7 @@ class Client:
         self._relay: RelayClient | None = None
         self._follower: EventFollower | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._wake: dict[bytes, asyncio.Event] = {}
+        self._records = TaskRecords()  # what the events of this account's tasks said
         # A node's encryption key is derived from its account: one look-up per node is enough.
         self._node_keys: dict[str, bytes] = {}
         self._network: NetworkParams | None = None  # the contract's deploy parameters, read once
@@ -291,14 +283,6 @@ class Client:
         # exclude list of a group's member looks like that of any other task.
         self._recent_nodes: deque[str] = deque(maxlen=EXCLUDE_MAX)
         self._registry: NodeRegistry | None = None
-        # What the events of this account's tasks said (the chain is read only for a gap):
-        self._known: dict[bytes, TaskInfo] = {}  # task key -> its record as the events tell it
-        self._stale: set[bytes] = set()  # keys whose record a reorg or an unknown start made doubtful
-        self._read_at: dict[bytes, float] = {}  # key -> when its record was last read from the chain
-        self._events_of: dict[bytes, list[ChainEvent]] = {}  # key -> its events (reasons, error codes)
-        self._created_in: dict[bytes, bytes] = {}  # key -> the hash of the block that created it
-        self._tx_events: OrderedDict[bytes, list[ChainEvent]] = OrderedDict()
-        self._tx_waiters: dict[bytes, asyncio.Event] = {}
 
     def __repr__(self) -> str:
         return f"Client(address={self.identity.address!r}, rpc_url={self.config.rpc_url!r}, state={self.state.name})"
@@ -329,7 +313,7 @@ class Client:
                      [[topic(n) for n in CREATOR_THIRD], None, None, me]])
         await self._follower.start()
         if not self.config.confirmations:  # events come as soon as mined: they say how our calls went
-            self._chain.confirm_by = self._confirm
+            self._chain.confirm_by = self._records.confirm
         self._pump = asyncio.create_task(self._pump_events())
         self.state = ClientState.OPENED
         if self.config.ws_url:  # the first task's events come pushed, not at the next safety poll
@@ -572,8 +556,8 @@ class Client:
                 raise
             log.info("task %s: started by someone else meanwhile", member.task_id[:10])
             await self._step(handle, member, "retry", what="startTask", why=exc.reason)
-            self._known[member.key] = info
-        info = self._known.get(member.key)
+            self._records.read(member.key, info)
+        info = self._records.known.get(member.key)
         if info is None or info.state == TaskState.CREATED:  # its event did not reach us: ask
             info = await self.chain.get_task(member.key)
         self._learn_node(member, info)
@@ -591,7 +575,7 @@ class Client:
         if handle.sampled is not None:
             return
         original = handle.original
-        created_in = self._created_in.get(original.key)
+        created_in = self._records.creation_hash(original.key)
         if created_in:  # the rule, on the creation block's hash that the TaskCreated log carries
             rate = (await self._network_params()).validation_rate_bps
             handle.sampled = sampled(handle.opening, created_in, rate)
@@ -615,32 +599,23 @@ class Client:
         or an unknown event made doubtful, or one past its stage's deadline with no news,
         which a missed event would look like (read again at most every ``WAKE_CHECK_S``)."""
         members = [*handle.members, *handle.spares]
-        doubtful = [m for m in members if self._doubtful(m.key)]
+        doubtful = [m for m in members if self._records.doubtful(m.key, WAKE_CHECK_S)]
         if doubtful:
             keys = [m.key for m in doubtful]
             found = await CHAIN_UNREACHABLE.call(lambda: self.chain.get_tasks(keys), deadline=deadline)
             for member, info in zip(doubtful, found, strict=True):
                 if info is None:
                     raise GridtaskError(f"task {member.task_id} is not on chain")
-                self._known[member.key] = info
-                self._stale.discard(member.key)
-                self._read_at[member.key] = time.monotonic()
+                self._records.read(member.key, info)
         infos = {}
         for member in members:
-            info = self._known[member.key]
+            info = self._records.known[member.key]
             member.state = info.state
             self._learn_node(member, info)
             infos[member.key] = info
             for name in STEPS_BY.get(info.state, ()):
                 await self._step(handle, member, name, node=info.node)
         return infos
-
-    def _doubtful(self, key: bytes) -> bool:
-        info = self._known.get(key)
-        if info is None or key in self._stale:
-            return True
-        overdue = info.state in STALLABLE and time.time() > info.deadline + ABORT_GRACE_S
-        return overdue and time.monotonic() - self._read_at.get(key, -float("inf")) >= WAKE_CHECK_S
 
     # ------------------------------------------------------------ steps
 
@@ -731,10 +706,10 @@ class Client:
         except TransactionReverted as exc:  # its node aborted it, or an earlier try got through
             log.warning("task %s: validate refused (%s); reading its state again", member.task_id[:10], exc.reason)
             await self._step(handle, member, "retry", what="validateSingleTask", why=exc.reason)
-            self._stale.add(member.key)
+            self._records.doubt(member.key)
             if "sampled" in exc.reason:  # the contract says so: ask it again, which makes the group
                 handle.sampled = None
-                self._created_in.pop(member.key, None)  # (a reorg moved its creation: ask the contract)
+                self._records.forget_creation(member.key)
                 return
             await self._sleep_until_event(handle, deadline)
             return
@@ -752,7 +727,7 @@ class Client:
             log.warning("task %s: group validation refused (%s); reading its state again",
                         handle.task_id[:10], exc.reason)
             await self._step(handle, handle.original, "retry", what="validateTaskGroup", why=exc.reason)
-            self._stale.update(m.key for m in handle.members)
+            self._records.doubt(*(m.key for m in handle.members))
             handle.group = await self._find_group(handle)
             if handle.group is None:
                 await self._sleep_until_event(handle, deadline)
@@ -785,7 +760,7 @@ class Client:
         left = deadline - time.monotonic()
         if left <= 0:
             raise self._timeout(handle)
-        wake = self._wake.get(handle.commitment)
+        wake = self._records.wake.get(handle.commitment)
         if wake is None:
             await asyncio.sleep(min(left, WAKE_CHECK_S))
             return
@@ -811,7 +786,7 @@ class Client:
             # chain's clock is behind ours, or the chain is away: read its state again.
             log.info("task %s: abort did not go through (%s)", member.task_id[:10], exc)
             await self._step(handle, member, "retry", what="abortTask", why=str(exc))
-            self._stale.add(member.key)
+            self._records.doubt(member.key)
             await self._sleep_until_event(handle, deadline)
 
     async def _abort_reason(self, member: Member) -> str:
@@ -824,7 +799,7 @@ class Client:
 
     def _cached_event(self, member: Member, name: str) -> ChainEvent | None:
         """The member's newest ``name`` event as the stream delivered it."""
-        return next((e for e in reversed(self._events_of.get(member.key, [])) if e.name == name), None)
+        return self._records.event(member.key, name)
 
     async def _find_event(self, member: Member, name: str) -> ChainEvent | None:
         """The member's ``name`` event: as the stream delivered it, else searched for on chain."""
@@ -894,7 +869,7 @@ class Client:
                 slashed[str(e.args["node"])] = slashed.get(str(e.args["node"]), 0) + int(e.args["amount"])
         nodes = []
         for k in keys:
-            known = self._known.get(k)
+            known = self._records.known.get(k)
             info = known if known is not None and known.has_node else await self.chain.get_task(k)
             nodes.append(info.node if info is not None else "")
         return GroupResult(
@@ -932,17 +907,11 @@ class Client:
 
     def _watch(self, handle: TaskHandle, key: bytes) -> None:
         """Events of any member wake the handle's one waiter."""
-        wake = self._wake.setdefault(handle.members[0].key if handle.members else key, asyncio.Event())
-        self._wake[key] = wake
+        self._records.watch(handle.members[0].key if handle.members else key, key)
 
     def _unwatch(self, handle: TaskHandle) -> None:
-        """Stop following the handle's members and forget what their events said (bounded
-        memory: following one again reads its record from the chain)."""
-        for member in [*handle.members, *handle.spares]:
-            self._wake.pop(member.key, None)
-            for table in (self._known, self._events_of, self._created_in, self._read_at):
-                table.pop(member.key, None)
-            self._stale.discard(member.key)
+        """Stop following the handle's members (``TaskRecords.forget``)."""
+        self._records.forget([m.key for m in [*handle.members, *handle.spares]])
 
     async def _pump_events(self) -> None:
         assert self._follower is not None
@@ -950,80 +919,14 @@ class Client:
             self._on_event(event)
 
     def _on_event(self, event: ChainEvent) -> None:
-        """One event of this account's tasks (from the follower, or a receipt): kept for the
-        sender of its transaction (``_confirm``), applied to the record of each task this
-        client follows, and its waiter woken. Applying the same event twice changes nothing."""
-        if not event.removed:
-            seen = self._tx_events.setdefault(event.transaction_hash, [])
-            if all(e.key != event.key for e in seen):
-                seen.append(event)
-            while len(self._tx_events) > TX_EVENTS_KEPT:
-                self._tx_events.popitem(last=False)
-            waiter = self._tx_waiters.get(event.transaction_hash)
-            if waiter is not None:
-                waiter.set()
-        for key in event.task_keys:
-            if key not in self._wake:
-                continue  # not a task this client follows now: its record is read if it ever is
-            history = self._events_of.setdefault(key, [])
-            if event.removed:  # a reorg took it back: what it said is doubtful now
-                self._events_of[key] = [e for e in history if e.key != event.key]
-                self._stale.add(key)
-                if event.name == "TaskCreated":
-                    self._created_in.pop(key, None)
-            elif all(e.key != event.key for e in history):
-                history.append(event)
-                self._apply(key, event)
-            self._wake[key].set()
-
-    def _apply(self, key: bytes, event: ChainEvent) -> None:
-        """What the event says the task's record is now. States only move forward (an event
-        pushed late never takes one back); a record not known yet is read from the chain."""
-        if event.name == "TaskCreated":
-            if event.block_hash:
-                self._created_in[key] = event.block_hash
-            if key not in self._known:
-                self._known[key] = TaskInfo(
-                    commitment=key, creator=str(event.args["creator"]), node=ZERO_ADDRESS,
-                    fee=int(event.args["fee"]), state=TaskState.CREATED,
-                    deadline=int(time.time()) + int(event.args["timeout"]), timeout=int(event.args["timeout"]),
-                    score=bytes(32), result_hash=bytes(32))
-            return
-        state = STATE_OF.get(event.name)
-        info = self._known.get(key)
-        if state is None:
-            return
-        if info is None:
-            self._stale.add(key)
-            return
-        if not _moves_on(info.state, state):
-            return
-        changes: dict[str, Any] = {"state": state}
-        if "node" in event.args:
-            changes["node"] = str(event.args["node"])
-        if event.name == "TaskScoreReady":
-            changes["score"], changes["result_hash"] = bytes(event.args["score"]), bytes(event.args["result_hash"])
-        if not state.is_final:  # the stage's deadline as our clock sees it (the block's time is not in the log)
-            changes["deadline"] = int(time.time()) + info.timeout
-        self._known[key] = dataclasses.replace(info, **changes)
+        """One event of this account's tasks, from the follower or a receipt (``TaskRecords.on_event``)."""
+        self._records.on_event(event)
 
     def _absorb(self, receipt: Any) -> None:
         """The events of one of our own transactions, from its receipt: known at once."""
         if receipt is not None:
             for event in self.chain.decode_receipt(receipt):
                 self._on_event(event)
-
-    async def _confirm(self, tx_hash: bytes, timeout: float) -> list[ChainEvent] | None:
-        """The events a transaction of ours logged, once the stream delivers them (None if they
-        did not come within ``timeout``: the chain client then reads the receipt)."""
-        if tx_hash not in self._tx_events:
-            waiter = self._tx_waiters.setdefault(tx_hash, asyncio.Event())
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), timeout)
-            finally:
-                self._tx_waiters.pop(tx_hash, None)
-        return self._tx_events.get(tx_hash)
 
     async def _step(self, handle: TaskHandle, member: Member, name: str, **detail: Any) -> None:
         """Tell the hooks a step, once per member ("retry" and "failed" every time)."""
@@ -1047,16 +950,6 @@ def parse_task_id(task_id: str | bytes) -> bytes:
     if len(raw) != 32:
         raise ValidationError(f"malformed task ID {task_id!r}: expected 0x and 64 hex characters")
     return raw
-
-
-def _moves_on(old: TaskState, new: TaskState) -> bool:
-    """Whether a task in ``old`` can be in ``new`` later: forward only; an end is an end, but
-    for a delivered result later shown wrong (a dispute)."""
-    if old == TaskState.SUCCESS and new == TaskState.INVALIDATED:
-        return True
-    if old == new or old.is_final:
-        return False
-    return new.is_final or new > old
 
 
 def _task_type(value: TaskType | int) -> TaskType:

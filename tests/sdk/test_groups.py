@@ -16,7 +16,6 @@ import pytest
 from nacl.public import PrivateKey
 
 import gridtask.sdk._client as sdk_client
-from gridtask.sdk._registry import NodeRegistry
 from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainEvent, to_bytes32
 from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, NodeInfo, TaskInfo
 from gridtask.config import NetworkConfig
@@ -26,6 +25,7 @@ from gridtask.keys import Identity
 from gridtask.params import TaskParams
 from gridtask.scoring import canonical_json, score
 from gridtask.sdk import Client, ClientState, GroupOutcome, TaskType
+from gridtask.sdk._registry import NodeRegistry
 from gridtask.types import NodeStatus, TaskState
 
 Answer = Callable[[Any], bytes]  # a node's result for the echo data it was given
