@@ -333,6 +333,17 @@ async def test_a_missed_event_is_a_gap_read_once_its_stage_deadline_passes(clien
     assert net.called("get_tasks") == [[handle.commitment]]
 
 
+async def test_a_caller_can_keep_a_task_off_a_node_a_retry_left(client: Client, net: FakeNetwork) -> None:
+    """``exclude`` (a retry elsewhere) comes first in the start's exclude list, before the
+    client's recent nodes; the list stays at two."""
+    first = await client.submit(TaskType.ECHO, "echo", {"data": 0})
+    assert await client.result(first) == {"echo": 0}
+    retry = await client.submit(TaskType.ECHO, "echo", {"data": 0}, exclude=[node(net, 2)])
+    assert await client.result(retry) == {"echo": 0}
+    assert net.called("start")[-1][1] == [node(net, 2).lower(), first.node.lower()]
+    assert retry.node not in (node(net, 2), first.node)
+
+
 async def test_the_exclude_list_leaves_a_node_to_run_the_task(client: Client, net: FakeNetwork) -> None:
     """Two nodes serve the model: a task excludes at most one, or it could never run."""
     for extra in list(net.nodes)[2:]:
@@ -490,6 +501,38 @@ async def test_only_one_node_has_the_vram_so_no_node_is_excluded(client: Client,
         assert await client.run(TaskType.ECHO, "echo", {"data": i}, min_vram=8000) == {"echo": i}
     assert [e for _, e in net.called("start")] == [[], [], []]
     assert {net.tasks[k].node for k, _ in net.called("start")} == {big}
+
+
+async def test_requirements_are_matched_from_the_node_logs_without_a_request_per_node(
+    client: Client, net: FakeNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task with a VRAM floor is matched against the nodes' NodeJoined logs (one search for
+    the whole registry, kept a while), never by reading each node: submitting costs no
+    per-node request however many nodes there are, and node keys come from the same logs."""
+    for _ in range(20):
+        address = Identity.generate().address
+        net.nodes[address] = PrivateKey.generate()
+    big = node(net, 3)
+    net.vram[big] = 8000
+
+    async def refused(*args: Any) -> Any:
+        raise AssertionError("a request per node")
+
+    for name in ("get_node", "get_node_models", "model_node_count"):
+        monkeypatch.setattr(net, name, refused)
+    searches = 0
+    find_logs = net.find_logs
+
+    async def counted(topics: list[Any], **kw: Any) -> list[ChainEvent]:
+        nonlocal searches
+        searches += isinstance(topics[0], list)
+        return await find_logs(topics, **kw)
+
+    monkeypatch.setattr(net, "find_logs", counted)
+    for i in range(3):
+        assert await client.run(TaskType.ECHO, "echo", {"data": i}, min_vram=8000) == {"echo": i}
+    assert await client.serving(["echo"], min_vram=8000) == 1 and await client.serving(["echo"]) == 24
+    assert searches == 1
 
 
 async def test_a_member_silent_past_its_deadline_is_aborted_and_the_group_goes_on(
