@@ -133,6 +133,11 @@ def run(quick: bool = False) -> Section:
         [[f"devnet, {NODES} nodes", *(f"{used.get(p, 0):.1f}" for p in ("nodes", "app", "relay", "anvil")),
           f"{sum(used.get(p, 0) for p in ('nodes', 'app', 'relay', 'anvil')):.1f}"],
          ["direct (one process)", f"{direct_cpu:.1f}", "", "", "", f"{direct_cpu:.1f}"]]))
+    devnet_cpu = sum(used.get(p, 0) for p in ("nodes", "app", "relay", "anvil"))
+    sec.info("CPU seconds: devnet (all parties) ÷ direct", f"{devnet_cpu / direct_cpu:.2f}×", devnet_cpu / direct_cpu,
+             note=f"{devnet_cpu:.1f} s vs {direct_cpu:.1f} s; independent of other users of the machine "
+                  f"({used.get('busy', float('nan')):.0%} busy during the devnet's run), unlike the wall-time ratio, "
+                  "where several node processes can win a larger share of a busy machine than one process")
     sec.info("largest difference between the devnet's vectors and the direct ones", f"{diff:.1g}", diff,
              note="the node rounds each component to 6 decimals")
     sec.data = dict(direct=[before, after], devnet=net, max_abs_diff=diff)

@@ -1,10 +1,13 @@
 """Sampling profiles of a devnet's Python parties while tasks run (py-spy).
 
-``py-spy record --nonblocking`` samples a process's on-CPU Python stacks without stopping
-it, so a profile says where each party's CPU goes: a function's *inclusive* share is the
-fraction of samples with it anywhere on the stack, its *self* share the fraction with it
-on top. Several processes of one party (the nodes) are summed. When py-spy is missing or
-may not attach (ptrace), the section says so and goes on.
+``py-spy record --nonblocking`` samples a process's Python stacks without stopping it.
+Samples whose top frame is a wait (an event loop's ``select``, a pool thread waiting for
+work, a condition) are counted apart as waiting; the rest is where each party's CPU goes:
+by the *deepest project frame* (the last ``gridtask/`` function on the stack: that
+function's own work plus the libraries it called, e.g. ABI decoding under an event
+handler) and by *leaf* (the function on top, any module). Several processes of one party
+(the nodes) are summed. When py-spy is missing or may not attach (ptrace), the section
+says so and goes on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from typing import Any
 
 RATE = 200  # samples per second
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
-PROJECT = ("gridtask/", "bench/")
+PROJECT = ("gridtask/",)
+ENTRY = ("gridtask/__main__.py", "gridtask/cli.py")  # every sample of a daemon is under them
+WAITS = {"EpollSelector.select selectors.py", "select selectors.py", "Condition.wait threading.py",
+         "_worker concurrent/futures/thread.py", "Event.wait threading.py", "Thread._wait_for_tstate_lock threading.py",
+         "Queue.get queue.py", "SimpleQueue.get queue.py"}
 
 
 def py_spy() -> str | None:
@@ -35,10 +42,10 @@ class Profile:
     """Collapsed stacks of one party: samples, and each function's self / inclusive count."""
 
     party: str
-    samples: int = 0
-    self_: Counter[str] = field(default_factory=Counter)
-    inclusive: Counter[str] = field(default_factory=Counter)
-    project_inclusive: Counter[str] = field(default_factory=Counter)
+    samples: int = 0  # on CPU
+    waiting: int = 0
+    leaf: Counter[str] = field(default_factory=Counter)
+    project: Counter[str] = field(default_factory=Counter)  # by deepest project frame
 
     def add_collapsed(self, text: str) -> None:
         for line in text.splitlines():
@@ -46,28 +53,21 @@ class Profile:
             if not stack or not count.isdigit():
                 continue
             n = int(count)
-            frames = [_name(f) for f in stack.split(";")]
-            frames = [f for f in frames if f]
+            frames = [f for f in (_name(f) for f in stack.split(";")) if f]
             if not frames:
                 continue
+            if frames[-1] in WAITS:
+                self.waiting += n
+                continue
             self.samples += n
-            self.self_[frames[-1]] += n
-            seen = set(frames)
-            for f in seen:
-                self.inclusive[f] += n
-                if f.split(" ")[-1].startswith(PROJECT):
-                    self.project_inclusive[f] += n
+            self.leaf[frames[-1]] += n
+            ours = [f for f in frames if f.split(" ")[-1].startswith(PROJECT) and not f.endswith(ENTRY)]
+            self.project[ours[-1] if ours else "(no project frame)"] += n
 
     def top(self, k: int = 6) -> dict[str, list[tuple[str, float]]]:
-        if not self.samples:
-            return {"self": [], "project (inclusive)": []}
-        s = self.samples
-        return {
-            "self": [(f, n / s) for f, n in self.self_.most_common(k)],
-            # the project's functions, outermost wrappers left out (every sample is under them)
-            "project (inclusive)": [(f, n / s) for f, n in self.project_inclusive.most_common(k + 4)
-                                    if n < 0.97 * s][:k],
-        }
+        s = self.samples or 1
+        return {"deepest project frame": [(f, n / s) for f, n in self.project.most_common(k)],
+                "leaf": [(f, n / s) for f, n in self.leaf.most_common(k)]}
 
 
 def _name(frame: str) -> str:
@@ -136,14 +136,14 @@ class Recorder:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def summary(self, k: int = 6) -> dict[str, Any]:
-        return {party: dict(samples=p.samples, **p.top(k)) for party, p in self.profiles.items()}
+        return {party: dict(samples=p.samples, waiting=p.waiting, **p.top(k)) for party, p in self.profiles.items()}
 
 
 def rows(summary: dict[str, Any], k: int = 5) -> list[list[str]]:
-    """Table rows: party, kind, function, share of that party's samples."""
+    """Table rows: party (its on-CPU samples), kind, function, share of them."""
     out = []
     for party, s in summary.items():
-        for kind in ("project (inclusive)", "self"):
-            for func, share in s[kind][:k]:
-                out.append([party, kind, func, f"{share:.0%}"])
+        for kind, n in (("deepest project frame", k), ("leaf", 3)):
+            for func, share in s[kind][:n]:
+                out.append([f"{party} ({s['samples']:,})", kind, func, f"{share:.0%}"])
     return out
