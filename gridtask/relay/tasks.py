@@ -69,6 +69,12 @@ _COMPLETE = frozenset({"TaskStarted", "TaskScoreReady"})
 # States in which the committed result hash matters (the node's upload is checked against it).
 _HASHED = frozenset({TaskState.SCORE_READY, TaskState.VALIDATED, TaskState.SUCCESS, TaskState.INVALIDATED})
 
+# How often the follower polls: with a WebSocket only as a safety net for a dropped socket.
+# Slower than the SDK or a node can afford: an event the relay has not yet polled costs it
+# one read (the call it would allow is judged on a fresh read), never a wrong answer.
+PUSH_SAFETY_POLL_S = 5.0
+POLL_S = 0.25
+
 DEFAULT_ENDED_TTL_S = 300.0
 DEFAULT_IDLE_TTL_S = 3600.0
 DEFAULT_MAX_TASKS = 100_000
@@ -284,4 +290,5 @@ def relay_follower(client: ChainClient, *, ws_url: str = "", confirmations: int 
     from gridtask.chain.events import EventFollower
 
     topics = [client.events.topic(name) for name in RELAY_EVENTS]
-    return EventFollower(client, ws_url=ws_url, confirmations=confirmations, filters=[[topics]])
+    return EventFollower(client, ws_url=ws_url, confirmations=confirmations, filters=[[topics]],
+                         poll_interval=PUSH_SAFETY_POLL_S if ws_url else POLL_S)

@@ -25,7 +25,7 @@ from .relay_kit import spawn_relay
 
 pytestmark = pytest.mark.e2e
 
-TASKS = 5
+TASKS = 20
 T = TypeVar("T")
 
 
