@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gridtask.chain.client import to_bytes32
-from gridtask.exceptions import ResultParseError, TaskAborted, TaskErrored, TaskTimeout, ValidationError
+from gridtask.exceptions import ConfigError, ResultParseError, TaskAborted, TaskErrored, TaskTimeout, ValidationError
 from gridtask.sdk import Model as SdkModel
 from gridtask.sdk import Simple as SdkSimple
 from gridtask.sdk.dria import SINGLETONS, DatasetGenerator, Dria, DriaDataset, ExecuteResults, Model, Task, TaskResult
@@ -269,6 +269,18 @@ async def test_tasks_in_flight_follow_the_nodes_serving_their_model_across_calls
     client.most_running = 0
     await dria.execute(tasks(*map(str, range(20, 30)), models=["llama3.2:1b"]), timeout=10)
     assert client.most_running == 2
+
+
+def test_rpc_token_is_the_paying_key_and_anything_else_is_a_clear_error(tmp_path: Path) -> None:
+    key = "0x" + "42" * 32
+    config = {"config_path": tmp_path / "none.json", "rpc_url": "http://127.0.0.1:9", "contract": "0x" + "00" * 20,
+              "relay_url": "http://127.0.0.1:9"}
+    dria = Dria(rpc_token=key, **config)
+    assert dria.client.identity.private_key.hex() == "42" * 32
+    with pytest.raises(ConfigError, match="rpc_token: gridtask takes the paying account's private key"):
+        Dria(rpc_token="dria-community-token", **config)
+    with pytest.raises(ValidationError, match="either a client or the options"):
+        Dria(rpc_token=key, client=dria.client)
 
 
 async def test_a_single_task_raises_its_own_error() -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gridtask.chain.models import ZERO_ADDRESS
-from gridtask.exceptions import TaskTimeout, ValidationError
+from gridtask.exceptions import ConfigError, TaskTimeout, ValidationError
 from gridtask.limits import check_positive, check_validate_mode
 from gridtask.sdk._client import Client, TaskHandle
 from gridtask.sdk.dria.models import Task, TaskResult
@@ -101,7 +101,13 @@ class Dria:
             client_options["private_key"] = rpc_token
         self._options = client_options
         # Made now so that a bad config fails here, not at the first task.
-        self._client = client if client is not None else Client(**client_options)
+        try:
+            self._client = client if client is not None else Client(**client_options)
+        except ConfigError as exc:
+            if not rpc_token:
+                raise
+            raise ConfigError(f"rpc_token: gridtask takes the paying account's private key here "
+                              f"(0x + 64 hex digits), not a Dria RPC token ({exc})") from None
         self._owned = client is None
         self._depth = 0  # nested ``async with dria`` blocks: the outermost one closes
         self._slots: dict[str, asyncio.Semaphore] = {}  # per model, for the open session
