@@ -384,3 +384,21 @@ async def test_a_pipeline_whose_steps_do_not_fit_is_refused_before_anything_runs
                                                                    "persona": "prompt"})])
     assert dria.calls == [{"prompt": "p"}, {"persona": "p", "context": "p", "question": "gen"}]
     assert dria.calls and DriaDataset("x", path=tmp_path / "x").get_entries()[0]["prediction"] == "A(gen)"
+
+
+def test_dria_import_paths_and_a_workflow_built_with_the_real_dria_workflows() -> None:
+    """``gridtask.sdk.dria.workflows`` is ``gridtask.workflows`` under Dria's path; a Task takes
+    a workflow object built with the real ``dria_workflows`` package as it is."""
+    dw = pytest.importorskip("dria_workflows")
+    from gridtask.sdk.dria.workflows import Edge, Operator, WorkflowBuilder, Write
+
+    ours = WorkflowBuilder(prompt="hi")
+    ours.generative_step(prompt="{{prompt}}", operator=Operator.GENERATION, outputs=[Write.new("response")])
+    ours.flow([Edge(source="0", target="_end")])
+    ours.set_return_value("response")
+    theirs = dw.WorkflowBuilder(prompt="hi")
+    theirs.generative_step(prompt="{{prompt}}", operator=dw.Operator.GENERATION, outputs=[dw.Write.new("response")])
+    theirs.flow([dw.Edge(source="0", target="_end")])
+    theirs.set_return_value("response")
+    assert Task(workflow=theirs.build(), models=[Model.TINY_LLM]).workflow == Task(
+        workflow=ours.build(), models=[Model.TINY_LLM]).workflow
