@@ -402,3 +402,18 @@ def test_dria_import_paths_and_a_workflow_built_with_the_real_dria_workflows() -
     theirs.set_return_value("response")
     assert Task(workflow=theirs.build(), models=[Model.TINY_LLM]).workflow == Task(
         workflow=ours.build(), models=[Model.TINY_LLM]).workflow
+
+
+def test_the_core_does_not_import_the_dria_layer() -> None:
+    """One direction of imports: Dria wraps the core client from outside."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "gridtask"
+    core = [*root.glob("sdk/_*.py"), *root.glob("chain/*.py"), *root.glob("node/**/*.py"), *root.glob("relay/*.py"),
+            *root.glob("workflows/*.py")]
+    assert len(core) > 10
+    for path in core:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("gridtask.sdk.dria") or n == "gridtask.sdk._dria" for n in names), path
