@@ -62,6 +62,7 @@ async def created_tasks(client: Client, since: int) -> list[str]:
             if e.name == "TaskCreated" and e.args["creator"] == client.identity.address]
 
 
+@pytest.mark.timeout(max(300, 120 + 10 * ROWS))  # 20 rows took 82 s on a loaded 2-core machine
 async def test_the_dataset_job_finishes_with_a_dataset_and_a_progress_bar(tiny_net: tuple[Devnet, Path],
                                                                           tmp_path: Path) -> None:
     net, config = tiny_net
