@@ -16,7 +16,7 @@ from bench.report import Section, checks_table, console
 SECTIONS = ("gas", "e2e", "embed", "memory", "sim")
 
 
-def run_section(name: str, quick: bool, seed: int) -> Section:
+def run_section(name: str, quick: bool, seed: int, alone: bool = False) -> Section:
     if name == "gas":
         from bench import gas
 
@@ -32,7 +32,8 @@ def run_section(name: str, quick: bool, seed: int) -> Section:
     if name == "sim":
         from bench import simulate
 
-        return simulate.run(quick=quick, seed=seed)
+        # the full 10,000 x 100,000 network when asked for alone (`--only sim`)
+        return simulate.run(quick=quick, seed=seed, full=alone and not quick)
     from bench import memory
 
     return memory.run(quick=quick)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         with console.status(f"{name}..."):
             try:
-                sec = run_section(name, args.quick, args.seed)
+                sec = run_section(name, args.quick, args.seed, alone=len(wanted) == 1)
             except Exception as exc:
                 sec = Section(name)
                 sec.errors.append(f"{type(exc).__name__}: {exc}")
