@@ -20,7 +20,7 @@ from typing import Any
 from gridtask.chain.models import ZERO_ADDRESS
 from gridtask.exceptions import ConfigError, TaskTimeout, ValidationError
 from gridtask.limits import check_positive, check_validate_mode
-from gridtask.sdk._client import Client, TaskHandle
+from gridtask.sdk._client import Client, ClientState, TaskHandle
 from gridtask.sdk.dria.models import Task, TaskResult
 from gridtask.types import TaskType
 
@@ -120,8 +120,6 @@ class Dria:
 
     async def __aenter__(self) -> Dria:
         """Keep the client open for the block (``execute`` otherwise opens it per call)."""
-        from gridtask.sdk._client import ClientState
-
         if self._owned and self._client.state == ClientState.CLOSED:
             self._client = Client(**self._options)
         await self._client.open()
@@ -139,8 +137,6 @@ class Dria:
         """The open client: ours, opened for this call and closed after it unless an
         ``async with dria`` block holds it open (so each ``asyncio.run`` may call
         ``execute``); or the caller's, left as it is."""
-        from gridtask.sdk._client import ClientState
-
         if not self._owned or self._client.state == ClientState.OPENED:
             yield self._client
             return
