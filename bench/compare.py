@@ -1,4 +1,4 @@
-"""``python -m bench.compare BEFORE.json AFTER.json``: two runs' targets and the CPU a task
+"""``python -m bench.compare BEFORE.json[,MORE.json] AFTER.json``: two runs' targets and the CPU a task
 costs each party, side by side, as Markdown (the tables of bench/RESULTS.md).
 
 Rows are matched by name; a target one run lacks shows as "–". CPU per party comes from
@@ -16,8 +16,13 @@ from typing import Any
 from bench.cpu import PARTIES
 
 
-def load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+def load(paths: str) -> dict[str, Any]:
+    """One run, or several joined (``a.json,b.json``: sections of later files win), e.g. an
+    old commit's e2e and embed sections measured separately."""
+    run: dict[str, Any] = {"sections": {}}
+    for path in paths.split(","):
+        run["sections"].update(json.loads(Path(path).read_text())["sections"])
+    return run
 
 
 def checks(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -85,8 +90,8 @@ def rpc_table(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
-    parser.add_argument("before", type=Path)
-    parser.add_argument("after", type=Path)
+    parser.add_argument("before", help="a --json file of python -m bench, or several joined by commas")
+    parser.add_argument("after", help="the same, for the other run")
     args = parser.parse_args(argv)
     before, after = load(args.before), load(args.after)
     for title, lines in (("Targets", targets_table(before, after)), ("CPU per party", cpu_table(before, after)),

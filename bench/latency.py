@@ -471,7 +471,7 @@ async def run_async(quick: bool) -> Section:
         sec.data["latency"] = lat
         tx_per_task = lat["tx_per_task"]
         if not quick:
-            prof = await profile(net, 10)
+            prof = await profile(net, 20)
             sec.data["profile"] = prof
             if prof["error"]:
                 sec.errors.append(f"profile: {prof['error']}")
@@ -504,10 +504,10 @@ async def run_async(quick: bool) -> Section:
     if len(results) == 2:
         r8, r16 = results
         raw = r16["tasks_per_s"] / r8["tasks_per_s"]
-        sec.check("throughput with 16 nodes ÷ with 8 nodes (same 8 apps)", r16["ratio"] / r8["ratio"], ">=", 1.0,
-                  fmt="{:.2f}", note=f"each run's tasks/s ÷ its own devnet's bare rate (the machine's load moves "
-                                     f"between the two); raw {r16['tasks_per_s']:.2f} ÷ {r8['tasks_per_s']:.2f} "
-                                     f"tasks/s = {raw:.2f}")
+        sec.check("throughput with 16 nodes ÷ with 8 nodes (same 8 apps)", raw, ">=", 1.0, fmt="{:.2f}",
+                  note=f"{r16['tasks_per_s']:.2f} ÷ {r8['tasks_per_s']:.2f} tasks/s; the same over each devnet's own "
+                       f"bare rate, {r16['ratio'] / r8['ratio']:.2f} (differs when the machine's load moved between "
+                       "the two devnets, or when idle nodes slow the chain's bare transactions too)")
     for nodes, g0, g1, dt in prices:
         sec.info(f"eth_gasPrice drift, devnet with {nodes} nodes", f"{g0:,.3g} → {g1:,.3g} gwei", g1 / g0,
                  note=f"over {dt:.0f}s of use (EIP-1559 offers cannot drive the price up)")
