@@ -8,9 +8,17 @@ and fresh nonces, on nodes that ran none of the other members. ``Client.result``
 every member: on ``TaskStarted`` it encrypts the parameters to the member's node and
 uploads them; once scored, a lone task is validated by itself and a group together
 (``validateTaskGroup``); on ``TaskSuccess`` it downloads, decrypts and checks the result
-against the score, and proves a mismatch on chain (``disputeResult``). Events only wake
-it: each step reads the tasks' states from the chain, so a missed event or a chain that
-was away for a while delays it, never loses it.
+against the score, and proves a mismatch on chain (``disputeResult``).
+
+One ``Client`` follows all its tasks through one event subscription, filtered on chain to
+the events whose creator is its account, and acts on what they say (``TaskRecords``): its
+own transactions are confirmed by their events (no receipt polls), a task's sample is drawn
+from its ``TaskCreated`` log's block hash, node keys and "is this model served" come from
+the nodes' logs (``NodeRegistry``). It reads a task's state from the chain only for a gap
+(a stage deadline passed with no news, a reorg, an event out of order), every doubtful
+member in one batch, so a missed event or a chain away for a while delays a task, never
+loses it. A task's next step is decided by ``TaskRun`` (``_task.py``); hooks
+(``event_hooks={"step": [...]}``) see every step.
 
 Two names for two things: a task's *key* (``TaskHandle.task_id``, 0x-hex) is its public
 name on chain; its *task ID* (``TaskHandle.secret``) is the application's secret behind
