@@ -68,3 +68,13 @@ def test_compare_joins_the_before_files_and_matches_targets_by_name(tmp_path: Pa
     cpu = cpu_table(before, load(after))
     assert "|   the node that ran it | 60.0 | 60.0 |" in cpu
     assert "| all parties | 180.0 | 180.0 |" in cpu
+
+
+def test_embedding_texts_are_split_evenly_into_a_multiple_of_the_node_count() -> None:
+    from bench.embed import split, texts
+
+    batch = texts(1000)
+    chunks = split(batch, 256, 3)
+    assert [len(c) for c in chunks] == [167, 167, 167, 167, 166, 166]
+    assert [t for c in chunks for t in c] == batch  # every text once, in order
+    assert [len(c) for c in split(batch, 256, 1)] == [250] * 4
