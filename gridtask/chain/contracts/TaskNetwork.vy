@@ -1,5 +1,6 @@
 # pragma version 0.4.3
 # pragma evm-version cancun
+# pragma optimize codesize
 """
 @title TaskNetwork
 @notice The chain's part of gridtask: the node registry and its stakes, task
@@ -28,10 +29,12 @@
 import errors
 import node_registry
 import packing
+import selection
 import task_queue
 
 initializes: task_queue
 initializes: node_registry
+initializes: selection[node_registry := node_registry]
 
 exports: (
     node_registry.min_stake,
@@ -176,16 +179,13 @@ event Withdrawal:
 # ---------------------------------------------------------------- constants
 
 # @notice At most this many models per task and per node.
-MAX_TASK_MODELS: constant(uint256) = 4
+MAX_TASK_MODELS: constant(uint256) = selection.MAX_TASK_MODELS
 MAX_NODE_MODELS: constant(uint256) = node_registry.MAX_NODE_MODELS
 # @dev Inputs are decoded with room to spare, so an over-long list gets a readable revert.
 MAX_MODELS_INPUT: constant(uint256) = 16
 # @notice How many nodes a start may exclude (the SDK's two most recent tasks' nodes).
-MAX_EXCLUDE: constant(uint256) = 2
+MAX_EXCLUDE: constant(uint256) = selection.MAX_EXCLUDE
 
-# @notice Random entries selection looks at before it gives up and queues the task
-#         (a model served by this many nodes or fewer is searched exhaustively).
-MAX_PROBES: constant(uint256) = 16
 # @notice Queued tasks a node looks at per model it serves: the first QUEUE_SCAN of
 #         the queue (best-paying first), then SWEEP_SCAN from the model's sweep cursor.
 QUEUE_SCAN: constant(uint256) = 4
@@ -430,16 +430,15 @@ def resume():
             minimum must `topUp` first.
     """
     info: uint256 = node_registry.node_info[msg.sender]
-    if info & packing.PAUSE_REQUESTED != 0:
-        if node_registry.nodes[msg.sender].stake < node_registry.min_stake:
-            errors.fail("nodes: stake below minimum: top up first")
-        node_registry.node_info[msg.sender] = info & ~packing.PAUSE_REQUESTED
-        log NodeResumed(node=msg.sender)
-        return
-    if info & packing.STATE_MASK != PAUSED:
+    requested: bool = info & packing.PAUSE_REQUESTED != 0
+    if not requested and info & packing.STATE_MASK != PAUSED:
         errors.fail("nodes: node is not paused")
     if node_registry.nodes[msg.sender].stake < node_registry.min_stake:
         errors.fail("nodes: stake below minimum: top up first")
+    if requested:
+        node_registry.node_info[msg.sender] = info & ~packing.PAUSE_REQUESTED
+        log NodeResumed(node=msg.sender)
+        return
     node_registry.node_info[msg.sender] = (info & ~packing.STATE_MASK) | IDLE
     node_registry.activate(msg.sender)
     log NodeResumed(node=msg.sender)
@@ -609,8 +608,8 @@ def startTask(
     ) | packing.STARTED_FLAG
     seed: bytes32 = keccak256(abi_encode(entropy, key))
     deadline: uint256 = block.timestamp + packing.timeout(meta)
-    key_model: bytes32 = self._key_model(model_ids)
-    node: address = self._select(seed, key_model, model_ids, min_vram, required_gpu, exclude)
+    key_model: bytes32 = selection.key_model(model_ids)
+    node: address = selection.select(seed, key_model, model_ids, min_vram, required_gpu, exclude)
     if node != empty(address):
         self.tasks[key].node = node
         self.tasks[key].meta = packing.stage(meta, STARTED, deadline)
@@ -1099,10 +1098,8 @@ def _check_models(models: DynArray[bytes32, MAX_MODELS_INPUT], limit: uint256):
 @view
 def _task(key: bytes32) -> Task:
     """@dev The task, which must exist."""
-    task: Task = self.tasks[key]
-    if task.cf == 0:
-        errors.fail("tasks: unknown task")
-    return task
+    self._cf(key)
+    return self.tasks[key]
 
 
 @internal
@@ -1255,98 +1252,6 @@ def _withdraw(recipient: address):
 # ---------------------------------------------------------------- internals: selection and queue
 
 @internal
-@view
-def _key_model(models: DynArray[bytes32, MAX_TASK_MODELS]) -> bytes32:
-    """@dev The task's model served by the fewest nodes: the smallest set that holds
-    every node that can run the task."""
-    best: bytes32 = models[0]
-    fewest: uint256 = node_registry.model_node_count[best]
-    for m: bytes32 in models:
-        count: uint256 = node_registry.model_node_count[m]
-        if count < fewest:
-            best = m
-            fewest = count
-    return best
-
-
-@internal
-@view
-def _select(
-    seed: bytes32,
-    key_model: bytes32,
-    models: DynArray[bytes32, MAX_TASK_MODELS],
-    min_vram: uint256,
-    gpu: bytes32,
-    exclude: DynArray[address, MAX_EXCLUDE],
-) -> address:
-    """
-    @dev Weighted random choice in flat gas: probe up to MAX_PROBES entries of the
-    key model's array (all of them, from a random offset, when there are that few),
-    accept a matching node with probability weight / max weight, and fall back to
-    the heaviest match seen. Empty when no probe matched: the task is queued.
-    """
-    n: uint256 = node_registry.model_node_count[key_model]
-    if n == 0:
-        return empty(address)
-    max_weight: uint256 = node_registry.min_stake * node_registry.stake_cap_multiple
-    offset: uint256 = convert(seed, uint256) % n
-    best: address = empty(address)
-    best_weight: uint256 = 0
-    for i: uint256 in range(MAX_PROBES):
-        if n <= MAX_PROBES and i >= n:
-            break
-        r: uint256 = convert(keccak256(abi_encode(seed, i)), uint256)
-        index: uint256 = (offset + i) % n if n <= MAX_PROBES else r % n
-        node: address = node_registry.model_nodes[key_model][index + 1]
-        info: uint256 = node_registry.node_info[node]
-        if not self._matches(node, info, key_model, models, min_vram, gpu, exclude):
-            continue
-        weight: uint256 = (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK
-        if (r >> 128) % max_weight < weight:
-            return node
-        if weight > best_weight:
-            best = node
-            best_weight = weight
-    return best
-
-
-@internal
-@view
-def _matches(
-    node: address,
-    info: uint256,
-    key_model: bytes32,
-    models: DynArray[bytes32, MAX_TASK_MODELS],
-    min_vram: uint256,
-    gpu: bytes32,
-    exclude: DynArray[address, MAX_EXCLUDE],
-) -> bool:
-    """@dev Idle, not excluded, enough VRAM, the right GPU, and every model (`key_model` is
-    known to match).
-    The GPU tag and the model filter in `info` settle most refusals without another
-    storage read; a pass is confirmed against storage, so the answer is exact."""
-    if info & packing.STATE_MASK != IDLE:
-        return False
-    for x: address in exclude:
-        if x == node:
-            return False
-    if (info >> packing.VRAM_SHIFT) & packing.VRAM_MASK < min_vram:
-        return False
-    if gpu != empty(bytes32):
-        if (info >> packing.GPU_TAG_SHIFT) & packing.TAG_MASK != packing.tag(gpu):
-            return False
-        if node_registry.nodes[node].gpu != gpu:
-            return False
-    for m: bytes32 in models:
-        if m != key_model:
-            if (info >> packing.BLOOM_SHIFT) & packing.bloom_bit(m) == 0:
-                return False
-            if node_registry.node_model_pos[node][m] == 0:
-                return False
-    return True
-
-
-@internal
 def _take_queued(node: address) -> bool:
     """
     @dev Start the best-paying task that `_scan` finds for the node among the models
@@ -1419,7 +1324,7 @@ def _runnable(node: address, info: uint256, model: bytes32, key: bytes32) -> boo
         self._expire(key)
         return False
     want: Wanted = self.wanted[key]
-    return self._matches(node, info, model, want.models, want.min_vram, want.gpu, want.exclude)
+    return selection.matches(node, info, model, want.models, want.min_vram, want.gpu, want.exclude)
 
 
 @internal

@@ -56,10 +56,18 @@ nodes: HashMap[address, Node]
 node_info: HashMap[address, uint256]
 # @notice The models each node serves.
 node_models: HashMap[address, DynArray[bytes32, MAX_NODE_MODELS]]
-# @notice Active (idle or busy) nodes per model: an array with 1-based positions.
-model_nodes: HashMap[bytes32, HashMap[uint256, address]]
+# @notice Active (idle or busy) nodes per model: an array with 1-based positions. Each
+#         entry is packing.entry(): the address with what never changes while the node is
+#         active (VRAM, GPU tag, model filter), so that a probe refuses most nodes that
+#         cannot run a task from this one word, without reading the node's own.
+model_nodes: HashMap[bytes32, HashMap[uint256, uint256]]
 # @notice How many active nodes serve each model.
 model_node_count: public(HashMap[bytes32, uint256])
+# @notice Per model, at least the largest weight of any node ever in its array (a
+#         high-water mark: it never falls). Selection accepts a probed node with
+#         probability weight / this, which is exact whatever the mark, and makes equal
+#         stakes accept at once.
+model_max_weight: HashMap[bytes32, uint256]
 # @notice A node's 1-based position in each of its models' arrays (0: not there).
 node_model_pos: HashMap[address, HashMap[bytes32, uint256]]
 # @notice When a leaving node's stake is released (`withdraw` pays it from then on).
@@ -89,11 +97,22 @@ def info_of(node: address) -> uint256:
 @internal
 def activate(node: address):
     """@dev Put the node in the array of every model it serves."""
+    info: uint256 = self.node_info[node]
+    weight: uint256 = (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK
+    word: uint256 = packing.entry(node, info)
     for m: bytes32 in self.node_models[node]:
         n: uint256 = self.model_node_count[m] + 1
-        self.model_nodes[m][n] = node
+        self.model_nodes[m][n] = word
         self.model_node_count[m] = n
         self.node_model_pos[node][m] = n
+        self._raise_max(m, weight)
+
+
+@internal
+def _raise_max(model: bytes32, weight: uint256):
+    """@dev Keep the model's high-water mark at or above every weight in its array."""
+    if weight > self.model_max_weight[model]:
+        self.model_max_weight[model] = weight
 
 
 @internal
@@ -102,10 +121,10 @@ def deactivate(node: address):
     for m: bytes32 in self.node_models[node]:
         pos: uint256 = self.node_model_pos[node][m]
         n: uint256 = self.model_node_count[m]
-        last: address = self.model_nodes[m][n]
+        last: uint256 = self.model_nodes[m][n]
         self.model_nodes[m][pos] = last
-        self.node_model_pos[last][m] = pos
-        self.model_nodes[m][n] = empty(address)
+        self.node_model_pos[convert(last & packing.ADDRESS_MASK, address)][m] = pos
+        self.model_nodes[m][n] = 0
         self.model_node_count[m] = n - 1
         self.node_model_pos[node][m] = 0
 
@@ -137,9 +156,12 @@ def set_stake(node: address, stake: uint256):
         return  # gone: nothing left to take
     self.nodes[node].stake = stake
     weight: uint256 = min(stake, min_stake * stake_cap_multiple)
+    status: uint256 = info & packing.STATE_MASK
+    if weight > (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK and (status == IDLE or status == BUSY):
+        for m: bytes32 in self.node_models[node]:
+            self._raise_max(m, weight)  # in its models' arrays: their marks follow
     info = (info & ~(packing.WEIGHT_MASK << packing.WEIGHT_SHIFT)) | (weight << packing.WEIGHT_SHIFT)
     if stake < min_stake:
-        status: uint256 = info & packing.STATE_MASK
         if status == IDLE:
             self.pause(node, info)
             return

@@ -10,7 +10,9 @@
           | STARTED_FLAG | SCORED_FLAG | GROUPED_FLAG | task size << 211 (until the task
           starts the rand field holds its creation block number);
         - node_info: status | vram << 8 | capped stake << 40 | GPU tag << 136
-          | model filter << 168 | PAUSE_REQUESTED.
+          | model filter << 168 | PAUSE_REQUESTED;
+        - a model array's entry: address | vram << 160 | GPU tag << 192 | folded model
+          filter << 224 (what a selection probe checks before it reads node_info).
 """
 
 # Task.meta: state | deadline << 8 | timeout << 72 | rand << 136 | task type << 200
@@ -44,6 +46,12 @@ WEIGHT_SHIFT: constant(uint256) = 40
 TAG_MASK: constant(uint256) = 2**32 - 1
 GPU_TAG_SHIFT: constant(uint256) = 136
 BLOOM_SHIFT: constant(uint256) = 168
+# A model array's entry: address | vram << 160 | GPU tag << 192 | model filter folded to 32
+# bits << 224 (bit b % 32 of the 64-bit filter).
+ENTRY_VRAM_SHIFT: constant(uint256) = 160
+ENTRY_TAG_SHIFT: constant(uint256) = 192
+ENTRY_BLOOM_SHIFT: constant(uint256) = 224
+FOLD_MASK: constant(uint256) = 2**32 - 1
 # Set while a busy node has asked to pause after its task (above the other fields).
 PAUSE_REQUESTED: constant(uint256) = 2**255
 
@@ -113,3 +121,22 @@ def tag(name: bytes32) -> uint256:
 def bloom_bit(model: bytes32) -> uint256:
     """@dev One of 64 bits per model: a clear bit proves the node does not serve it."""
     return 1 << (convert(keccak256(model), uint256) % 64)
+
+
+@internal
+@pure
+def entry(node: address, info: uint256) -> uint256:
+    """@dev A node's entry in its models' arrays, from its node_info."""
+    bloom: uint256 = (info >> BLOOM_SHIFT) & (2**64 - 1)
+    return (
+        convert(node, uint256) | (((info >> VRAM_SHIFT) & VRAM_MASK) << ENTRY_VRAM_SHIFT)
+        | (((info >> GPU_TAG_SHIFT) & TAG_MASK) << ENTRY_TAG_SHIFT)
+        | (((bloom | (bloom >> 32)) & FOLD_MASK) << ENTRY_BLOOM_SHIFT)
+    )
+
+
+@internal
+@pure
+def folded_bit(model: bytes32) -> uint256:
+    """@dev The model's bit in an entry's folded filter: clear proves the node lacks it."""
+    return 1 << (convert(keccak256(model), uint256) % 64 % 32)

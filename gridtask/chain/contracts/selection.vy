@@ -1,0 +1,143 @@
+# pragma version 0.4.3
+# pragma evm-version cancun
+"""
+@title Node selection
+@notice Which node runs a task: drawn at random, with probability exactly proportional
+        to its capped stake among the nodes that can run it, in flat gas. Stateless
+        itself: it reads the node registry (TaskNetwork's, or a test harness's).
+"""
+
+import node_registry
+import packing
+
+uses: node_registry
+
+# @notice At most this many models per task.
+MAX_TASK_MODELS: constant(uint256) = 4
+# @notice How many nodes a start may exclude (the SDK's two most recent tasks' nodes).
+MAX_EXCLUDE: constant(uint256) = 2
+# @notice A model served by this many active nodes or fewer is searched exhaustively
+#         (selection cannot miss an idle node that fits).
+MAX_PROBES: constant(uint256) = 16
+# @notice Independent random probes of a longer array before the task is queued.
+RANDOM_PROBES: constant(uint256) = 32
+
+
+@internal
+@view
+def key_model(models: DynArray[bytes32, MAX_TASK_MODELS]) -> bytes32:
+    """@dev The task's model served by the fewest nodes: the smallest set that holds
+    every node that can run the task."""
+    best: bytes32 = models[0]
+    fewest: uint256 = node_registry.model_node_count[best]
+    for m: bytes32 in models:
+        count: uint256 = node_registry.model_node_count[m]
+        if count < fewest:
+            best = m
+            fewest = count
+    return best
+
+
+@internal
+@view
+def select(
+    seed: bytes32,
+    key_model: bytes32,
+    models: DynArray[bytes32, MAX_TASK_MODELS],
+    min_vram: uint256,
+    gpu: bytes32,
+    exclude: DynArray[address, MAX_EXCLUDE],
+) -> address:
+    """
+    @dev A node that can run the task, drawn with probability exactly proportional to
+    its capped stake (its weight) among all that can; empty (the task is queued) when
+    none is found. Flat gas:
+    - n <= MAX_PROBES nodes in the key model's array: every one is looked at, in one
+      pass of weighted reservoir sampling (the k-th match, of weight w, replaces the
+      choice with probability w / the weight of the first k matches): exact, and it
+      finds a node whenever one can run the task;
+    - more: up to RANDOM_PROBES independent, uniform probes of the array; a matching
+      node is accepted with probability weight / the array's high-water mark. Every
+      probe picks node i with the same probability w_i / (n * mark), so whichever probe
+      accepts, P(i) is proportional to w_i. Nothing else picks a node: a fallback to a
+      node seen (say the heaviest) would favour it. Equal stakes accept at once.
+    A probe first checks the array's entry (VRAM, GPU tag, folded model filter: one
+    storage read) and reads the node's own word only for a node that may fit.
+    """
+    n: uint256 = node_registry.model_node_count[key_model]
+    chosen: address = empty(address)
+    total: uint256 = 0
+    mark: uint256 = 0
+    if n > MAX_PROBES:
+        mark = node_registry.model_max_weight[key_model]
+    # what every entry that can run the task has: checked on the entry before node_info
+    want: uint256 = min_vram << packing.ENTRY_VRAM_SHIFT
+    tag: uint256 = 0
+    if gpu != empty(bytes32):
+        tag = packing.tag(gpu) << packing.ENTRY_TAG_SHIFT
+    bits: uint256 = 0
+    for m: bytes32 in models:
+        if m != key_model:
+            bits |= packing.folded_bit(m)
+    bits <<= packing.ENTRY_BLOOM_SHIFT
+    for i: uint256 in range(RANDOM_PROBES):
+        if n <= i and n <= MAX_PROBES:
+            break
+        r: uint256 = convert(keccak256(abi_encode(seed, i)), uint256)
+        index: uint256 = i if n <= MAX_PROBES else r % n
+        word: uint256 = node_registry.model_nodes[key_model][index + 1]
+        if word & (packing.VRAM_MASK << packing.ENTRY_VRAM_SHIFT) < want:
+            continue
+        if tag != 0 and word & (packing.TAG_MASK << packing.ENTRY_TAG_SHIFT) != tag:
+            continue
+        if word & bits != bits:
+            continue
+        node: address = convert(word & packing.ADDRESS_MASK, address)
+        info: uint256 = node_registry.node_info[node]
+        if not self.matches(node, info, key_model, models, min_vram, gpu, exclude):
+            continue
+        weight: uint256 = (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK
+        if n > MAX_PROBES:
+            if (r >> 128) % mark < weight:
+                return node
+            continue
+        total += weight
+        if (r >> 128) % total < weight:
+            chosen = node
+    return chosen
+
+
+@internal
+@view
+def matches(
+    node: address,
+    info: uint256,
+    key_model: bytes32,
+    models: DynArray[bytes32, MAX_TASK_MODELS],
+    min_vram: uint256,
+    gpu: bytes32,
+    exclude: DynArray[address, MAX_EXCLUDE],
+) -> bool:
+    """@dev Idle, not excluded, enough VRAM, the right GPU, and every model (`key_model` is
+    known to match).
+    The GPU tag and the model filter in `info` settle most refusals without another
+    storage read; a pass is confirmed against storage, so the answer is exact."""
+    if info & packing.STATE_MASK != node_registry.IDLE:
+        return False
+    for x: address in exclude:
+        if x == node:
+            return False
+    if (info >> packing.VRAM_SHIFT) & packing.VRAM_MASK < min_vram:
+        return False
+    if gpu != empty(bytes32):
+        if (info >> packing.GPU_TAG_SHIFT) & packing.TAG_MASK != packing.tag(gpu):
+            return False
+        if node_registry.nodes[node].gpu != gpu:
+            return False
+    for m: bytes32 in models:
+        if m != key_model:
+            if (info >> packing.BLOOM_SHIFT) & packing.bloom_bit(m) == 0:
+                return False
+            if node_registry.node_model_pos[node][m] == 0:
+                return False
+    return True
