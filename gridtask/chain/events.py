@@ -5,6 +5,8 @@ The push path (``eth_subscribe`` to the contract's logs) makes a node or an
 application react within milliseconds; the poll path makes sure nothing is missed
 when the socket drops, the chain is unreachable for a while, or the process restarts
 (the cursor is saved to disk, so a restarted follower continues where it stopped).
+While the socket is up, the poll runs every ``poll_interval`` (a party that trusts the push
+can make that long); while it is down, at least every PUSH_SLOW_POLL_S.
 
 Reorgs. A chain may replace its newest blocks. The follower remembers the hash of each
 block it has read up to (and of every block that held an event it delivered); on each
@@ -151,7 +153,7 @@ class EventFollower:
         self._indexed = {item["name"]: [(i["name"], i["type"]) for i in item["inputs"] if i.get("indexed")]
                          for item in artifact.abi() if item.get("type") == "event"}
         self._ws: Any = None  # the open push socket, closed to subscribe again after set_filters
-        # With push notifications the poll is only a safety net.
+        # With push notifications the poll is only a safety net (while the socket is up).
         self.poll_interval = poll_interval if poll_interval is not None else (PUSH_SLOW_POLL_S if ws_url else POLL_S)
         self._cursor: int | None = None
         self._hashes: dict[int, bytes] = {}  # block number -> hash, for blocks read up to or with events
@@ -338,7 +340,14 @@ class EventFollower:
                 log.warning("following events: %s", exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), self._interval())
+
+    def _interval(self) -> float:
+        """``poll_interval``; but while the push socket is down, at most PUSH_SLOW_POLL_S (a long
+        safety-net interval is only safe while the chain pushes)."""
+        if self.ws_url and not self.connected.is_set():
+            return min(self.poll_interval, PUSH_SLOW_POLL_S)
+        return self.poll_interval
 
     # ------------------------------------------------------------ push
 
@@ -377,6 +386,7 @@ class EventFollower:
         finally:
             self._ws = None
             self.connected.clear()
+            self._wake.set()  # read now what the socket may have missed, and poll at the faster pace
 
     def _on_push(self, message: dict[str, Any]) -> None:
         raw = message.get("params", {}).get("result")

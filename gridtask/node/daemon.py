@@ -2,14 +2,20 @@
 
 Start-up joins the network (or resumes a paused node) and picks up, from the chain,
 every task that is still its own, so a restart loses nothing. The main loop follows
-the contract's events: a ``TaskStarted`` or ``TaskValidated`` for this node wakes its
-task; a ``TaskQueued`` that it could run while idle makes it claim queued work (the
-contract's bounded selection can miss an idle node; this is how it never strands a
-task). A signal sets a flag (``shutdown``): whatever the node is waiting on (start-up,
-a retry back-off, a relay long-poll, a chain that is down, a task in flight) is
-cancelled at once, because everything it needs to finish later is on disk before
-each step (its sealed result before ``submitScore``, its event cursor after each
-poll) or on chain. What is left resumes on restart.
+the contract's events that concern this node, and only those (``node_filters``: the
+chain filters them, pushed over WebSocket, so an idle node receives nothing at all for
+other nodes' tasks): a ``TaskStarted`` or ``TaskValidated`` naming this node wakes its
+task; a ``TaskQueued`` whose key model it serves makes it claim queued work while idle
+(the contract's bounded selection can miss an idle node; this is how it never strands a
+task). A task's requirements (its ``TaskCreated``) are fetched by its key for its own
+tasks only. What has no topic for the node (an abort by someone else, a group's verdict)
+it learns from its own events or at its next tick, when it re-reads its own tasks.
+
+A signal sets a flag (``shutdown``): whatever the node is waiting on (start-up, a retry
+back-off, a relay long-poll, a chain that is down, a task in flight) is cancelled at
+once, because everything it needs to finish later is on disk before each step (its
+sealed result before ``submitScore``, its event cursor after each poll) or on chain.
+What is left resumes on restart.
 
 Outcomes. The node says in its log what happens to it and to its tasks, and reacts: a
 slash (how much, why, the stake left), a task invalidated or aborted by others, the
@@ -27,22 +33,21 @@ import logging
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from gridtask import retry
 from gridtask.chain.client import ChainClient, ChainEvent
-from gridtask.chain.events import EventFollower
-from gridtask.chain.models import same_address
+from gridtask.chain.events import EventFollower, address_topic, model_topic
+from gridtask.chain.models import TaskInfo, same_address
 from gridtask.exceptions import ChainError, GridtaskError, TransactionReverted
 from gridtask.keys import Identity
 from gridtask.node.executors.base import ExecutorSet
 from gridtask.node.settings import NodeSettings
 from gridtask.node.worker import TaskWorker
 from gridtask.relay.client import RelayClient
-from gridtask.types import GroupOutcome, NodeStatus, TaskState
+from gridtask.types import NodeStatus, TaskState
 
 log = logging.getLogger("gridtask.node")
 
@@ -52,14 +57,20 @@ QUEUE_SCAN = 4
 SWEEP_SCAN = 4
 MAX_QUEUED_SEEN = 1024  # TaskQueued events kept for claiming while the node is busy
 CLOSE_TIMEOUT_S = 1.0  # each connection closed at shutdown; the whole stop stays well under 5 s
-TASK_MOVED_ON = {"TaskStarted", "TaskAborted"}  # the events that take a task out of the queue
-MY_EVENTS = {"TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported",
-             "TaskInvalidated"}
-NODE_EVENTS = {"NodeSlashed", "NodePaused", "NodeToppedUp"}  # about one node (``node``); this one's are acted on
+#: Task events with the node indexed second (topic2); TaskAborted's topic2 is who aborted (this node's own aborts).
+MY_EVENTS = ("TaskStarted", "TaskValidated", "TaskScoreReady", "TaskSuccess", "TaskAborted", "TaskErrorReported",
+             "TaskInvalidated")
+NODE_EVENTS = ("NodeSlashed", "NodePaused", "NodeToppedUp")  # about one node, indexed first (topic1)
+#: The events that end a task, and the state each leaves it in: the node need not read it again.
+ENDS = {"TaskSuccess": TaskState.SUCCESS, "TaskInvalidated": TaskState.INVALIDATED,
+        "TaskErrorReported": TaskState.ERRORED, "TaskAborted": TaskState.ABORTED}
+#: The event poll while the chain pushes: a safety net only (the chain sends this node's events as
+#: they happen; a socket that drops is found by its keepalive, reopened with a catch-up read, and
+#: polled every second meanwhile). With the withdraw check, an idle node's whole cost.
+SAFETY_POLL_S = 30.0
 #: What the operator runs to add stake (printed, with the amount missing, when the node is paused for low stake).
 TOP_UP_COMMAND = "gridtask node top-up --amount {amount}"
 ETHER = 10**18
-RAN_KEPT = 256  # this node's latest tasks whose later outcomes (a group's verdict) it reports
 
 
 class NodeDaemon:
@@ -74,21 +85,25 @@ class NodeDaemon:
         state_dir = settings.state_dir / self.identity.address.lower()
         self.should_exit = asyncio.Event()
         self.worker = TaskWorker(self.chain, self.relay, executors, state_dir / "results", stop=self.should_exit)
+        self.models = executors.all_models()
         self.follower = EventFollower(
             self.chain, ws_url=settings.network.ws_url, cursor_path=state_dir / "cursor",
-            confirmations=settings.network.confirmations,
+            confirmations=settings.network.confirmations, filters=node_filters(self.chain, self.address, self.models),
+            poll_interval=SAFETY_POLL_S if settings.network.ws_url else None,
         )
-        self.models = executors.all_models()
         self._mine: dict[bytes, asyncio.Task[None]] = {}  # every task of this node not ended yet
         # Those it computes (STARTED): the contract keeps the node BUSY only then, so a node whose
         # tasks are all scored (waiting for validation, delivering) takes queued work again.
         self._computing: set[bytes] = set()
         self._wake: dict[bytes, asyncio.Event] = {}
         self._last_withdraw = time.monotonic()
+        self._owed = True  # something may be owed to this node (at start, and once a task of its ended)
         self._claiming: asyncio.Task[None] | None = None
         self._queued: dict[bytes, ChainEvent] = {}  # TaskQueued not yet claimed, oldest first
         self._stake_low = False  # below the contract's minimum: paused, takes nothing until topped up
-        self._ran: deque[bytes] = deque(maxlen=RAN_KEPT)  # this node's latest tasks, for outcomes that come later
+        self._reports: set[asyncio.Task[None]] = set()  # outcome reports running beside the tasks
+        self._ended: dict[bytes, TaskState] = {}  # tasks of this node an event said ended, and how
+        self._model_topics = {model_topic(m) for m in self.models}
 
     @property
     def address(self) -> str:
@@ -170,12 +185,16 @@ class NodeDaemon:
         for event in await self.chain.find_logs([started, None, me]):
             task = await self.chain.get_task(event.commitment or b"")
             if task is not None and not task.state.is_final:
+                self.worker.seen_at(task.commitment, event.block_number)
                 self._track(task.commitment)
 
     async def main_loop(self) -> None:
+        """Events as they come, and a tick on the node's own clock while it has something to look
+        after (its tasks, queued work, earnings to take out): an idle node only waits."""
         next_tick = time.monotonic() + self.settings.tick_s
         while not self.should_exit.is_set():
-            event = await self.follower.next(timeout=max(0.0, next_tick - time.monotonic()))
+            ticking = bool(self._mine or self._queued or self._owed)
+            event = await self.follower.next(timeout=max(0.0, next_tick - time.monotonic()) if ticking else None)
             try:
                 if event is not None:
                     await self.handle(event)
@@ -189,7 +208,7 @@ class NodeDaemon:
         """Cancel the tasks in flight and close connections, each close bounded in time.
 
         Nothing needs saving here: results and the cursor are written before they matter."""
-        pending = [t for t in [self._claiming, *self._mine.values()] if t is not None]
+        pending = [t for t in [self._claiming, *self._mine.values(), *self._reports] if t is not None]
         for task in pending:
             task.cancel()
         if pending:
@@ -202,42 +221,53 @@ class NodeDaemon:
     # ------------------------------------------------------------ events
 
     async def handle(self, event: ChainEvent) -> None:
+        """One event the filters let through: this node's task and node events, and queued tasks
+        of its models. (Checked again here, so that the daemon stays right whatever it is fed.)"""
+        commitment = event.commitment or b""
         if event.removed:  # a reorg took it back (gridtask.chain.events): re-read the task, act on nothing
-            commitment = event.commitment or b""
             self._queued.pop(commitment, None)
+            self._ended.pop(commitment, None)
             if commitment in self._wake:
                 self._wake[commitment].set()
             return
-        if event.name in TASK_MOVED_ON:  # no longer queued, whoever took it: nothing to claim
-            self._queued.pop(event.commitment or b"", None)
-        if event.name == "TaskCreated":
-            self.worker.remember(event)
+        if event.name == "TaskQueued":
+            if bytes(event.args.get("key_model", b"")) in self._model_topics:
+                self._queue_seen(event)
+        elif event.name == "TaskAborted":  # (the filters bring this node's own aborts)
+            self._queued.pop(commitment, None)
+            self._ends(event)
         elif event.name in MY_EVENTS and same_address(event.args.get("node"), self.address):
-            commitment = event.commitment or b""
-            if event.name in ("TaskStarted", "TaskValidated"):
-                if event.name == "TaskStarted":
-                    self._computing.add(commitment)
+            if event.name == "TaskStarted":
+                self._queued.pop(commitment, None)
+                self.worker.seen_at(commitment, event.block_number)
+                self._computing.add(commitment)
                 self._track(commitment)
-            else:
-                if event.name == "TaskInvalidated":
-                    log.warning("task %s: invalidated: %s; its fee went back to its creator",
-                                commitment.hex()[:10], event.args.get("reason", ""))
-                if commitment in self._wake:
-                    self._wake[commitment].set()
-        elif event.name == "TaskAborted" and (event.commitment or b"") in self._mine:
-            if not same_address(event.args.get("by"), self.address):
-                log.warning("task %s: aborted by %s: %s", (event.commitment or b"").hex()[:10],
-                            event.args.get("by"), event.args.get("reason", ""))
-            self._wake[event.commitment or b""].set()
-        elif event.name == "TaskGroupValidated":
-            await self._group_outcome(event)
+            elif event.name == "TaskValidated":
+                self._track(commitment)
+                self._report(self._group_verdict(event, accepted=True))
+            elif event.name == "TaskInvalidated":
+                log.warning("task %s: invalidated: %s; its fee went back to its creator",
+                            commitment.hex()[:10], event.args.get("reason", ""))
+                self._report(self._group_verdict(event, accepted=False))
+                self._ends(event)
+            else:  # TaskScoreReady: this node's own doing, nothing to look at
+                self._ends(event)
         elif event.name in NODE_EVENTS and same_address(event.args.get("node"), self.address):
             await self._node_event(event)
-        elif event.name == "TaskQueued":
-            self._queued[event.commitment or b""] = event
-            while len(self._queued) > MAX_QUEUED_SEEN:  # the oldest are the likeliest taken
-                del self._queued[next(iter(self._queued))]
-            self._claim_queued()
+
+    def _ends(self, event: ChainEvent) -> None:
+        """An event that ends a task of this node: its driver stops without reading it again."""
+        commitment = event.commitment or b""
+        if event.name in ENDS and commitment in self._wake:
+            self._ended[commitment] = ENDS[event.name]
+            self._wake[commitment].set()
+
+    def _queue_seen(self, event: ChainEvent) -> None:
+        self._queued[event.commitment or b""] = event
+        self.worker.seen_at(event.commitment or b"", event.block_number)
+        while len(self._queued) > MAX_QUEUED_SEEN:  # the oldest are the likeliest taken
+            del self._queued[next(iter(self._queued))]
+        self._claim_queued()
 
     async def tick(self) -> None:
         """Quiet moments: wake tasks to check deadlines, claim queued work a failed claim
@@ -245,8 +275,9 @@ class NodeDaemon:
         for wake in self._wake.values():
             wake.set()
         self._claim_queued()
-        if time.monotonic() - self._last_withdraw > self.settings.withdraw_interval_s:
+        if self._owed and time.monotonic() - self._last_withdraw > self.settings.withdraw_interval_s:
             self._last_withdraw = time.monotonic()
+            self._owed = False
             await self.withdraw()
 
     async def withdraw(self) -> int:
@@ -315,28 +346,29 @@ class NodeDaemon:
                         f"({other.args.get('reason', '')}), so this node lost its turn")
         return " (a pause it had pending, e.g. for a task that ended past its deadline while it was busy)"
 
-    async def _group_outcome(self, event: ChainEvent) -> None:
-        """A validation that covered one of this node's tasks: its outcome, for this node's
-        task only (the event is public; the node looks at nothing else about the others)."""
-        agreeing, outcome = int(event.args["agreeing"]), GroupOutcome(int(event.args["outcome"]))
-        for index, key in enumerate(event.task_keys):
-            if key not in self._ran:
-                continue  # not this node's: nothing to read
-            task = await self.chain.get_task(key)
-            if task is None or not same_address(task.node, self.address):
-                continue
-            if agreeing >> index & 1:
-                verdict = "accepted"
-            elif task.state == TaskState.ABORTED:
-                verdict = "had been aborted: no vote"
-            elif outcome == GroupOutcome.AGREED:
-                verdict = "REJECTED: it disagreed with the majority"
-            else:
-                verdict = "aborted and refunded, nobody slashed"
-            log.info("task %s: validated against other runs: %s; this node's result %s",
-                     key.hex()[:10], outcome.name, verdict)
-            if key in self._wake:
-                self._wake[key].set()
+    def _report(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Say something about a task beside it, never holding up the task itself."""
+        task = asyncio.create_task(coroutine)
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _group_verdict(self, event: ChainEvent, *, accepted: bool) -> None:
+        """Whether this node's task was validated with a group of three, and what the group said
+        of its result: from the transaction of its own ``TaskValidated`` / ``TaskInvalidated``
+        (a group's verdict names no node in its topics, so the node does not follow it)."""
+        try:
+            receipt = await self.chain.rpc(
+                lambda: self.chain.w3.eth.get_transaction_receipt(event.transaction_hash),  # type: ignore[arg-type]
+                "eth_getTransactionReceipt")
+        except GridtaskError as exc:
+            log.debug("task %s: no receipt for its validation: %s", (event.commitment or b"").hex()[:10], exc)
+            return
+        for other in self.chain.decode_receipt(receipt):
+            outcome = other.group_outcome
+            if outcome is not None and (event.commitment or b"") in other.task_keys:
+                verdict = "accepted" if accepted else "REJECTED: it disagreed with the majority"
+                log.info("task %s: validated against other runs: %s; this node's result %s",
+                         (event.commitment or b"").hex()[:10], outcome.name, verdict)
 
     # ------------------------------------------------------------ claiming
 
@@ -363,13 +395,13 @@ class NodeDaemon:
                 self._queued.pop(commitment, None)
 
     async def _any_claimable(self, commitments: list[bytes]) -> bool:
-        """Whether one of these tasks is still queued and asks only for models served here."""
+        """Whether one of these tasks is still queued and asks only for models served here (its
+        key model is; a task of several models may ask for one this node lacks)."""
         for commitment in commitments:
-            spec = self.worker.known_spec(commitment)
-            if spec is not None and not set(spec.models) <= set(self.models):
-                continue
             task = await self.chain.get_task(commitment)
-            if task is not None and task.state == TaskState.QUEUED:
+            if task is None or task.state != TaskState.QUEUED:
+                continue
+            if set((await self.worker.spec(commitment)).models) <= set(self.models):
                 return True
         return False
 
@@ -396,44 +428,80 @@ class NodeDaemon:
             return
         self._wake[commitment] = asyncio.Event()
         self._mine[commitment] = asyncio.create_task(self._drive(commitment))
-        if commitment not in self._ran:
-            self._ran.append(commitment)
 
     async def _drive(self, commitment: bytes) -> None:
         """Advance one task each time something happens to it, until it ends. Several run at
-        once: one being computed, others scored (waiting for validation) or delivering."""
+        once: one being computed, others scored (waiting for validation) or delivering.
+
+        The task is read from the chain when woken, and after a step whose outcome the node's
+        own transaction does not tell; an event that ends it ends this without a read."""
         wake = self._wake[commitment]
+        task: TaskInfo | None = None
+        fresh = False  # the task as just read: no need to read it again
         try:
             while not self.should_exit.is_set():
                 wake.clear()
                 try:
-                    task = await self.chain.get_task(commitment)
+                    if commitment in self._ended:  # its last event said how it ended
+                        return await self._end(commitment, self._ended.pop(commitment), told=True)
+                    if not fresh:
+                        task = await self.chain.get_task(commitment)
+                    fresh = False
                     if task is None or task.state.is_final or not same_address(task.node, self.address):
                         if task is not None:
-                            log.info("task %s: ended %s", commitment.hex()[:10], task.state.name)
-                            if task.state.is_final:
-                                self.worker.forget(commitment)  # nothing more to deliver
+                            await self._end(commitment, task.state)
                         return
                     before = task.state
                     self._computing_if(commitment, before)
-                    await self.worker.advance(task)
-                    after = await self.chain.get_task(commitment)
-                    if after is not None:
-                        self._computing_if(commitment, after.state)
-                        if before == TaskState.STARTED and after.state == TaskState.SCORE_READY:
+                    left = await self.worker.advance(task)
+                    if commitment in self._ended:
+                        continue
+                    if left is None:  # not told by its own transaction: read it
+                        task = await self.chain.get_task(commitment)
+                        left = task.state if task is not None else None
+                        fresh = task is not None and left not in (before, TaskState.SCORE_READY)
+                    elif left.is_final:
+                        return await self._end(commitment, left, told=True)
+                    if left is not None:
+                        self._computing_if(commitment, left)
+                        if before == TaskState.STARTED and left == TaskState.SCORE_READY:
                             self._claim_queued()  # scored: the node is free for queued work again
-                    if after is not None and after.state != before and after.state != TaskState.SCORE_READY:
-                        continue  # it moved on: act on the new state at once
+                    if fresh:
+                        continue  # it moved on (or ended): act on the state just read, at once
                 except GridtaskError as exc:
                     log.warning("task %s: %s; will retry", commitment.hex()[:10], exc)
+                    fresh = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.settings.tick_s * 2)
         finally:
             self._mine.pop(commitment, None)
             self._wake.pop(commitment, None)
+            self._ended.pop(commitment, None)
             self._computing.discard(commitment)
+            self._owed = True  # its fee, or a share of a slashed stake, may be waiting
             if not self.should_exit.is_set():
                 self._claim_queued()  # queued work seen while busy, if the contract left any
+
+    async def _end(self, commitment: bytes, state: TaskState, *, told: bool = False) -> None:
+        """Say how a task of this node ended (or that it is no longer its own). ``told``: by an
+        event of this node's (an abort among them is its own: no need to ask who)."""
+        log.info("task %s: ended %s", commitment.hex()[:10], state.name)
+        if state == TaskState.ABORTED and not told:
+            await self._say_why_aborted(commitment)
+        if state.is_final:
+            self.worker.forget(commitment)  # nothing more to deliver
+
+    async def _say_why_aborted(self, commitment: bytes) -> None:
+        """Who aborted this node's task, and why: ``TaskAborted`` names no node, so the node reads
+        it only for its own task, once it found it aborted (one log search, newest blocks first)."""
+        try:
+            found = await self.chain.find_logs([self.chain.events.topic("TaskAborted"), commitment], first=True)
+        except GridtaskError:
+            return  # only words: the task has ended either way
+        for event in found[-1:]:
+            if not same_address(event.args.get("by"), self.address):
+                log.warning("task %s: aborted by %s: %s", commitment.hex()[:10], event.args.get("by"),
+                            event.args.get("reason", ""))
 
     def _computing_if(self, commitment: bytes, state: TaskState) -> None:
         """Keep ``_computing`` in step with the task's state as last read."""
@@ -441,6 +509,20 @@ class NodeDaemon:
             self._computing.add(commitment)
         else:
             self._computing.discard(commitment)
+
+
+def node_filters(chain: ChainClient, address: str, models: Sequence[str]) -> list[list[Any]]:
+    """What a node follows (topic filters, see ``gridtask.chain.events``): task events naming it
+    as their node, its own node events, and ``TaskQueued`` of the models it serves (the task's
+    key model: a node that can run a task serves it). Nothing about other nodes' tasks."""
+    topic, me = chain.events.topic, address_topic(address)
+    filters: list[list[Any]] = [
+        [[topic(name) for name in MY_EVENTS], None, me],
+        [[topic(name) for name in NODE_EVENTS], me],
+    ]
+    if models:  # (an empty list of topics would mean any model)
+        filters.append([topic("TaskQueued"), None, None, [model_topic(m) for m in models]])
+    return filters
 
 
 def _eth(wei: int) -> str:

@@ -47,6 +47,9 @@ from gridtask.types import TaskErrorCode, TaskState, TaskType
 log = logging.getLogger("gridtask.node")
 
 SPEC_CACHE = 1024
+#: A task starts (or is queued) within this many blocks of its creation: selection reads the
+#: creation block's hash, which the chain keeps for 256 blocks. Its TaskCreated is searched there.
+START_WINDOW = 256
 PARAMS_WAIT_S = 5.0  # long poll: the relay answers the moment the creator uploads
 #: How long before its stage's deadline the node gives up on a task it cannot finish: room for
 #: the abort to be mined in time (a few blocks), at most a quarter of the stage (short test stages).
@@ -91,25 +94,33 @@ class TaskWorker:
         self.stop = stop or asyncio.Event()  # set when the node stops: every retry wait ends at once
         results_dir.mkdir(parents=True, exist_ok=True)
         self._specs: OrderedDict[bytes, TaskSpec] = OrderedDict()
+        self._anchors: OrderedDict[bytes, int] = OrderedDict()  # key -> block of its TaskStarted / TaskQueued
 
-    def remember(self, event: ChainEvent) -> None:
-        """Keep what a ``TaskCreated`` says, so a task that starts here needs no log search."""
-        self._specs[event.commitment or b""] = _spec_of(event)
-        while len(self._specs) > SPEC_CACHE:
-            self._specs.popitem(last=False)
+    def seen_at(self, commitment: bytes, block: int) -> None:
+        """The block of a task's ``TaskStarted`` (or ``TaskQueued``): its ``TaskCreated`` is at most
+        START_WINDOW blocks before it, so ``spec`` searches only there."""
+        self._anchors[commitment] = block
+        while len(self._anchors) > SPEC_CACHE:
+            self._anchors.popitem(last=False)
 
-    async def advance(self, task: TaskInfo) -> None:
-        """Do what the task's current state asks of its node (nothing if it waits on others)."""
+    async def advance(self, task: TaskInfo) -> TaskState | None:
+        """Do what the task's current state asks of its node (nothing if it waits on others).
+
+        Returns the state the node's own step left the task in, when its transaction says so
+        (scored: SCORE_READY; an error reported: ERRORED; aborted: ABORTED; delivered: still
+        VALIDATED, until the relay's report ends it), so that the caller need not read it
+        again; None when it does not know (nothing done, a refusal, a give-up)."""
         if task.state == TaskState.STARTED:
-            await self._execute(task)
-        elif task.state == TaskState.VALIDATED:
-            await self._deliver(task)
-        elif task.state == TaskState.SCORE_READY:
+            return await self._execute(task)
+        if task.state == TaskState.VALIDATED:
+            return await self._deliver(task)
+        if task.state == TaskState.SCORE_READY:
             await self._claim_if_unvalidated(task)
+        return None
 
     # ------------------------------------------------------------ execute and score
 
-    async def _execute(self, task: TaskInfo) -> None:
+    async def _execute(self, task: TaskInfo) -> TaskState | None:
         name = task.commitment.hex()[:10]
         saved = self._saved(task.commitment)
         if saved is not None:
@@ -118,11 +129,11 @@ class TaskWorker:
             cipher, committed_score = saved
             await self.chain.submit_score(task.commitment, committed_score, keccak(cipher))
             log.info("task %s: score submitted (saved result)", name)
-            return
+            return TaskState.SCORE_READY
         spec = await self.spec(task.commitment)
         ciphertext = await self._fetch_params(task)
         if ciphertext is None:
-            return
+            return None
         log.info("task %s: parameters fetched", name)
         try:
             plain = unseal(ciphertext, self.chain.identity.encryption_private_key)
@@ -160,6 +171,7 @@ class TaskWorker:
         self._save(task.commitment, cipher, result_score)
         await self.chain.submit_score(task.commitment, result_score, keccak(cipher))
         log.info("task %s: score submitted", name)
+        return TaskState.SCORE_READY
 
     async def _fetch_params(self, task: TaskInfo) -> bytes | None:
         """The encrypted parameters, retrying "task not ready" until ``abort_at``; ``None``
@@ -184,14 +196,14 @@ class TaskWorker:
 
     # ------------------------------------------------------------ deliver
 
-    async def _deliver(self, task: TaskInfo) -> None:
+    async def _deliver(self, task: TaskInfo) -> TaskState | None:
         name = task.commitment.hex()[:10]
         saved = self._saved(task.commitment)
         if saved is None or keccak(saved[0]) != task.result_hash:
             # Nothing deliverable: free the node once the contract lets it (past the deadline).
             log.error("task %s: validated but the committed result is lost", name)
             await self.give_up_if_late(task, "node: result lost")
-            return
+            return None
         reason = "node: could not deliver in time"
 
         async def upload() -> bool:
@@ -208,11 +220,13 @@ class TaskWorker:
             ):
                 log.info("task %s: result delivered", name)
                 self.forget(task.commitment)
+                return TaskState.VALIDATED
         except RelayError as exc:  # refused: delivered meanwhile, ended, or tried again on the next wake
             current = await self.chain.get_task(task.commitment)
             if current is not None and current.state == TaskState.VALIDATED:
                 log.warning("task %s: upload refused (%s); retrying", name, exc)
                 await self.give_up_if_late(current, reason)
+        return None
 
     # ------------------------------------------------------------ giving up
 
@@ -247,31 +261,42 @@ class TaskWorker:
 
     # ------------------------------------------------------------ helpers
 
-    def known_spec(self, commitment: bytes) -> TaskSpec | None:
-        return self._specs.get(commitment)
-
     async def spec(self, commitment: bytes) -> TaskSpec:
-        """The task's ``TaskCreated``: seen live, or searched for (after a restart)."""
+        """The task's requirements, from its ``TaskCreated``: the node follows only its own events,
+        so it asks for this one log by its key (topic1), over the START_WINDOW blocks before the
+        task started or was queued here (one ``eth_getLogs``); without that block (a restart), or
+        if a reorg moved it, newest blocks first from the head. Kept for the task's later steps."""
         if commitment in self._specs:
             return self._specs[commitment]
-        events = await self.chain.find_logs([self.chain.events.topic("TaskCreated"), commitment], first=True)
+        topics = [self.chain.events.topic("TaskCreated"), commitment]
+        anchor = self._anchors.get(commitment)
+        events = [] if anchor is None else await self.chain.find_logs(
+            topics, from_block=max(0, anchor - START_WINDOW), to_block=anchor)
+        if not events:
+            events = await self.chain.find_logs(topics, first=True)
         if not events:
             raise ChainError(f"no TaskCreated event for task 0x{commitment.hex()}")
-        return _spec_of(events[0])
+        self._specs[commitment] = spec = _spec_of(events[0])
+        while len(self._specs) > SPEC_CACHE:
+            self._specs.popitem(last=False)
+        return spec
 
-    async def _error(self, task: TaskInfo, code: TaskErrorCode) -> None:
+    async def _error(self, task: TaskInfo, code: TaskErrorCode) -> TaskState | None:
         log.info("task %s: reporting task error %s", task.commitment.hex()[:10], code.name)
-        await self._end_task(self.chain.report_task_error(task.commitment, int(code)), task)
+        return await self._end_task(self.chain.report_task_error(task.commitment, int(code)), task, TaskState.ERRORED)
 
-    async def _abort(self, task: TaskInfo, reason: str) -> None:
-        await self._end_task(self.chain.abort_task(task.commitment, reason), task)
+    async def _abort(self, task: TaskInfo, reason: str) -> TaskState | None:
+        return await self._end_task(self.chain.abort_task(task.commitment, reason), task, TaskState.ABORTED)
 
     @staticmethod
-    async def _end_task(send: Awaitable[object], task: TaskInfo) -> None:
+    async def _end_task(send: Awaitable[object], task: TaskInfo, ends_as: TaskState) -> TaskState | None:
+        """Send the transaction that ends the task: ``ends_as`` once mined, None if refused."""
         try:
             await send
         except TransactionReverted as exc:  # someone else ended it first
             log.info("task %s: %s refused: %s", task.commitment.hex()[:10], exc.function, exc.reason)
+            return None
+        return ends_as
 
     def _result_path(self, commitment: bytes) -> Path:
         return self.results_dir / f"{commitment.hex()}.bin"
@@ -291,8 +316,10 @@ class TaskWorker:
         return raw[32:], raw[:32]
 
     def forget(self, commitment: bytes) -> None:
-        """Drop a task's saved result: it was delivered, or the task ended."""
+        """Drop a task's saved result and what was kept about it: it was delivered, or it ended."""
         self._result_path(commitment).unlink(missing_ok=True)
+        self._specs.pop(commitment, None)
+        self._anchors.pop(commitment, None)
 
 
 def _spec_of(event: ChainEvent) -> TaskSpec:

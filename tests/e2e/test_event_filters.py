@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gridtask.chain.anvil import free_port
 from gridtask.chain.client import ChainClient, ChainEvent
 from gridtask.chain.events import EventFollower, address_topic, model_topic, normalize_filters
 from gridtask.crypto import task_commitment, task_key
@@ -197,3 +198,17 @@ def test_bad_filters_are_refused_saying_what_a_topic_is() -> None:
     topic = "0x" + "ab" * 32
     assert normalize_filters([[topic, None, [topic, bytes(32)], None]]) == [
         ((bytes.fromhex("ab" * 32),), None, (bytes.fromhex("ab" * 32), bytes(32)))]
+
+
+async def test_a_long_safety_net_interval_shrinks_while_the_socket_is_down(chain: Chain) -> None:
+    """A follower that trusts the push (poll every hour) whose socket cannot connect still
+    delivers within seconds: while the socket is down it polls at least every PUSH_SLOW_POLL_S."""
+    (a,) = creators(chain, 1)
+    follower = EventFollower(chain.client, ws_url=f"ws://127.0.0.1:{free_port()}", poll_interval=3600,
+                             filters=[[None, None, address_topic(a.address)]])
+    async with follower:
+        await asyncio.sleep(0.5)
+        key = await queue(chain, a, "model-a")
+        got = await collect(follower, quiet=3.0)
+    assert not follower.connected.is_set()
+    assert summary(got) == [("TaskCreated", key, False), ("TaskQueued", key, False)]

@@ -43,6 +43,18 @@ class FakeChain:
     identity: Identity = NODE
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     fail_submits: int = 0
+    created: ChainEvent | None = None  # the task's TaskCreated log, at block CREATED_AT
+    events: Any = field(default_factory=lambda: FakeCodec())
+
+    async def find_logs(self, topics: list[Any], *, from_block: int | None = None, to_block: int | None = None,
+                        first: bool = False) -> list[ChainEvent]:
+        self.calls.append(("find_logs", (topics, from_block, to_block, first)))
+        found = self.created
+        if found is None or topics != ["TaskCreated", found.commitment]:
+            return []
+        inside = (from_block is None or from_block <= found.block_number) and (
+            to_block is None or found.block_number <= to_block)
+        return [found] if inside else []
 
     async def submit_score(self, key: bytes, score: bytes, result_hash: bytes) -> None:
         self.calls.append(("submit_score", (key, score, result_hash)))
@@ -61,6 +73,14 @@ class FakeChain:
 
     def named(self, name: str) -> list[tuple[Any, ...]]:
         return [args for n, args in self.calls if n == name]
+
+
+class FakeCodec:
+    def topic(self, name: str) -> str:
+        return name
+
+
+CREATED_AT = 1_000
 
 
 @dataclass
@@ -106,9 +126,10 @@ def make(tmp_path: Path, *, uploaded: bool = True, delay: float = 0.0, timeout: 
     chain, relay = FakeChain(), FakeRelay(seal(plain, NODE.encryption_public_key) if uploaded else None)
     executor = CountingEcho(delay)
     worker = TaskWorker(chain, relay, ExecutorSet([executor]), tmp_path / "results")  # type: ignore[arg-type]
-    worker.remember(ChainEvent(name="TaskCreated", block_number=1, transaction_hash=b"", log_index=0, args={
+    chain.created = ChainEvent(name="TaskCreated", block_number=CREATED_AT, transaction_hash=b"", log_index=0, args={
         "commitment": commitment, "task_type": int(TaskType.ECHO), "nonce": nonce,
-        "model_ids": [to_bytes32("echo")], "params_hash": params_hash(plain, nonce)}))
+        "model_ids": [to_bytes32("echo")], "params_hash": params_hash(plain, nonce)})
+    worker.seen_at(commitment, CREATED_AT + 1)  # started in the next block
     task = TaskInfo(commitment=commitment, creator=CREATOR, node=NODE.address, fee=10**15, state=TaskState.STARTED,
                     deadline=int(time.time()) + timeout, timeout=timeout, score=bytes(32), result_hash=bytes(32))
     return Setup(worker, chain, relay, executor, task, k)
@@ -179,3 +200,28 @@ async def test_a_score_left_unvalidated_past_its_window_is_claimed(tmp_path: Pat
     assert s.chain.named("claim_unvalidated") == [(s.task.commitment,)]
     assert not s.chain.named("abort_task")  # claimed, not given up
     assert not list((tmp_path / "results").iterdir())
+
+
+async def test_the_task_created_log_is_fetched_by_its_key_over_the_start_window_only(tmp_path: Path) -> None:
+    """The node follows no TaskCreated: for its own task it asks for that one log by topic, over
+    the 256 blocks before the block it started in (one request), and keeps it for the task."""
+    s = make(tmp_path)
+    await s.worker.advance(s.task)
+    [(topics, lo, hi, first)] = s.chain.named("find_logs")
+    assert topics == ["TaskCreated", s.task.commitment]
+    assert (lo, hi, first) == (CREATED_AT + 1 - worker_module.START_WINDOW, CREATED_AT + 1, False)
+    assert s.chain.named("submit_score")  # the spec it found was the task's: its hash matched
+    assert (await s.worker.spec(s.task.commitment)).params_hash == s.chain.created.args["params_hash"]  # type: ignore[union-attr]
+    assert len(s.chain.named("find_logs")) == 1  # kept
+
+
+async def test_without_its_start_block_the_task_created_log_is_searched_newest_first(tmp_path: Path) -> None:
+    """After a restart that lost the block (or a reorg that moved the creation out of the window)."""
+    s = make(tmp_path)
+    started = CREATED_AT + 10 * worker_module.START_WINDOW  # the creation is not in the window before it
+    s.worker.seen_at(s.task.commitment, started)
+    spec = await s.worker.spec(s.task.commitment)
+    assert spec.models == ["echo"]
+    window, whole = s.chain.named("find_logs")
+    assert window[1:] == (started - worker_module.START_WINDOW, started, False)
+    assert whole[1:] == (None, None, True)
