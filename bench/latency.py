@@ -459,7 +459,7 @@ async def run_async(quick: bool) -> Section:
     sec = Section("end to end")
     n_lat = 10 if quick else 30
     n_rpc = 5 if quick else 10
-    per_app = 3 if quick else 6
+    per_app = 4 if quick else 10  # tasks per application: a run of a few seconds is all noise
     logging.getLogger("gridtask").setLevel(logging.ERROR)
     cpu_rows: list[list[str]] = []
     results: list[dict[str, Any]] = []
