@@ -69,14 +69,20 @@ CALL_CEILINGS = {
     "submitScore": 72_000,  # scored, the node is free: it looks at the queue
     "validateSingleTask": 37_000,
     "reportResultUploaded": 66_000,
-    "join": 530_000,
+    "join": 620_000,  # issue 7: a join may raise its models' high-water marks (+22k each, first time)
     "withdraw": 33_500,
 }
-TASK_CEILING_WORST = 815_000  # a task the selection missed at 1,000 nodes; 440k if none did
+TASK_CEILING_WORST = 815_000  # a task the selection missed at 1,000 nodes; 442k if none did
 TASK_CEILING_AVG = 375_000
+# Issue 7's target for the worst completed task at 1,000 nodes.
+ISSUE7_WORST_TASK = 400_000
 # Issue 3's single-task path at 10 nodes (bench/RESULTS.md before issue 8): issue 8 adds the
 # startTask transaction and may not make the average task dearer.
 ISSUE3_SINGLE_TASK_AVG_10 = 344_467
+# What the code reaches there since issue 7 (356,768): exact selection reads every entry of
+# an array of <= 16 nodes (one reservoir pass) where the biased one stopped at its first
+# acceptance, ~12k gas more per task at 10 nodes; the bench still reports issue 3's figure.
+SINGLE_TASK_AVG_10 = 360_000
 # Transactions on anvil and their replay in titanoboa: receipts' gasUsed vs titanoboa's.
 ANVIL_AGREEMENT = 0.01
 SCORE = b"\x5c" * 32
@@ -659,7 +665,9 @@ PER_CALL = ["createTask + startTask", "createTask", "startTask (started)", "star
             "takeQueuedTask", "submitScore", "validateSingleTask", "reportResultUploaded", "join", "withdraw"]
 
 
-def run(quick: bool = False, seed: int = 1) -> Section:
+def run(quick: bool = False, seed: int = 1, full: bool = False) -> Section:
+    """The gas section; `full` adds the 10,000-node lifecycle (about 2 CPU minutes of joins:
+    `python -m bench --only gas` runs it, the all-sections run leaves it out)."""
     sec = Section("gas")
     n_tasks = 50 if quick else 100
     rounds = 5 if quick else 10
@@ -685,8 +693,9 @@ def run(quick: bool = False, seed: int = 1) -> Section:
               note=f"{n_tasks} tasks; max {max(big.per_task):,}; incl. takeQueuedTask after a miss")
     sec.check("per completed task, 10 nodes (avg)", mean(small.per_task), "<=", ISSUE3_SINGLE_TASK_AVG_10,
               note=f"max {max(small.per_task):,}; issue 3's figure, now with createTask + startTask")
-    for label, r in (("1,000", big), ("10", small)):
-        sec.check(f"per completed task, {label} nodes (worst task)", max(r.per_task), "<=", TASK_CEILING_WORST)
+    sec.check("per completed task, 1,000 nodes (worst task)", max(big.per_task), "<=", ISSUE7_WORST_TASK,
+              note=f"issue 7's target; {big.misses} of {n_tasks} missed (queued, then claimed)")
+    sec.check("per completed task, 10 nodes (worst task)", max(small.per_task), "<=", TASK_CEILING_WORST)
     for name, ceiling in CALL_CEILINGS.items():
         seen = big.gas.get(name, []) + small.gas.get(name, [])
         sec.check(f"per call: {name} (max, 10 and 1,000 nodes)", max(seen) if seen else None, "<=", ceiling,
@@ -707,7 +716,14 @@ def run(quick: bool = False, seed: int = 1) -> Section:
               note=f"{agree['txs']} transactions; totals {agree['anvil_total']:,} vs {agree['boa_total']:,}")
     ratio = mean(big.create) / mean(small.create)
     sec.check("selection: createTask + startTask avg, 1,000 ÷ 10 nodes", ratio, "<=", 1.05, fmt="{:.4f}",
-              note=f"{mean(big.create):,.0f} vs {mean(small.create):,.0f}")
+              note=f"{mean(big.create):,.0f} vs {mean(small.create):,.0f}; misses {big.misses}")
+    huge = None
+    if full and not quick:
+        huge = lifecycle(10_000, tasks, seed)
+        sec.check("selection: createTask + startTask avg, 10,000 ÷ 10 nodes", mean(huge.create) / mean(small.create),
+                  "<=", 1.05, fmt="{:.4f}",
+                  note=f"{mean(huge.create):,.0f} vs {mean(small.create):,.0f}; misses {huge.misses}; "
+                       f"worst task {max(huge.per_task):,}; {huge.seconds:.0f} s")
     s_started, b_started = small.gas.get("startTask (started)", []), big.gas.get("startTask (started)", [])
     if s_started and b_started:
         sec.info("  same, only startTasks that started a node", f"{mean(b_started) / mean(s_started):.4f}",
@@ -770,8 +786,10 @@ def run(quick: bool = False, seed: int = 1) -> Section:
                         sampled=v["default"].sampled),
         seed=seed, tasks=n_tasks, rounds=rounds, seconds=time.perf_counter() - t0,
         per_call={n: {"10": small.gas.get(n, []), "1000": big.gas.get(n, [])} for n in PER_CALL},
-        per_task={"10": small.per_task, "1000": big.per_task},
-        queued={"10": small.queued, "1000": big.queued}, misses={"10": small.misses, "1000": big.misses},
+        per_task={"10": small.per_task, "1000": big.per_task} | ({"10000": huge.per_task} if huge else {}),
+        create={"10": small.create, "1000": big.create} | ({"10000": huge.create} if huge else {}),
+        queued={"10": small.queued, "1000": big.queued}, misses={"10": small.misses, "1000": big.misses}
+        | ({"10000": huge.misses} if huge else {}),
         anvil_agreement={k: v for k, v in agree.items() if k != "run"},
         loaded=load, enqueue={"0": e0, "1000": e1000}, dequeue_report={"1": d1, "10": d10, "1000": d1000},
         dequeue_join={"1": j1, "1000": j1000},
