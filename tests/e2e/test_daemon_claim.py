@@ -148,9 +148,10 @@ async def test_running_daemon_claims_what_the_selection_missed(crowded: tuple[De
 
 
 def contract_constant(name: str) -> int:
-    source = (ROOT / "gridtask" / "chain" / "contracts" / "TaskNetwork.vy").read_text()
-    found = re.search(rf"^{name}: constant\(uint256\) = (\d+)", source, re.M)
-    assert found, f"{name} not found in TaskNetwork.vy"
+    """A constant of the contract or of one of its modules (contracts/*.vy)."""
+    sources = "\n".join(p.read_text() for p in sorted((ROOT / "gridtask" / "chain" / "contracts").glob("*.vy")))
+    found = re.search(rf"^{name}: constant\(uint256\) = (\d+)", sources, re.M)
+    assert found, f"{name} not found in the contracts"
     return int(found.group(1))
 
 
