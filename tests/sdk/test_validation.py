@@ -39,7 +39,8 @@ OVER_LIMITS: list[tuple[TaskType, str, dict[str, Any], str]] = [
     (TaskType.LLM, "tiny-llm", {"prompt": "hi", "max_tokens": True}, "max_tokens: must be int (got bool)"),
     (TaskType.LLM, "tiny-llm", {"max_tokens": 4}, "inputs: give exactly one of 'prompt' and 'workflow'"),
     (TaskType.LLM, "tiny-llm", {"workflow": {"steps": [{"prompt": "{{nobody}}", "output": "a"}],
-                                             "return_value": "a"}}, "workflow: task 'step0': inputs[0]: required input 'nobody' reads"),
+                                             "return_value": "a"}},
+     "workflow: task 'step0': inputs[0]: required input 'nobody' reads"),
     (TaskType.ECHO, "echo", {"not-data": 1}, "data: missing from the inputs"),
     (TaskType.ECHO, "echo", {"data": "x" * 1_000_001}, "data: at most 1000000 characters of JSON (got 1000003)"),
 ]
