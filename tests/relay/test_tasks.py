@@ -51,31 +51,33 @@ def following(chain: FakeChain, **kwargs: float) -> TaskTable:
     return table
 
 
-async def test_a_started_task_is_known_from_its_event_without_reading_the_chain() -> None:
+def fed(state: TaskState, *names: str) -> tuple[bytes, TaskTable]:
+    """A following table over a chain holding one task in ``state``, fed that task's events
+    ``names`` in this order."""
     chain = FakeChain()
-    key = chain.add(CREATOR, NODE, TaskState.STARTED)
+    key = chain.add(CREATOR, NODE, state)
     table = following(chain)
-    table.apply(event("TaskStarted", key))
+    for name in names:
+        table.apply(event(name, key))
+    return key, table
+
+
+async def test_a_started_task_is_known_from_its_event_without_reading_the_chain() -> None:
+    key, table = fed(TaskState.STARTED, "TaskStarted")
     view, fresh = await table.lookup(key)
     assert view == TaskView(CREATOR.address, NODE.address, TaskState.STARTED)
     assert not fresh and table.reads == 0
 
 
 async def test_events_move_a_task_on_and_the_score_brings_the_result_hash() -> None:
-    chain = FakeChain()
-    key = chain.add(CREATOR, NODE, TaskState.VALIDATED)
-    table = following(chain)
-    for name in ("TaskStarted", "TaskScoreReady", "TaskValidated"):
-        table.apply(event(name, key))
+    key, table = fed(TaskState.VALIDATED, "TaskStarted", "TaskScoreReady", "TaskValidated")
     view, _ = await table.lookup(key)
     assert view is not None and view.state == TaskState.VALIDATED and view.result_hash == keccak(RESULT)
     assert table.reads == 0
 
 
 async def test_an_unknown_task_is_read_once_and_then_served_from_the_table() -> None:
-    chain = FakeChain()
-    key = chain.add(CREATOR, NODE, TaskState.STARTED)
-    table = following(chain)
+    key, table = fed(TaskState.STARTED)
     views = await asyncio.gather(*(table.lookup(key) for _ in range(5)))  # at once: one read
     assert {v for v, _ in views} == {TaskView(CREATOR.address, NODE.address, TaskState.STARTED, keccak(RESULT))}
     assert table.reads == 1
@@ -101,22 +103,14 @@ async def test_without_events_every_lookup_reads() -> None:
 
 
 async def test_a_late_event_or_a_stale_read_never_takes_a_task_back() -> None:
-    chain = FakeChain()
-    key = chain.add(CREATOR, NODE, TaskState.STARTED)
-    table = following(chain)
-    table.apply(event("TaskScoreReady", key))
-    table.apply(event("TaskValidated", key))
-    table.apply(event("TaskStarted", key))  # delivered late (pushed and polled out of order)
+    # TaskStarted delivered late (pushed and polled out of order)
+    key, table = fed(TaskState.STARTED, "TaskScoreReady", "TaskValidated", "TaskStarted")
     assert (await table.lookup(key))[0].state == TaskState.VALIDATED  # type: ignore[union-attr]
     assert (await table.read(key)).state == TaskState.VALIDATED  # type: ignore[union-attr]  # chain: STARTED
 
 
 async def test_an_event_taken_back_by_a_reorg_forgets_the_task() -> None:
-    chain = FakeChain()
-    key = chain.add(CREATOR, NODE, TaskState.STARTED)
-    table = following(chain)
-    table.apply(event("TaskStarted", key))
-    table.apply(event("TaskScoreReady", key))
+    key, table = fed(TaskState.STARTED, "TaskStarted", "TaskScoreReady")
     table.apply(event("TaskScoreReady", key, removed=True))
     assert key not in table
     view, fresh = await table.lookup(key)
@@ -126,11 +120,7 @@ async def test_an_event_taken_back_by_a_reorg_forgets_the_task() -> None:
 async def test_a_missed_score_makes_the_table_read_the_task_whole() -> None:
     """TaskValidated after a TaskStarted, its TaskScoreReady never seen: the table has no
     result hash to check the upload against, so it forgets the task rather than guess."""
-    chain = FakeChain()
-    key = chain.add(CREATOR, NODE, TaskState.VALIDATED)
-    table = following(chain)
-    table.apply(event("TaskStarted", key))
-    table.apply(event("TaskValidated", key))
+    key, table = fed(TaskState.VALIDATED, "TaskStarted", "TaskValidated")
     assert key not in table
     view, fresh = await table.lookup(key)
     assert fresh and view is not None and view.result_hash == keccak(RESULT)
@@ -177,11 +167,7 @@ async def test_a_task_untouched_for_long_is_evicted_and_the_table_never_exceeds_
 
 
 async def test_the_relays_own_report_makes_the_task_success_at_once() -> None:
-    chain = FakeChain()
-    key = chain.add(CREATOR, NODE, TaskState.VALIDATED)
-    table = following(chain)
-    table.apply(event("TaskScoreReady", key))
-    table.apply(event("TaskValidated", key))
+    key, table = fed(TaskState.VALIDATED, "TaskScoreReady", "TaskValidated")
     table.reported(key)
     assert (await table.lookup(key))[0].state == TaskState.SUCCESS  # type: ignore[union-attr]
 
