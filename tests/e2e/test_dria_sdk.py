@@ -11,13 +11,10 @@ test lets it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +51,7 @@ from gridtask.workflows import Edge, WorkflowBuilder, Write
 
 from .conftest import assert_conserved, start_devnet
 from .model_server import HeldModelServer
+from .scripted_model import ScriptedModelServer
 
 pytestmark = pytest.mark.e2e
 LLAMA = Model.LLAMA3_1_8B_FP16.value
@@ -75,36 +73,11 @@ SCRIPT = [
 ]
 
 
-class ScriptedModelServer:
-    """An OpenAI-compatible chat server that answers a singleton's prompt in the format
-    its parser expects (``SCRIPT``), and anything else with ``re: <prompt>``."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                prompt = body["messages"][-1]["content"]
-                content = next((a for phrase, a in SCRIPT if phrase in prompt), f"re: {prompt[:60]}")
-                answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http.server_address[1]}"
-
-    def close(self) -> None:
-        self.http.shutdown()
+def scripted_reply(messages: list[dict[str, str]]) -> str:
+    """Answer a singleton's prompt in the format its parser expects (``SCRIPT``), and
+    anything else with ``re: <prompt>``."""
+    prompt = messages[-1]["content"]
+    return next((a for phrase, a in SCRIPT if phrase in prompt), f"re: {prompt[:60]}")
 
 
 class Net:
@@ -118,7 +91,7 @@ class Net:
 def dria_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("dria")
     tiny = build_tiny_llm(DEVNET_MODELS_DIR / TINY_LLM).resolve()
-    scripted, held = ScriptedModelServer(), HeldModelServer()
+    scripted, held = ScriptedModelServer(scripted_reply), HeldModelServer()
 
     async def start() -> Devnet:
         net = await start_devnet(tmp, nodes=2, node_models=[f"llm:{TINY_LLM}={tiny}"])

@@ -26,6 +26,7 @@ from gridtask.keys import Identity
 from gridtask.types import TaskType
 
 from .conftest import running_devnet
+from .model_server import send_json
 
 pytestmark = pytest.mark.e2e
 
@@ -81,11 +82,7 @@ class _Forward(BaseHTTPRequestHandler):
             self._reply(answer.read())
 
     def _reply(self, payload: bytes) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, payload)
 
     def log_message(self, *args: object) -> None:
         pass
