@@ -28,6 +28,7 @@ from gridtask.types import TaskErrorCode, TaskType
 from gridtask.workflows import as_json
 
 from .conftest import assert_conserved, start_devnet
+from .dria_built import ask_until_yes, with_schema
 from .scripted_model import ScriptedModelServer, by_rules
 
 with warnings.catch_warnings():
@@ -42,30 +43,6 @@ class Verdict(BaseModel):
     score: int
 
 
-def ask_and_answer() -> Any:
-    """Built with Dria's own package: ask, answer, and ask again until the answer says yes."""
-    b = D.WorkflowBuilder(topic="the sea")
-    b.set_max_tokens(16)
-    b.generative_step(id="ask", prompt="Ask about {{topic}}.", operator=D.Operator.GENERATION,
-                      outputs=[D.Write.new("question"), D.Push.new("asked")])
-    b.generative_step(id="answer", prompt="Answer: {{question}}", operator=D.Operator.GENERATION,
-                      outputs=[D.Write.new("answer")])
-    b.flow([D.Edge(source="ask", target="answer"),
-            D.Edge(source="answer", target="_end", condition=D.ConditionBuilder.build(
-                expected="yes", expression=D.Expression.CONTAINS, input=D.Read.new("answer", True),
-                target_if_not="ask"))])
-    b.set_return_value(["question", "answer"])
-    return b.build()
-
-
-def judged(prompt: str) -> Any:
-    b = D.WorkflowBuilder(q=prompt)
-    b.generative_step(prompt="{{q}}", operator=D.Operator.GENERATION, schema=Verdict, outputs=[D.Write.new("v")])
-    b.flow([D.Edge(source="0", target="_end")])
-    b.set_return_value("v")
-    return b.build()
-
-
 class Net:
     def __init__(self, devnet: Devnet, server: ScriptedModelServer) -> None:
         self.devnet, self.server = devnet, server
@@ -76,7 +53,7 @@ def wf_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("workflows")
     tiny = build_tiny_llm(DEVNET_MODELS_DIR / TINY_LLM).resolve()
     rules = by_rules(
-        ("Ask about the sea", ["Why is it blue?", "Why is it salty?"]),
+        ("Ask a question about the sea", ["Why is it blue?", "Why is it salty?"]),
         ("Answer: Why is it blue?", "no idea"),
         ("Answer: Why is it salty?", "yes, salt"),
         ("Judge this", '{"verdict": "good"}'),  # no score: invalid, asked again
@@ -118,14 +95,14 @@ async def submit_and_wait(net: Net, model: str, inputs: dict[str, Any], monkeypa
 async def test_a_workflow_built_with_dria_workflows_runs_as_it_is(
     wf_net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    workflow = json.loads(ask_and_answer().model_dump_json())  # Dria's JSON, exactly as it dumps it
+    workflow = json.loads(ask_until_yes(16).model_dump_json())  # Dria's JSON, exactly as it dumps it
     asked = len(wf_net.server.bodies)
     result, refunded = await submit_and_wait(wf_net, "scripted", {"workflow": workflow}, monkeypatch)
     assert isinstance(result, dict), result
     # "no idea" does not contain "yes": target_if_not sends the run back to "ask"
     assert result["trace"] == ["ask", "answer", "ask", "answer"]
     assert json.loads(result["text"]) == ["Why is it salty?", "yes, salt"]
-    assert result["stacks"] == {"asked": ["Why is it blue?", "Why is it salty?"]}
+    assert result["stacks"] == {"history": ["Why is it blue?", "Why is it salty?"]}
     assert [b["max_tokens"] for b in wf_net.server.bodies[asked:]] == [16] * 4
     assert refunded == 0
     await assert_conserved(wf_net.devnet)
@@ -134,7 +111,8 @@ async def test_a_workflow_built_with_dria_workflows_runs_as_it_is(
 async def test_a_schema_answer_is_retried_on_the_node_until_it_validates(
     wf_net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result, _ = await submit_and_wait(wf_net, "scripted", {"workflow": as_json(judged("Judge this"))}, monkeypatch)
+    inputs = {"workflow": as_json(with_schema("Judge this", Verdict))}
+    result, _ = await submit_and_wait(wf_net, "scripted", inputs, monkeypatch)
     assert isinstance(result, dict), result
     assert json.loads(result["text"]) == {"verdict": "good", "score": 8}
     await assert_conserved(wf_net.devnet)
@@ -154,7 +132,7 @@ async def test_a_failing_workflow_is_a_task_error_with_its_code_and_the_fee_come
 ) -> None:
     unchecked = False
     if case == "schema never met":
-        inputs = {"workflow": as_json(judged("Never valid"))}
+        inputs = {"workflow": as_json(with_schema("Never valid", Verdict))}
     elif case == "search":
         b = D.WorkflowBuilder(query="tides")
         b.search_step(search_query="{{query}}", outputs=[D.Write.new("found")])
@@ -162,7 +140,7 @@ async def test_a_failing_workflow_is_a_task_error_with_its_code_and_the_fee_come
         b.set_return_value("found")
         inputs = {"workflow": json.loads(b.build().model_dump_json())}
     else:
-        data = as_json(ask_and_answer())
+        data = as_json(ask_until_yes(16))
         data["tasks"][1]["messages"][0]["content"] = "Answer: {{nobody}}"
         inputs, unchecked = {"workflow": data}, True
     asked = len(wf_net.server.bodies)
@@ -179,7 +157,7 @@ async def test_a_failing_workflow_is_a_task_error_with_its_code_and_the_fee_come
 
 
 async def test_the_tiny_model_runs_a_dria_workflow_on_the_devnet(wf_net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
-    workflow = ask_and_answer()
+    workflow = ask_until_yes(16)
     workflow.steps[1].condition.expression = D.Expression.NOT_CONTAINS  # the tiny model never says yes
     result, _ = await submit_and_wait(wf_net, TINY_LLM, {"workflow": as_json(workflow), "max_tokens": 8},
                                       monkeypatch)

@@ -8,7 +8,6 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -18,6 +17,7 @@ from gridtask.node.executors.llm import LocalLLMExecutor, OpenAICompatibleExecut
 from gridtask.node.executors.tiny_llm import TINY_LLM
 from gridtask.types import TaskErrorCode
 from gridtask.workflows import as_json
+from tests.e2e.dria_built import ask_until_yes, with_schema
 from tests.e2e.scripted_model import ScriptedModelServer, by_rules
 
 with warnings.catch_warnings():
@@ -28,30 +28,6 @@ with warnings.catch_warnings():
 class Answer(BaseModel):
     answer: str
     confidence: int
-
-
-def two_steps() -> Any:
-    """Dria's builder: a question, then an answer checked by a condition that loops back."""
-    b = D.WorkflowBuilder(topic="the sea")
-    b.set_max_tokens(8)
-    b.generative_step(id="ask", prompt="Ask a question about {{topic}}.", operator=D.Operator.GENERATION,
-                      outputs=[D.Write.new("question"), D.Push.new("history")])
-    b.generative_step(id="answer", prompt="Answer: {{question}}", operator=D.Operator.GENERATION,
-                      outputs=[D.Write.new("answer")])
-    b.flow([D.Edge(source="ask", target="answer"),
-            D.Edge(source="answer", target="_end", condition=D.ConditionBuilder.build(
-                expected="yes", expression=D.Expression.CONTAINS, input=D.Read.new("answer", True),
-                target_if_not="ask"))])
-    b.set_return_value(["question", "answer"])
-    return b.build()
-
-
-def with_schema() -> Any:
-    b = D.WorkflowBuilder(q="Is water wet?")
-    b.generative_step(prompt="{{q}}", operator=D.Operator.GENERATION, schema=Answer, outputs=[D.Write.new("a")])
-    b.flow([D.Edge(source="0", target="_end")])
-    b.set_return_value("a")
-    return b.build()
 
 
 @pytest.fixture
@@ -73,7 +49,7 @@ def server() -> Iterator[ScriptedModelServer]:
 
 
 async def test_a_real_dria_workflow_runs_on_the_tiny_model_deterministically(tiny: LocalLLMExecutor) -> None:
-    workflow = two_steps()
+    workflow = ask_until_yes(8)
     workflow.config.max_steps = 6  # the tiny model never says "yes": ask, answer, ask, answer, ask, answer
     inputs = {"workflow": as_json(workflow)}
     with pytest.raises(InvalidTaskParameters) as failed:
@@ -92,7 +68,7 @@ async def test_a_real_dria_workflow_runs_on_the_tiny_model_deterministically(tin
 
 async def test_the_tiny_model_cannot_match_a_schema_and_the_task_fails_with_code_6(tiny: LocalLLMExecutor) -> None:
     with pytest.raises(InvalidTaskParameters) as failed:
-        await tiny.run(TINY_LLM, {"workflow": as_json(with_schema()), "max_tokens": 4})
+        await tiny.run(TINY_LLM, {"workflow": as_json(with_schema("Is water wet?", Answer)), "max_tokens": 4})
     assert failed.value.code == TaskErrorCode.WORKFLOW_FAILED
     assert "task '0': schema: the answer did not match the task's JSON schema in 3 attempts" in str(failed.value)
 
@@ -111,7 +87,7 @@ async def test_search_is_refused_before_the_model_loads(tiny_llm_dir: Path) -> N
 
 
 async def test_a_malformed_workflow_is_invalid_parameters_naming_task_and_field(tiny: LocalLLMExecutor) -> None:
-    data = as_json(two_steps())
+    data = as_json(ask_until_yes(8))
     data["tasks"][1]["outputs"][0]["type"] = "append"
     with pytest.raises(InvalidTaskParameters) as refused:
         await tiny.run(TINY_LLM, {"workflow": data})
@@ -121,7 +97,7 @@ async def test_a_malformed_workflow_is_invalid_parameters_naming_task_and_field(
 
 async def test_on_a_server_a_condition_loops_back_until_it_holds(server: ScriptedModelServer) -> None:
     executor = OpenAICompatibleExecutor("scripted", server.url)
-    result = await executor.run("scripted", {"workflow": as_json(two_steps())})
+    result = await executor.run("scripted", {"workflow": as_json(ask_until_yes(8))})
     assert result["trace"] == ["ask", "answer", "ask", "answer"]  # "no idea" -> target_if_not: ask again
     assert json.loads(result["text"]) == ["Why is it salty?", "yes: salt"]
     assert result["stacks"]["history"] == ["Why is it blue?", "Why is it salty?"]
@@ -130,7 +106,7 @@ async def test_on_a_server_a_condition_loops_back_until_it_holds(server: Scripte
 
 async def test_on_a_server_a_schema_is_sent_and_a_bad_answer_retried(server: ScriptedModelServer) -> None:
     executor = OpenAICompatibleExecutor("scripted", server.url)
-    result = await executor.run("scripted", {"workflow": as_json(with_schema())})
+    result = await executor.run("scripted", {"workflow": as_json(with_schema("Is water wet?", Answer))})
     assert json.loads(result["text"]) == {"answer": "yes", "confidence": 9}
     first, retry = server.bodies
     assert first["response_format"]["json_schema"]["schema"] == Answer.model_json_schema()
