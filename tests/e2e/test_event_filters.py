@@ -7,7 +7,9 @@ changes what is followed at run time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,20 @@ def record_pushes(follower: EventFollower) -> list[dict[str, Any]]:
     return pushed
 
 
+@contextlib.asynccontextmanager
+async def running(chain: Chain, filters: list[Any], push: bool,
+                  poll_interval: float | None = None) -> AsyncIterator[tuple[EventFollower, list[dict[str, Any]]]]:
+    """A follower of ``filters``, started: pushed (socket connected; the safety-net poll asleep
+    unless ``poll_interval`` says) or polling every 0.05 s. Yields it and its pushes."""
+    follower = EventFollower(chain.client, ws_url=chain.anvil.ws_url if push else "", filters=filters,
+                             poll_interval=poll_interval or (3600 if push else 0.05))
+    pushed = record_pushes(follower)
+    async with follower:
+        if push:
+            await asyncio.wait_for(follower.connected.wait(), 10)
+        yield follower, pushed
+
+
 @pytest.mark.parametrize("push", [False, True], ids=["poll", "push"])
 async def test_only_what_a_filter_matches_arrives_once(chain: Chain, push: bool) -> None:
     """Three creators, two models. Filters: A's TaskCreated; TaskQueued of model-b; A's TaskCreated
@@ -88,12 +104,7 @@ async def test_only_what_a_filter_matches_arrives_once(chain: Chain, push: bool)
         [[created, queued], None, address_topic(a.address)],
     ]
     requests = count_get_logs(chain.client)
-    follower = EventFollower(chain.client, ws_url=chain.anvil.ws_url if push else "", filters=filters,
-                             poll_interval=3600 if push else 0.05)
-    pushed = record_pushes(follower)
-    async with follower:
-        if push:
-            await asyncio.wait_for(follower.connected.wait(), 10)
+    async with running(chain, filters, push) as (follower, pushed):
         key_a = await queue(chain, a, "model-a")
         key_b = await queue(chain, b, "model-b")
         await queue(chain, c, "model-c")
@@ -126,11 +137,7 @@ async def test_a_reorg_takes_back_only_filtered_events(chain: Chain, push: bool)
     of B at any point; then A's next task, in the new blocks, arrives."""
     a, b = creators(chain, 2)
     filters = [[None, None, address_topic(a.address)]]  # anything created or queued by A
-    follower = EventFollower(chain.client, ws_url=chain.anvil.ws_url if push else "", filters=filters,
-                             poll_interval=0.05)
-    async with follower:
-        if push:
-            await asyncio.wait_for(follower.connected.wait(), 10)
+    async with running(chain, filters, push, poll_interval=0.05) as (follower, _):
         key_b = await queue(chain, b, "model-b")
         key_a = await queue(chain, a, "model-a")
         assert summary(await collect(follower)) == [("TaskCreated", key_a, False), ("TaskQueued", key_a, False)]
@@ -162,13 +169,7 @@ async def test_set_filters_follows_other_events_from_then_on(chain: Chain, push:
     new filters do not search for them). Polling, the cursor had passed B's first task; pushed
     (the safety-net poll asleep), it had not: the catch-up read with B's filter delivers it."""
     a, b = creators(chain, 2)
-    follower = EventFollower(chain.client, ws_url=chain.anvil.ws_url if push else "",
-                             filters=[[None, None, address_topic(a.address)]],
-                             poll_interval=3600 if push else 0.05)
-    pushed = record_pushes(follower)
-    async with follower:
-        if push:
-            await asyncio.wait_for(follower.connected.wait(), 10)
+    async with running(chain, [[None, None, address_topic(a.address)]], push) as (follower, pushed):
         key_a = await queue(chain, a, "model-a")
         first_b = await queue(chain, b, "model-b")
         assert summary(await collect(follower)) == [("TaskCreated", key_a, False), ("TaskQueued", key_a, False)]
