@@ -79,9 +79,10 @@ ISSUE7_WORST_TASK = 400_000
 # Issue 3's single-task path at 10 nodes (bench/RESULTS.md before issue 8): issue 8 adds the
 # startTask transaction and may not make the average task dearer.
 ISSUE3_SINGLE_TASK_AVG_10 = 344_467
-# What the code reaches there since issue 7 (356,768): exact selection reads every entry of
-# an array of <= 16 nodes (one reservoir pass) where the biased one stopped at its first
-# acceptance, ~12k gas more per task at 10 nodes; the bench still reports issue 3's figure.
+# What the code reaches there since issue 7 (347,138; 356,768 before short arrays got random
+# probes first): exact selection falls back to reading every entry of an array of <= 16
+# nodes (one reservoir pass) when its first SHORT_PROBES random probes all reject (unequal
+# stakes, busy nodes); the bench still reports issue 3's figure.
 SINGLE_TASK_AVG_10 = 360_000
 # Transactions on anvil and their replay in titanoboa: receipts' gasUsed vs titanoboa's.
 ANVIL_AGREEMENT = 0.01

@@ -675,7 +675,7 @@ class NetworkMachine(RuleBasedStateMachine):
         self.refused("tasks: only the creator or the task's node may abort", wrong, "abortTask", c, "x")
         is_late = now() > t.deadline
         if who == t.node and not (t.state == STARTED or is_late):
-            self.refused("tasks: node may abort only before scoring or after the deadline", who,
+            self.refused("tasks: scored: wait for deadline", who,
                          "abortTask", c, "x")
             return
         if who != t.node and not is_late:

@@ -268,7 +268,7 @@ def test_node_may_not_abort_validated_before_deadline(net, creator, make_node, m
     c = make_task(timeout=50)
     submit(net, n.addr, c)
     validate(net, creator, c)
-    with boa.reverts("tasks: node may abort only before scoring or after the deadline"):
+    with boa.reverts("tasks: scored: wait for deadline"):
         abort(net, n.addr, c)
     boa.env.time_travel(seconds=51)
     abort(net, n.addr, c)

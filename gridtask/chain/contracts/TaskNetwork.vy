@@ -925,7 +925,7 @@ def abortTask(key: bytes32, reason: String[64]):
     late: bool = block.timestamp > packing.deadline(task.meta)
     if msg.sender == task.node:
         if state != STARTED and not late:
-            errors.fail("tasks: node may abort only before scoring or after the deadline")
+            errors.fail("tasks: scored: wait for deadline")
     else:
         if msg.sender != packing.creator(task.cf):
             errors.fail("tasks: only the creator or the task's node may abort")

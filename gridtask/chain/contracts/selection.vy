@@ -21,6 +21,9 @@ MAX_EXCLUDE: constant(uint256) = 2
 MAX_PROBES: constant(uint256) = 16
 # @notice Independent random probes of a longer array before the task is queued.
 RANDOM_PROBES: constant(uint256) = 32
+# @notice Random probes of a short array before its full pass (SHORT_PROBES + MAX_PROBES
+#         <= RANDOM_PROBES: the one loop bounds both).
+SHORT_PROBES: constant(uint256) = 3
 
 
 @internal
@@ -51,25 +54,30 @@ def select(
     """
     @dev A node that can run the task, drawn with probability exactly proportional to
     its capped stake (its weight) among all that can; empty (the task is queued) when
-    none is found. Flat gas:
-    - n <= MAX_PROBES nodes in the key model's array: every one is looked at, in one
-      pass of weighted reservoir sampling (the k-th match, of weight w, replaces the
-      choice with probability w / the weight of the first k matches): exact, and it
-      finds a node whenever one can run the task;
-    - more: up to RANDOM_PROBES independent, uniform probes of the array; a matching
-      node is accepted with probability weight / the array's high-water mark. Every
-      probe picks node i with the same probability w_i / (n * mark), so whichever probe
-      accepts, P(i) is proportional to w_i. Nothing else picks a node: a fallback to a
-      node seen (say the heaviest) would favour it. Equal stakes accept at once.
+    none is found. Flat gas. Stage 1: up to `probes` independent, uniform probes of the
+    key model's n-entry array; a matching node is accepted with probability weight / the
+    array's high-water mark M (>= every weight in it). Each probe picks node j with the
+    same probability (1/n)(w_j/M), so whichever probe accepts, P(j) is proportional to
+    w_j. probes = RANDOM_PROBES when n > MAX_PROBES (then the task is queued if none
+    accepts), else SHORT_PROBES followed, if none accepted, by stage 2: one pass of
+    weighted reservoir sampling over all n entries (the k-th match, of weight w,
+    replaces the choice with probability w / the weight of the first k matches), which
+    picks j with probability proportional to w_j among the nodes that fit and finds one
+    whenever one does. A mixture of two draws each proportional to w_j is proportional
+    to w_j: exact. Nothing else picks a node (a fallback to a node seen, say the
+    heaviest, would favour it). Equal stakes and an idle node accept at the first probe.
     A probe first checks the array's entry (VRAM, GPU tag, folded model filter: one
     storage read) and reads the node's own word only for a node that may fit.
     """
     n: uint256 = node_registry.model_node_count[key_model]
+    if n == 0:
+        return empty(address)
     chosen: address = empty(address)
     total: uint256 = 0
-    mark: uint256 = 0
+    mark: uint256 = node_registry.model_max_weight[key_model]
+    probes: uint256 = SHORT_PROBES
     if n > MAX_PROBES:
-        mark = node_registry.model_max_weight[key_model]
+        probes = RANDOM_PROBES
     # what every entry that can run the task has: checked on the entry before node_info
     want: uint256 = min_vram << packing.ENTRY_VRAM_SHIFT
     tag: uint256 = 0
@@ -81,10 +89,10 @@ def select(
             bits |= packing.folded_bit(m)
     bits <<= packing.ENTRY_BLOOM_SHIFT
     for i: uint256 in range(RANDOM_PROBES):
-        if n <= i and n <= MAX_PROBES:
+        if i >= probes + n:
             break
         r: uint256 = convert(keccak256(abi_encode(seed, i)), uint256)
-        index: uint256 = i if n <= MAX_PROBES else r % n
+        index: uint256 = r % n if i < probes else i - probes
         word: uint256 = node_registry.model_nodes[key_model][index + 1]
         if word & (packing.VRAM_MASK << packing.ENTRY_VRAM_SHIFT) < want:
             continue
@@ -97,7 +105,7 @@ def select(
         if not self.matches(node, info, key_model, models, min_vram, gpu, exclude):
             continue
         weight: uint256 = (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK
-        if n > MAX_PROBES:
+        if i < probes:
             if (r >> 128) % mark < weight:
                 return node
             continue
