@@ -140,6 +140,9 @@ class Devnet:
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         })
+        # Every node shares this machine: torch's default (a thread per core in each node)
+        # makes N nodes fight over the cores and spend about twice the CPU per embedding.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, self.nodes))))
         return env
 
     def start_relay(self, port: int | None = None) -> None:
