@@ -29,8 +29,16 @@ _MISSING: Any = object()
 
 ECHO_MODEL = "echo"
 EMBED_MODEL = "all-minilm-l6-v2"
-FIXED_MODELS: dict[str, TaskType] = {ECHO_MODEL: TaskType.ECHO, EMBED_MODEL: TaskType.EMBED}
-"""Models with a fixed name and task type; any other model name is a language model."""
+VM_MODEL = "vm"
+"""What a node that runs Golem-style scripts in its sandbox announces (``TaskType.SCRIPT``)."""
+SOURCE_MODEL_PREFIX = "src:"
+"""A published source's model name: this prefix and the first 28 hex digits of its address
+(``TaskType.SOURCE``); a node that serves the source announces it."""
+FIXED_MODELS: dict[str, TaskType] = {
+    ECHO_MODEL: TaskType.ECHO, EMBED_MODEL: TaskType.EMBED, VM_MODEL: TaskType.SCRIPT,
+}
+"""Models with a fixed name and task type; any other model name is a language model (or a
+source, by its prefix)."""
 
 MAX_PARAMS_BYTES = DEFAULT_MAX_PARAMS_BYTES
 """The most encrypted parameter bytes the relay stores for one task (its default limit)."""
@@ -50,8 +58,19 @@ MAX_TOKENS_LIMIT = 128
 
 
 def task_type_of(model: str) -> TaskType:
-    """The task type ``model`` runs: fixed for echo and MiniLM, text generation otherwise."""
+    """The task type ``model`` runs: fixed for echo, MiniLM and the script VM, a source's by
+    its prefix, text generation otherwise."""
+    if model.startswith(SOURCE_MODEL_PREFIX):
+        return TaskType.SOURCE
     return FIXED_MODELS.get(model, TaskType.LLM)
+
+
+def source_model(address: str) -> str:
+    """The model name a source's nodes announce: ``src:`` and 28 hex digits of its address."""
+    digits = address.lower().removeprefix("0x")
+    if len(digits) != 40 or any(c not in "0123456789abcdef" for c in digits):
+        raise ValidationError(f"source: not an address {address!r} (0x and 40 hex digits)")
+    return SOURCE_MODEL_PREFIX + digits[:28]
 
 
 def check_model_name(model: str) -> None:
@@ -71,7 +90,8 @@ def check_model_type(task_type: TaskType, model: str) -> None:
     check_model_name(model)
     served = task_type_of(model)
     if served != task_type:
-        what = {TaskType.ECHO: "echo", TaskType.EMBED: "embedding", TaskType.LLM: "text-generation"}
+        what = {TaskType.ECHO: "echo", TaskType.EMBED: "embedding", TaskType.LLM: "text-generation",
+                TaskType.SOURCE: "source-function", TaskType.SCRIPT: "script"}
         fits = [m for m, t in FIXED_MODELS.items() if t == task_type] or ["tiny-llm or any language model"]
         raise ValidationError(
             f"model: {model!r} runs {what[served]} tasks, not {what[task_type]} tasks "

@@ -54,6 +54,8 @@ SIMILARITY_BITS: dict[TaskType, int] = {
     TaskType.ECHO: 0,
     TaskType.EMBED: 16,
     TaskType.LLM: 0,
+    TaskType.SOURCE: 0,
+    TaskType.SCRIPT: 0,
 }
 """Per task type, the largest Hamming distance between the high 128 bits of two scores of a
 similarity type (SIMILARITY_TASK_TYPES) that still agree; 0 means the high halves must be

@@ -63,6 +63,13 @@ class TaskErrorCode(IntEnum):
     UNDECRYPTABLE = 4
     UNSUPPORTED_OPERATOR = 5
     WORKFLOW_FAILED = 6
+    SANDBOX_TIME = 7
+    SANDBOX_MEMORY = 8
+    SANDBOX_PROCESSES = 9
+    SANDBOX_OUTPUT = 10
+    SANDBOX_DISK = 11
+    PAYLOAD_FAILED = 12
+    UNKNOWN_FUNCTION = 13
 
     @property
     def explanation(self) -> str:
@@ -96,6 +103,34 @@ _ERROR_EXPLANATIONS = {
         "its JSON schema, an empty required input) or it reached its max_steps or max_time; give "
         "the step a fallback, or raise the limit"
     ),
+    TaskErrorCode.SANDBOX_TIME: (
+        "the task's code ran past its time limit in the node's sandbox and was killed: "
+        "give it a longer timeout, or less work per task"
+    ),
+    TaskErrorCode.SANDBOX_MEMORY: (
+        "the task's code used more memory than the node's sandbox allows and was killed: "
+        "lower its memory use, or ask for more (the payload's min_mem_gib)"
+    ),
+    TaskErrorCode.SANDBOX_PROCESSES: (
+        "the task's code started more processes than the node's sandbox allows (a fork bomb?) "
+        "and was killed"
+    ),
+    TaskErrorCode.SANDBOX_OUTPUT: (
+        "the task's code wrote more output than the node's sandbox allows: write less, or "
+        "split the work"
+    ),
+    TaskErrorCode.SANDBOX_DISK: (
+        "the task's code filled its work directory past the node's sandbox disk limit: "
+        "write less, or ask for more (the payload's min_storage_gib)"
+    ),
+    TaskErrorCode.PAYLOAD_FAILED: (
+        "the task's code failed in the node's sandbox (it raised, or could not load): "
+        "run it locally with the same input to see why"
+    ),
+    TaskErrorCode.UNKNOWN_FUNCTION: (
+        "the source has no exposed function of that name, or the data does not fit the "
+        "function's input model: check TaskInput.function_name and data"
+    ),
 }
 
 
@@ -105,3 +140,7 @@ class TaskType(IntEnum):
     ECHO = 0
     EMBED = 1
     LLM = 2
+    SOURCE = 3
+    """Call a typed function of a published OpenGPU-style source (``gridtask.sdk.opengpu``)."""
+    SCRIPT = 4
+    """Run a Golem-style script of commands over a content-addressed bundle (``gridtask.sdk.golem``)."""
