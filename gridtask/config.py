@@ -35,6 +35,9 @@ class NetworkConfig(BaseModel):
     deploy_block: int | None = Field(default=None, ge=0)
     """The block the contract was deployed in: log searches start there (found by bisection,
     once per process, when not set)."""
+    source_registry: str = ""
+    """The SourceRegistry contract (OpenGPU-style sources, ``gridtask.sdk.opengpu``); empty
+    where the network has none."""
     confirmations: int = Field(default=0, ge=0)
     """How many blocks deep an event must be before it is acted on (0 on the devnet); a reorg
     shallower than this is never seen."""

@@ -19,8 +19,9 @@ from typing import Any
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 SOURCE = CONTRACTS_DIR / "TaskNetwork.vy"
 ARTIFACT = CONTRACTS_DIR / "TaskNetwork.json"
-#: Every deployable contract, in deployment order (ScoreVerifier's address goes to TaskNetwork).
-CONTRACTS = ("ScoreVerifier", "TaskNetwork")
+#: Every deployable contract, in deployment order (ScoreVerifier's address goes to TaskNetwork;
+#: SourceRegistry, OpenGPU-style sources, stands beside it).
+CONTRACTS = ("ScoreVerifier", "TaskNetwork", "SourceRegistry")
 VYPER_VERSION = "0.4.3"
 EVM_VERSION = "cancun"  # pinned in the sources too: runs on chains without the newest forks
 

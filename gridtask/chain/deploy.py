@@ -19,13 +19,13 @@ from gridtask.chain.models import ETHER, NetworkParams
 from gridtask.exceptions import ChainError, ConfigError
 from gridtask.keys import Identity
 
-__all__ = ["ETHER", "NetworkParams", "constructor_args", "deploy"]
+__all__ = ["ETHER", "NetworkParams", "constructor_args", "deploy", "deploy_source_registry"]
 
 log = logging.getLogger("gridtask.chain.deploy")
 
 #: Headroom over the deployment's estimated gas.
 DEPLOY_GAS_MARGIN = 1.2
-NETWORK, VERIFIER = "TaskNetwork", "ScoreVerifier"
+NETWORK, VERIFIER, SOURCES = "TaskNetwork", "ScoreVerifier", "SourceRegistry"
 #: Where the dry run pretends the verifier lives (any address: its code is put there for the call only).
 STAND_IN_VERIFIER = to_checksum_address("0x" + "5c" * 20)
 
@@ -70,6 +70,20 @@ async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: N
         raise
     except Exception as exc:
         raise ChainError(f"could not deploy TaskNetwork on {rpc_url}: {exc!r}") from exc
+    finally:
+        await w3.provider.disconnect()
+
+
+async def deploy_source_registry(rpc_url: str, deployer: Identity) -> str:
+    """Deploy the SourceRegistry (OpenGPU-style sources, beside TaskNetwork: no constructor
+    arguments, it holds no money) and return its checksum address."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        return await _create(w3, deployer, SOURCES, HexStr(artifact.bytecode(SOURCES)))
+    except (ConfigError, ChainError):
+        raise
+    except Exception as exc:
+        raise ChainError(f"could not deploy SourceRegistry on {rpc_url}: {exc!r}") from exc
     finally:
         await w3.provider.disconnect()
 
