@@ -319,12 +319,24 @@ class Devnet:
 
 
 def default_node_models() -> list[str]:
-    """Every devnet node serves the demo's models: echo, MiniLM and the tiny LLM."""
+    """Every devnet node serves the demo's models: echo, MiniLM and the tiny LLM, and Golem
+    scripts (``vm``) where the sandbox runs."""
+    from gridtask.limits import VM_MODEL
     from gridtask.node.executors.embed import MINILM
     from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
 
     tiny = build_tiny_llm(DEVNET_MODELS_DIR / TINY_LLM)
-    return ["echo", MINILM, f"llm:{TINY_LLM}={tiny.resolve()}"]
+    return ["echo", MINILM, f"llm:{TINY_LLM}={tiny.resolve()}", *([VM_MODEL] if _vm_available() else [])]
+
+
+def _vm_available() -> bool:
+    """Whether this machine's nodes can run Golem scripts: the sandbox runs, and bundles can be fetched."""
+    try:
+        import gridtask.bundles  # noqa: F401
+        from gridtask.node.sandbox import sandbox_available
+    except ImportError:  # the sandbox or the bundle cache has not landed in this tree
+        return False
+    return sandbox_available()
 
 
 async def run_demo(config: NetworkConfig, *, say: Callable[[str], object] = print) -> bool:

@@ -220,6 +220,10 @@ def check_inputs(task_type: TaskType, inputs: object) -> None:
         check_echo(inputs)
     elif task_type == TaskType.EMBED:
         check_embed(inputs)
+    elif task_type == TaskType.SCRIPT:
+        from gridtask.scripts import check_script
+
+        check_script(inputs)
     else:
         check_llm(inputs)
 

@@ -85,6 +85,10 @@ class NodeDaemon:
         state_dir = settings.state_dir / self.identity.address.lower()
         self.should_exit = asyncio.Event()
         self.worker = TaskWorker(self.chain, self.relay, executors, state_dir / "results", stop=self.should_exit)
+        for executor in executors.executors():  # those that fetch bundles get the relay and a place for them
+            bind = getattr(executor, "bind", None)
+            if bind is not None:
+                bind(self.relay, state_dir)
         self.models = executors.all_models()
         self.follower = EventFollower(
             self.chain, ws_url=settings.network.ws_url, cursor_path=state_dir / "cursor",

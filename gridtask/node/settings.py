@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridtask.config import NetworkConfig
-from gridtask.node.executors.base import ExecutorSet
+from gridtask.node.executors.base import Executor, ExecutorSet
 
 ETHER = 10**18
 NODE_VERSION = 1
@@ -35,7 +35,10 @@ def build_executors(specs: list[str]) -> ExecutorSet:
     - ``llm:NAME=/path/to/model_dir``  a Hugging Face causal LM from a local directory
     - ``openai:NAME=http://host:port`` an OpenAI-compatible server (Ollama, llama.cpp, vLLM);
                                        ``openai:NAME=URL#remote-name`` names its model there
+    - ``vm``                           Golem-style scripts over published bundles, in the sandbox
+                                       (needs bubblewrap: ``gridtask.node.sandbox``)
     """
+    from gridtask.limits import VM_MODEL
     from gridtask.node.executors.echo import ECHO, EchoExecutor
     from gridtask.node.executors.embed import MINILM, EmbedExecutor
     from gridtask.node.executors.llm import LocalLLMExecutor, OpenAICompatibleExecutor
@@ -47,6 +50,8 @@ def build_executors(specs: list[str]) -> ExecutorSet:
             executors.add(EchoExecutor())
         elif spec == MINILM:
             executors.add(EmbedExecutor())
+        elif spec == VM_MODEL:
+            executors.add(_script_executor())
         elif kind == "llm" and "=" in rest:
             name, _, path = rest.partition("=")
             _check_llm_name(spec, name)
@@ -58,9 +63,21 @@ def build_executors(specs: list[str]) -> ExecutorSet:
             executors.add(OpenAICompatibleExecutor(name, url, remote_model=remote or None))
         else:
             raise ValueError(
-                f"unknown model spec {spec!r}: use echo, {MINILM}, llm:NAME=DIR or openai:NAME=URL"
+                f"unknown model spec {spec!r}: use echo, {MINILM}, {VM_MODEL}, llm:NAME=DIR or openai:NAME=URL"
             )
     return executors
+
+
+def _script_executor() -> Executor:
+    """The ``vm`` executor, where its sandbox works: a node that announced ``vm`` without one
+    would take script tasks and fail every one."""
+    from gridtask.node.executors.script import ScriptExecutor
+    from gridtask.node.sandbox import sandbox_available
+
+    if not sandbox_available():
+        raise ValueError("model spec 'vm': the sandbox does not work here (install bubblewrap: "
+                         "`apt-get install bubblewrap`; it also needs user namespaces)")
+    return ScriptExecutor()
 
 
 def _check_llm_name(spec: str, name: str) -> None:

@@ -1,0 +1,105 @@
+"""The script executor (``vm``) on the real sandbox: commands in order over a copy of the bundle,
+uploads in, downloads out, the first failure ends the script, a sandbox limit is a task error.
+
+The bundle cache is the one stand-in here (a directory of files instead of the relay's bundle):
+the cache itself is tested with the relay (tests/relay/test_bundles.py)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from gridtask.node.executors.base import InvalidTaskParameters
+from gridtask.node.executors.script import ScriptExecutor
+from gridtask.scripts import ScriptResult
+from gridtask.types import TaskErrorCode
+
+pytestmark = pytest.mark.skipif(
+    not __import__("gridtask.node.sandbox", fromlist=["x"]).sandbox_available(), reason="bubblewrap does not run here")
+
+IMAGE = "ab" * 32
+
+
+class DirCache:
+    """A bundle cache whose one bundle is a directory already unpacked."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.asked: list[str] = []
+
+    async def path(self, image: str) -> Path:
+        self.asked.append(image)
+        return self.root
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> ScriptExecutor:
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "check.py").write_text("import json, sys\nwords = json.load(open('in/words.json'))\n"
+                                    "open('out.txt', 'w').write(','.join(w.upper() for w in words))\n")
+    (image / "ro.txt").write_text("from the image")
+    (image / "ro.txt").chmod(0o444)
+    ex = ScriptExecutor()
+    ex._cache = DirCache(image)
+    ex._scratch = tmp_path / "scratch"
+    return ex
+
+
+def script(*commands: dict, timeout: int = 20) -> dict:
+    return {"image": IMAGE, "commands": list(commands), "timeout": timeout}
+
+
+def run(cmd: str, *args: str, **env: str) -> dict:
+    return {"op": "run", "cmd": cmd, "args": list(args), "env": env}
+
+
+async def test_commands_run_in_order_over_the_bundle_with_uploads_and_downloads(executor: ScriptExecutor) -> None:
+    out = await executor.run("vm", script(
+        {"op": "upload", "path": "/work/in/words.json", "data": base64.b64encode(b'["a", "b"]').decode()},
+        run("/bin/sh", "-c", "cat ro.txt; echo \" $GREETING\" >&2", GREETING="hi"),
+        run("/usr/bin/env", "python3", "check.py"),
+        {"op": "download", "path": "out.txt", "limit": 100},
+    ))
+    result = ScriptResult.from_json(out)
+    assert result.failed_index is None
+    assert [r.op for r in result.results] == ["upload", "run", "run", "download"]
+    assert (result.results[1].stdout, result.results[1].stderr, result.results[1].exit_code) == (
+        "from the image", " hi\n", 0)
+    assert result.results[3].data == b"A,B"
+
+
+async def test_the_same_script_gives_the_same_result_bytes(executor: ScriptExecutor) -> None:
+    """Nodes' results are compared exactly: nothing in one may depend on the run."""
+    s = script(run("/bin/sh", "-c", "pwd; echo $HOME; ls -a"))
+    assert await executor.run("vm", s) == await executor.run("vm", s)
+
+
+async def test_a_failing_command_ends_the_script_and_says_which(executor: ScriptExecutor) -> None:
+    out = ScriptResult.from_json(await executor.run("vm", script(
+        run("/bin/sh", "-c", "echo before; exit 3"), run("/bin/sh", "-c", "echo never"))))
+    assert out.failed_index == 0 and "code 3" in out.failed_message
+    assert len(out.results) == 1 and out.results[0].stdout == "before\n"
+
+
+async def test_a_missing_or_oversized_download_fails_the_script(executor: ScriptExecutor) -> None:
+    missing = ScriptResult.from_json(await executor.run("vm", script({"op": "download", "path": "nope"})))
+    assert missing.failed_index == 0 and "no such file" in missing.failed_message
+    big = ScriptResult.from_json(await executor.run("vm", script(
+        run("/bin/sh", "-c", "head -c 200 /dev/zero > big"), {"op": "download", "path": "big", "limit": 100})))
+    assert big.failed_index == 1 and "over its limit" in big.failed_message
+
+
+async def test_a_script_past_its_time_is_a_sandbox_time_error(executor: ScriptExecutor) -> None:
+    with pytest.raises(InvalidTaskParameters) as caught:
+        await executor.run("vm", script(run("/bin/sh", "-c", "sleep 30"), timeout=1))
+    assert caught.value.code == TaskErrorCode.SANDBOX_TIME
+
+
+async def test_a_path_outside_the_work_dir_is_refused_as_the_tasks_fault(executor: ScriptExecutor) -> None:
+    with pytest.raises(InvalidTaskParameters, match="outside the VM's work directory"):
+        await executor.run("vm", script({"op": "download", "path": "/etc/passwd"}))
+    with pytest.raises(InvalidTaskParameters, match="outside"):
+        await executor.run("vm", script({"op": "upload", "path": "../x", "data": ""}))
