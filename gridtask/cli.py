@@ -316,22 +316,28 @@ def node(
     state_dir: Annotated[Path, typer.Option(help="where the node keeps its cursor and results")] = Path(
         ".gridtask/node"
     ),
+    sources: Annotated[
+        list[str], typer.Option("--sources", help="OpenGPU sources to serve, in the sandbox: all | ADDRESS ...")
+    ] = [],  # noqa: B006
     config: ConfigOpt = None,
 ) -> None:
     """Run a node: join with a stake, then run the tasks the contract gives it."""
     if ctx.invoked_subcommand is not None:
         return
     from gridtask.node.daemon import NodeDaemon
-    from gridtask.node.settings import NodeSettings, build_executors
+    from gridtask.node.settings import NodeSettings, build_executors, source_executor
 
     configure_logging(role="node")
+    network = _network(config)
     try:
         executors = build_executors(model)
+        if sources:
+            executors.add(source_executor(network, sources))
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     settings = NodeSettings(
-        network=_network(config), models=model, gpu=gpu, vram=vram, stake=int(stake * ETHER), state_dir=state_dir
+        network=network, models=model, gpu=gpu, vram=vram, stake=int(stake * ETHER), state_dir=state_dir
     )
 
     async def go() -> None:

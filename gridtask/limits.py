@@ -214,12 +214,29 @@ def check_llm(inputs: object, *, max_tokens_limit: int = MAX_TOKENS_LIMIT) -> LL
     return LLMInputs(max_tokens, workflow=workflow)
 
 
+def check_source_call(inputs: object) -> tuple[str, str, dict[str, Any]]:
+    """A source task's inputs: ``{"source": address, "function": name, "data": {...}}``, at most
+    ``MAX_ECHO_DATA_CHARS`` of JSON data; returns them. (Whether the data fits the function's
+    input model is the source's own rule: its bundle's manifest, checked by ``gridtask.sdk.opengpu``
+    before paying and by the node's sandboxed call.)"""
+    source = input_field(inputs, "source", str)
+    source_model(source)  # an address, or a ValidationError naming it
+    function = input_field(inputs, "function", str)
+    if not function.isidentifier():
+        raise ValidationError(f"function: not a Python function name ({function!r})")
+    data = input_field(inputs, "data", dict)
+    check_echo({"data": data})
+    return source, function, data
+
+
 def check_inputs(task_type: TaskType, inputs: object) -> None:
     """Everything a node checks in a task's inputs before it runs them."""
     if task_type == TaskType.ECHO:
         check_echo(inputs)
     elif task_type == TaskType.EMBED:
         check_embed(inputs)
+    elif task_type == TaskType.SOURCE:
+        check_source_call(inputs)
     elif task_type == TaskType.SCRIPT:
         from gridtask.scripts import check_script
 

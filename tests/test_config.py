@@ -57,4 +57,4 @@ def test_a_config_file_written_by_an_earlier_version_still_loads(tmp_path: Path,
     path.write_text(json.dumps(written, indent=2) + "\n")
     config = load_config(path)
     loaded = config.model_dump() | {"private_key": config.private_key.get_secret_value()}
-    assert loaded == {"deploy_block": None, "confirmations": 0} | written
+    assert loaded == {"deploy_block": None, "confirmations": 0, "source_registry": ""} | written

@@ -82,7 +82,7 @@ class NodeDaemon:
         self.identity = Identity.from_hex(settings.network.private_key)
         self.chain = ChainClient.from_config(settings.network, self.identity)
         self.relay = RelayClient(settings.network.relay_url, self.identity)
-        state_dir = settings.state_dir / self.identity.address.lower()
+        state_dir = self.state_dir = settings.state_dir / self.identity.address.lower()
         self.should_exit = asyncio.Event()
         self.worker = TaskWorker(self.chain, self.relay, executors, state_dir / "results", stop=self.should_exit)
         for executor in executors.executors():  # those that fetch bundles get the relay and a place for them
@@ -150,11 +150,43 @@ class NodeDaemon:
         does not answer is waited for, not fatal: a node started before its chain (or during
         an outage, or by a service manager at boot) comes up when the chain does."""
         await self.load_models()
+        await self._prepare_executors()
         for step in (self.follower.start, self._join_and_recover):
             async for attempt in retry.CHAIN_UNREACHABLE.attempts(deadline=math.inf, stop=self.should_exit):
                 with attempt:
                     await step()
+        for executor in self.executors.executors():  # models found while running (new OpenGPU sources)
+            follow = getattr(executor, "follow", None)
+            if follow is not None:
+                self._reports.add(asyncio.create_task(follow(self.serve_models), name="node-follow"))
         log.info("node %s: ready", self.address)
+
+    async def _prepare_executors(self) -> None:
+        """Executors whose models are found at run time (the OpenGPU sources a node serves) load
+        those that exist now, so that the node joins announcing them."""
+        for executor in self.executors.executors():
+            prepare = getattr(executor, "prepare", None)
+            if prepare is not None:
+                await prepare(self.relay, self.state_dir)
+                self.executors.refresh(executor)
+        self._set_models(self.executors.all_models())
+
+    async def serve_models(self, models: list[str]) -> None:
+        """Serve more models while running (a source published after the node joined): announce
+        them on chain, then take their tasks and follow their queue."""
+        new = [m for m in models if m not in self.models]
+        if not new:
+            return
+        await self.chain.add_models(new)
+        for executor in self.executors.executors():
+            self.executors.refresh(executor)
+        self._set_models(self.executors.all_models())
+        log.info("node %s: now serving %s", self.address, ", ".join(new))
+
+    def _set_models(self, models: list[str]) -> None:
+        self.models = models
+        self._model_topics = {model_topic(m) for m in models}
+        self.follower.set_filters(node_filters(self.chain, self.address, models))
 
     async def _join_and_recover(self) -> None:
         """Each step reads the chain first, so repeating it after a failure is harmless."""

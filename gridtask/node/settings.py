@@ -80,6 +80,18 @@ def _script_executor() -> Executor:
     return ScriptExecutor()
 
 
+def source_executor(network: NetworkConfig, sources: list[str]) -> Executor:
+    """The OpenGPU source executor for ``--sources all`` (every published source, followed while
+    the node runs) or ``--sources ADDRESS ...``, where its sandbox works."""
+    from gridtask.node.executors.source import SourceExecutor, parse_sources
+    from gridtask.node.sandbox import sandbox_available
+
+    if not sandbox_available():
+        raise ValueError("--sources: the sandbox does not work here (install bubblewrap: "
+                         "`apt-get install bubblewrap`; it also needs user namespaces)")
+    return SourceExecutor(network, parse_sources(sources))
+
+
 def _check_llm_name(spec: str, name: str) -> None:
     """Applications tell a model's task type by its name (``limits.task_type_of``): a language
     model may not take a name that means another type."""

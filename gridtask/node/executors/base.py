@@ -64,6 +64,12 @@ class ExecutorSet:
                 raise ValueError(f"two executors serve {key[0].name} model {model!r}")
             self._by_key[key] = executor
 
+    def refresh(self, executor: Executor) -> None:
+        """Take on the models an executor of this set added while running (a node that starts
+        serving a newly published source)."""
+        for model in executor.models:
+            self._by_key.setdefault((TaskType(executor.task_type), model), executor)
+
     def find(self, task_type: TaskType | int, model: str) -> Executor:
         """The executor for a task; a model nobody here serves is the task's fault."""
         try:
