@@ -17,9 +17,10 @@ many nodes at once, each fragment a gridtask task of a script in the nodes' sand
 """
 
 from gridtask.sdk.golem import events, vm
+from gridtask.sdk.golem._fragment import FragmentFailed
 from gridtask.sdk.golem.budget import Budget, BudgetExceeded
 from gridtask.sdk.golem.ctx import WorkContext
-from gridtask.sdk.golem.golem import FragmentFailed, Golem
+from gridtask.sdk.golem.golem import Golem
 from gridtask.sdk.golem.progress import ProgressBar
 from gridtask.sdk.golem.script import CommandExecutionError, Script
 from gridtask.sdk.golem.task import Task, TaskStatus
