@@ -3,6 +3,7 @@
     GridtaskError                 anything gridtask raises on purpose
     ├── ConfigError               missing or malformed settings (config file, GRIDTASK_* variables)
     ├── ValidationError           input that cannot become a task (wrong type, unknown model, bad ID)
+    │   └── BundleError           a bundle that does not match its hash, is too big, or holds what may not be unpacked
     ├── ChainError                the chain could not be reached or answered strangely
     │   ├── ChainUnreachable      the RPC endpoint did not answer (transport failure): retry later
     │   └── TransactionReverted   a transaction reverted; ``reason`` is the contract's revert string
@@ -22,6 +23,7 @@
 
 from __future__ import annotations
 
+from gridtask.chain.reasons import expand as expand_reason
 from gridtask.types import GroupOutcome
 
 
@@ -41,6 +43,12 @@ class ValidationError(GridtaskError, ValueError):
     """
 
 
+class BundleError(ValidationError):
+    """A bundle (``gridtask.bundles``) that cannot be packed, trusted or unpacked: its bytes do
+    not hash to its name, it is over a size limit, or it holds an absolute path, ``..``, a link
+    out of the tree or a device. The message names the bundle or member and the rule."""
+
+
 class ResultParseError(GridtaskError, ValueError):
     """A task's result (which ran and was paid for) that a singleton's parser cannot read into
     its output schema: the message names the singleton, what it looked for, and the text."""
@@ -55,9 +63,12 @@ class ChainUnreachable(ChainError):
 
 
 class TransactionReverted(ChainError):
-    """A transaction reverted; ``reason`` is the contract's revert string (``"tasks: zero fee"``)."""
+    """A transaction reverted; ``reason`` is the contract's revert reason, readable
+    (``"tasks: zero fee"``): the contract's short code ("E201") is expanded here, the one
+    place every path that reports a revert goes through (gridtask.chain.reasons)."""
 
     def __init__(self, reason: str, *, function: str = "") -> None:
+        reason = expand_reason(reason)
         self.reason = reason
         self.function = function
         where = f"{function}: " if function else ""
