@@ -12,6 +12,8 @@ checking the result against the hash the node committed with its score.
     GET  /v1/tasks/{commitment}/params    the task's node
     PUT  /v1/tasks/{commitment}/result    the task's node, once the task is validated
     GET  /v1/tasks/{commitment}/result    the task's creator, once the result is delivered
+    PUT  /v1/bundles/{sha256}             any signer: a content-addressed bundle (``relay.bundles``)
+    GET  /v1/bundles/{sha256}             unsigned: the bundle's bytes
 
 Checks run in a fixed order, and everything that needs no body comes first, so a call
 that will be refused is never read: signature headers (the signature covers the body's
@@ -50,6 +52,7 @@ from gridtask.chain.models import TaskInfo, same_address
 from gridtask.crypto import keccak
 from gridtask.exceptions import ChainError
 from gridtask.relay.auth import DEFAULT_WINDOW_S, AuthError, ReplayJournal, Verifier
+from gridtask.relay.bundles import BUNDLE_PATH, BundleRoutes
 from gridtask.relay.delivery import Deliveries, ReportFailed
 from gridtask.relay.storage import BlobStore
 from gridtask.relay.tasks import EventSource, TaskTable, TaskView, follow
@@ -471,6 +474,8 @@ def create_app(
         Route(f"{task_path}/result", relay.put_result, methods=["PUT"]),
         Route(f"{task_path}/result", relay.get_result, methods=["GET"]),
     ]
+    bundles = BundleRoutes(store, relay.verifier)
+    routes += [Route(BUNDLE_PATH, bundles.put, methods=["PUT"]), Route(BUNDLE_PATH, bundles.get, methods=["GET"])]
     # Each handler takes its own exception type; Starlette dispatches by class.
     handlers: dict[Any, Callable[..., Awaitable[Response]]] = {
         _Refused: _on_refused,

@@ -15,7 +15,8 @@ from types import TracebackType
 
 import httpx
 
-from gridtask.exceptions import NotReady, RelayError, RelayUnavailable, ValidationError
+from gridtask.bundles import MAX_BUNDLE_BYTES, bundle_hash, check_hash
+from gridtask.exceptions import BundleError, NotReady, RelayError, RelayUnavailable, ValidationError
 from gridtask.keys import Identity
 from gridtask.relay.auth import sign_request
 
@@ -106,6 +107,24 @@ class RelayClient:
     async def download_result(self, commitment: bytes) -> bytes:
         """As the task's creator; ``NotReady`` until the node has delivered it."""
         return await self._call("GET", _task_path(commitment, "result"))
+
+    async def put_bundle(self, data: bytes) -> str:
+        """Store a bundle (``gridtask.bundles.pack_dir``'s bytes) under its hash, which is
+        returned; storing one the relay already holds is fine."""
+        bundle = bundle_hash(data)
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise BundleError(f"bundle {bundle}: {len(data)} bytes, over the relay's {MAX_BUNDLE_BYTES} limit")
+        await self._call("PUT", f"/v1/bundles/{bundle}", data)
+        return bundle
+
+    async def get_bundle(self, bundle: str) -> bytes:
+        """A bundle's bytes, checked against its hash; ``RelayError`` with status 404 when the
+        relay does not have it, ``BundleError`` when what came back is not it."""
+        check_hash(bundle)
+        data = await self._call("GET", f"/v1/bundles/{bundle}")
+        if bundle_hash(data) != bundle:
+            raise BundleError(f"bundle {bundle}: the relay sent bytes that hash to {bundle_hash(data)}; refused")
+        return data
 
     async def _timestamp(self, method: str, path: str, body: bytes) -> int:
         """A millisecond timestamp no earlier identical call used (the relay refuses replays)."""
