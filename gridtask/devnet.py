@@ -32,7 +32,7 @@ from pydantic import SecretStr
 
 from gridtask.chain.anvil import Anvil, free_port
 from gridtask.chain.client import GROUP_SIZE, ChainClient
-from gridtask.chain.deploy import ETHER, NetworkParams, deploy
+from gridtask.chain.deploy import ETHER, NetworkParams, deploy, deploy_source_registry
 from gridtask.children import PidFile, die_with_parent, end_processes
 from gridtask.config import NetworkConfig
 from gridtask.exceptions import ConfigError, GridtaskError
@@ -68,6 +68,8 @@ class Devnet:
     block_time: float | None = None
     home: Path = field(default_factory=lambda: Path(".gridtask") / "devnet")
     node_models: list[str] | None = None
+    # Nodes serve every published source (``--sources all``) where the sandbox runs.
+    serve_sources: bool = field(default_factory=lambda: _sandbox_available())
     # The contract's deploy settings (a test may shorten or lengthen a window).
     params: NetworkParams = DEVNET_PARAMS
     # Where the daemons and the SDK reach the chain, if not anvil itself (a proxy, say).
@@ -109,13 +111,15 @@ class Devnet:
                      self.nodes, GROUP_SIZE)
         contract = await deploy(self.chain.url, deployer, self.relay_identity.address, params)
         log.info("chain: TaskNetwork deployed at %s", contract)
+        source_registry = await deploy_source_registry(self.chain.url, deployer)
+        log.info("chain: SourceRegistry deployed at %s", source_registry)
         async with ChainClient(self.chain.url, contract, deployer) as chain:
             deploy_block = await chain.deployment_block()  # log searches start there
         relay_port = free_port()
         self.config = NetworkConfig(
             rpc_url=self.rpc_url or self.chain.url, ws_url=self.ws_url or self.chain.ws_url, contract=contract,
             relay_url=f"http://127.0.0.1:{relay_port}", private_key=SecretStr("0x" + app.private_key.hex()),
-            deploy_block=deploy_block,
+            deploy_block=deploy_block, source_registry=source_registry,
         )
         self.start_relay(relay_port)
         await self.wait_relay()
@@ -136,6 +140,7 @@ class Devnet:
             "GRIDTASK_RELAY_URL": self.config.relay_url,
             "GRIDTASK_DEPLOY_BLOCK": str(self.config.deploy_block or 0),
             "GRIDTASK_CONFIRMATIONS": str(self.config.confirmations),
+            "GRIDTASK_SOURCE_REGISTRY": self.config.source_registry,
             "GRIDTASK_PRIVATE_KEY": "0x" + identity.private_key.hex(),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -156,6 +161,8 @@ class Devnet:
         args = ["node", "--state-dir", str(self.home / "nodes")]
         for m in models:
             args += ["--model", m]
+        if self.serve_sources:  # OpenGPU-style sources: every one published, run in the sandbox
+            args += ["--sources", "all"]
         self._spawn(f"node{index}", args, self.node_identities[index])
 
     def add_node(self, models: list[str]) -> int:
@@ -316,6 +323,13 @@ class Devnet:
         for proc in running.values():
             proc.wait()
         return killed
+
+
+def _sandbox_available() -> bool:
+    """Whether this machine runs the node's sandbox (bubblewrap), which sources need."""
+    from gridtask.node.sandbox import sandbox_available
+
+    return sandbox_available()
 
 
 def default_node_models() -> list[str]:

@@ -82,7 +82,7 @@ class NodeDaemon:
         self.identity = Identity.from_hex(settings.network.private_key)
         self.chain = ChainClient.from_config(settings.network, self.identity)
         self.relay = RelayClient(settings.network.relay_url, self.identity)
-        state_dir = self.state_dir = settings.state_dir / self.identity.address.lower()
+        state_dir = settings.state_dir / self.identity.address.lower()
         self.should_exit = asyncio.Event()
         self.worker = TaskWorker(self.chain, self.relay, executors, state_dir / "results", stop=self.should_exit)
         for executor in executors.executors():  # those that fetch bundles get the relay and a place for them
@@ -167,7 +167,7 @@ class NodeDaemon:
         for executor in self.executors.executors():
             prepare = getattr(executor, "prepare", None)
             if prepare is not None:
-                await prepare(self.relay, self.state_dir)
+                await prepare()
                 self.executors.refresh(executor)
         self._set_models(self.executors.all_models())
 

@@ -38,7 +38,7 @@ def manifest() -> dict:
 
 def test_manifest_lists_each_function_with_its_schemas(manifest: dict) -> None:
     assert manifest["entry"] == "main" and manifest["init"] == "warm_up"
-    assert sorted(manifest["functions"]) == ["add", "explode", "slow", "wrong"]
+    assert sorted(manifest["functions"]) == ["add", "explode", "nap", "slow", "wrong"]
     add = manifest["functions"]["add"]
     assert add["input_schema"]["required"] == ["a", "b"]
     assert add["output_schema"]["properties"]["total"]["type"] == "integer"

@@ -22,22 +22,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from gridtask.chain import artifact
 from gridtask.config import NetworkConfig
-from gridtask.exceptions import GridtaskError, RelayError, ValidationError
+from gridtask.exceptions import RelayError, ValidationError
 from gridtask.limits import check_source_call, source_model
 from gridtask.node.executors.base import InvalidTaskParameters, task_fault
 from gridtask.relay.client import RelayClient
+
+if TYPE_CHECKING:
+    from gridtask.bundles import BundleCache
 from gridtask.sdk.opengpu import service
 from gridtask.types import TaskErrorCode, TaskType
 
@@ -55,6 +57,10 @@ _EXIT_CODES = {
     service.EXIT_FAILED: TaskErrorCode.PAYLOAD_FAILED,
     service.EXIT_TIMEOUT: TaskErrorCode.SANDBOX_TIME,
 }
+
+_SOURCE_EVENTS = ("SourcePublished(address,address,bytes32,uint8)", "SourceUpdated(address,address,bytes32)",
+                  "SourceInactivated(address,address)")
+"""The registry's events that change what a node serves (one log query for all three)."""
 
 ServeModels = Callable[[list[str]], Awaitable[None]]
 
@@ -99,8 +105,7 @@ class SourceExecutor:
         self.wanted = sources  # None: every source
         self.models: list[str] = []
         self.served: dict[str, ServedSource] = {}  # by model name
-        self._relay: RelayClient | None = None
-        self._dir = Path(tempfile.gettempdir())
+        self._cache: BundleCache | None = None
         self._w3 = AsyncWeb3(AsyncHTTPProvider(network.rpc_url))
         self._registry = self._w3.eth.contract(address=to_checksum_address(network.source_registry),
                                                abi=artifact.abi("SourceRegistry"))
@@ -108,11 +113,15 @@ class SourceExecutor:
 
     # ------------------------------------------------------------ which sources
 
-    async def prepare(self, relay: RelayClient, state_dir: Path) -> None:
+    def bind(self, relay: RelayClient, state_dir: Path) -> None:
+        """The node's relay (bundles come from there) and its state directory (they are kept there):
+        the one bundle cache every sandboxed executor of the node shares."""
+        from gridtask.bundles import BundleCache
+
+        self._cache = BundleCache(state_dir / "bundles", relay)
+
+    async def prepare(self) -> None:
         """Before the node joins: load every source it serves that exists now, so it joins announcing them."""
-        self._relay = relay
-        self._dir = state_dir / "sources"
-        self._dir.mkdir(parents=True, exist_ok=True)
         await self._catch_up()
 
     async def follow(self, serve: ServeModels) -> None:
@@ -123,19 +132,21 @@ class SourceExecutor:
                 added = await self._catch_up()
                 if added:
                     await serve(added)
-            except (GridtaskError, OSError, ValueError) as exc:
-                log.warning("sources: following the registry failed (%s); trying again", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the follower outlives any one failure: the next poll tries again
+                log.warning("sources: following the registry failed (%r); trying again", exc)
 
     async def _catch_up(self) -> list[str]:
         """Read the registry's events since the last look; load each new source (or new bundle)."""
         head = int(await self._w3.eth.block_number)
         if head < self._next_block:
             return []
-        changed: list[str] = []
-        for name in ("SourcePublished", "SourceUpdated", "SourceInactivated"):
-            event = getattr(self._registry.events, name)
-            for entry in await event.get_logs(from_block=self._next_block, to_block=head):
-                changed.append(str(entry["args"]["source"]))
+        topics = [self._w3.keccak(text=signature).hex() for signature in _SOURCE_EVENTS]
+        logs = await self._w3.eth.get_logs({"address": self._registry.address, "fromBlock": self._next_block,
+                                            "toBlock": head, "topics": [["0x" + t.removeprefix("0x") for t in topics]]})
+        # Every one of these events has the source as its first indexed argument.
+        changed = [str(to_checksum_address(bytes(entry["topics"][1])[12:])) for entry in logs]
         if self.wanted is not None and self._next_block == (self.network.deploy_block or 0):
             changed += self.wanted  # named sources: loaded at start whatever their age
         self._next_block = head + 1
@@ -173,17 +184,9 @@ class SourceExecutor:
         return model
 
     async def _unpacked(self, bundle_hash: str) -> Path:
-        from gridtask.bundles import unpack
-
-        dest = self._dir / bundle_hash
-        if not dest.is_dir():
-            assert self._relay is not None, "prepare() first"
-            data = await self._relay.get_bundle(bundle_hash)  # verified against its hash
-            tmp = self._dir / f".{bundle_hash}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            await asyncio.to_thread(unpack, data, tmp, bundle_hash)
-            tmp.rename(dest)
-        return dest
+        """The bundle, fetched once from the relay, verified by its hash and unpacked read-only."""
+        assert self._cache is not None, "the node binds its relay first"
+        return await self._cache.path(bundle_hash)
 
     async def _checked_manifest(self, path: Path) -> dict[str, Any]:
         """The manifest as the bundle's own code reports it in the sandbox (it loads there)."""

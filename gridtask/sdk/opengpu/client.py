@@ -684,6 +684,21 @@ class Source:
         rt = self._runtime()
         return rt.run(rt.manifest(self.get_params().bundleHash.removeprefix("0x")))
 
+    def serving(self) -> int:
+        """How many nodes announce this source now (gridtask's: a source's tasks wait for one)."""
+        rt = self._runtime()
+        return rt.run(rt.client.serving([source_model(self.address)]))
+
+    def wait_until_served(self, timeout: float = 60, nodes: int = 1) -> int:
+        """Block until ``nodes`` nodes serve the source (they load it after it is published)."""
+        deadline = time.monotonic() + timeout
+        while (count := self.serving()) < nodes:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {nodes} node(s) serve source {self.address} after {timeout} s: are nodes "
+                                   f"running with `--sources all` (the devnet's do, where bubblewrap works)?")
+            time.sleep(0.5)
+        return count
+
     def update(self, info: SourceInfo) -> None:
         rt = self._runtime()
         rt.run(rt.update_source(self.address, info))

@@ -45,6 +45,13 @@ def slow(data: Nap) -> Sum:
 
 
 @ogpu.service.expose()
+def nap(data: Nap) -> Sum:
+    """No timeout of its own: the node's deadline ends it (the task expires)."""
+    time.sleep(data.seconds)
+    return Sum(total=0, ready=True)
+
+
+@ogpu.service.expose()
 def wrong(data: Numbers) -> Sum:
     return {"total": 1}  # type: ignore[return-value]
 
