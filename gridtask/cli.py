@@ -289,6 +289,61 @@ def withdraw(config: ConfigOpt = None) -> None:
     _run(go)
 
 
+bundle_app = typer.Typer(no_args_is_help=True, help="Content-addressed bundles: a Golem image, a source's code.")
+app.add_typer(bundle_app, name="bundle")
+DirArg = Annotated[Path, typer.Argument(help="the directory to pack", exists=True, file_okay=False)]
+
+
+@bundle_app.command("pack")
+def bundle_pack(
+    directory: DirArg,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the tar.gz here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pack DIR into a bundle and print its hash (the same tree always gives the same hash)."""
+    from gridtask.bundles import bundle_hash, pack_dir
+
+    async def go() -> tuple[str, int]:
+        data = pack_dir(directory)
+        if output is not None:
+            output.write_bytes(data)
+        return bundle_hash(data), len(data)
+
+    name, size = _run(go)
+    if as_json:
+        out.print_json(data={"hash": name, "bytes": size})
+    else:
+        out.print(name)
+        console.print(f"{directory}: {size} bytes packed; `gridtask bundle publish {directory}` uploads it")
+
+
+@bundle_app.command("publish")
+def bundle_publish(directory: DirArg, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Pack DIR and upload it to the network's relay; print its hash and how a Golem job names it."""
+    from gridtask.bundles import pack_dir
+    from gridtask.config import secret_value
+    from gridtask.exceptions import ConfigError
+    from gridtask.keys import Identity
+    from gridtask.relay.client import RelayClient
+
+    async def go() -> tuple[str, int]:
+        network = load_config(config)
+        if not secret_value(network.private_key):
+            raise ConfigError("no private key to sign the upload with: set GRIDTASK_PRIVATE_KEY or the config's")
+        data = pack_dir(directory)
+        async with RelayClient(network.relay_url, Identity.from_hex(network.private_key)) as relay:
+            with console.status(f"uploading {len(data)} bytes to {network.relay_url}..."):
+                return await relay.put_bundle(data), len(data)
+
+    name, size = _run(go)
+    if as_json:
+        out.print_json(data={"hash": name, "bytes": size})
+    else:
+        out.print(name)
+        console.print(f"published {size} bytes; in a Golem job: "
+                      f'payload = await vm.repo(image_hash="{name}")', highlight=False)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return "0x" + value.hex()

@@ -240,3 +240,56 @@ async def test_cache_refuses_a_bad_name_and_leaves_nothing(app: Starlette, tmp_p
         with pytest.raises(RelayError):
             await cache.path("3" * 64)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def test_cli_pack_prints_the_hash(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gridtask.cli import app as cli
+
+    tree = _tree(tmp_path / "src")
+    result = CliRunner().invoke(cli, ["bundle", "pack", str(tree), "--json", "-o", str(tmp_path / "b.tar.gz")])
+    assert result.exit_code == 0, result.output
+    data = pack_dir(tree)
+    assert f'"hash": "{bundle_hash(data)}"' in result.stdout
+    assert (tmp_path / "b.tar.gz").read_bytes() == data
+    (tree / "escape").symlink_to("/etc/passwd")
+    refused = CliRunner().invoke(cli, ["bundle", "pack", str(tree)])
+    assert refused.exit_code == 2 and "points outside the bundle" in refused.output
+
+
+async def test_cli_publish_uploads_to_the_relay(app: Starlette, tmp_path: Path) -> None:
+    """The real command, in its own process, against the relay over HTTP."""
+    import socket
+    import sys
+
+    from gridtask.relay.server import RelayServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = RelayServer(app, port=port, log_level="warning")
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    tree = _tree(tmp_path / "src")
+    env = {**os.environ, "GRIDTASK_CONFIG": str(tmp_path / "none.json"), "GRIDTASK_RPC_URL": "http://127.0.0.1:1",
+           "GRIDTASK_CONTRACT": "0x" + "00" * 20, "GRIDTASK_RELAY_URL": f"http://127.0.0.1:{port}",
+           "GRIDTASK_PRIVATE_KEY": "0x" + Identity.generate().private_key.hex()}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gridtask", "bundle", "publish", str(tree), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+        async with client_for(app) as client:
+            stored = await client.get_bundle(stdout.decode().strip())
+    finally:
+        server.shutdown()
+        await asyncio.wait_for(serving, 10)
+    assert proc.returncode == 0, stderr
+    assert stored == pack_dir(tree)
+    assert f'vm.repo(image_hash="{bundle_hash(stored)}")' in stderr.decode()
