@@ -6,16 +6,9 @@ Dria's whole API (``Dria``, singletons, ``DatasetGenerator``) is ``gridtask.sdk.
 layer over ``Client``; ``Model``, ``Simple``, ``Task`` and ``TaskResult`` are re-exported here.
 """
 
-from gridtask.sdk._client import (
-    Client,
-    ClientState,
-    GroupResult,
-    Member,
-    NoNodeWarning,
-    StageTimeoutWarning,
-    TaskHandle,
-    parse_task_id,
-)
+from gridtask.sdk._checks import NoNodeWarning, StageTimeoutWarning, parse_task_id
+from gridtask.sdk._client import Client, ClientState
+from gridtask.sdk._handle import GroupResult, Member, TaskHandle
 from gridtask.sdk._hooks import STEP_NAMES, TaskStep
 from gridtask.sdk._sync import SyncClient
 from gridtask.sdk.dria.factory import Simple

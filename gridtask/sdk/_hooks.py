@@ -17,9 +17,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gridtask.exceptions import ValidationError
+
+if TYPE_CHECKING:
+    from gridtask.sdk._handle import Member, TaskHandle
 
 log = logging.getLogger("gridtask.sdk")
 
@@ -87,3 +90,11 @@ class Hooks:
                     await out
             except Exception:
                 log.exception("event hook %r failed at step %s of task %s", hook, name, task_id[:10])
+
+    async def tell(self, handle: TaskHandle, member: Member, name: str, **detail: Any) -> None:
+        """A step of one member of ``handle``: told once per member ("retry" and "failed" every time)."""
+        if name not in ("retry", "failed"):
+            if name in member.steps:
+                return
+            member.steps.add(name)
+        await self.step(handle.task_id, member.key, name, **detail)

@@ -15,13 +15,23 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gridtask.chain.models import TaskInfo
-from gridtask.exceptions import GroupFailed, ResultMismatch, TaskAborted, TaskErrored, TaskInvalidated
+from gridtask.exceptions import (
+    ChainError,
+    GridtaskError,
+    GroupFailed,
+    ResultMismatch,
+    TaskAborted,
+    TaskErrored,
+    TaskInvalidated,
+)
 from gridtask.limits import explain_task_error
 from gridtask.params import TaskParams
+from gridtask.retry import CHAIN_UNREACHABLE
 from gridtask.types import GroupOutcome, TaskState
 
 if TYPE_CHECKING:
-    from gridtask.sdk._client import Client, GroupResult, Member, StatusCallback, TaskHandle
+    from gridtask.sdk._client import Client
+    from gridtask.sdk._handle import GroupResult, Member, StatusCallback, TaskHandle
 
 log = logging.getLogger("gridtask.sdk")
 
@@ -35,6 +45,10 @@ GROUP_READY = (TaskState.SCORE_READY, TaskState.ERRORED, TaskState.ABORTED)
 AFTER_GROUP = (TaskState.VALIDATED, TaskState.SUCCESS, TaskState.INVALIDATED)
 # Members replaced because they landed on a node another member ran on, before giving up.
 MAX_REPLACEMENTS = 2
+#: The steps a member has passed once it is in a state, for the hooks (the steps the client
+#: takes itself, "created", "params_uploaded", "validated", "downloaded", are told where taken).
+STEPS_BY = {TaskState.STARTED: ("started",), TaskState.SCORE_READY: ("started", "scored"),
+            TaskState.VALIDATED: ("started", "scored"), TaskState.SUCCESS: ("started", "scored", "delivered")}
 NODE_PAID = "node paid"  # in the reason of a task its node claimed (claimUnvalidated)
 _ACTED, _WAIT = object(), object()  # what one step did, when it returned no result
 
@@ -53,33 +67,47 @@ class TaskRun:
         """Step until the task ends: its checked result, or its typed error."""
         client, handle = self.client, self.handle
         while True:
-            infos = await client._read(handle, self.deadline)
+            infos = await self._read()
             original = infos[handle.commitment]
             if original.state != handle.state:
                 handle.state = original.state
                 if self.on_status:
                     self.on_status(handle, original.state)
             if handle.sampled is None and original.state != TaskState.CREATED:
-                await client._sample(handle, None)  # a handle whose submit was cut short
+                await client._launch.sample(handle, None)  # a handle whose submit was cut short
                 continue
             outcome = await (self._group(infos) if handle.is_group else self._single(handle.original, original))
             if outcome is _WAIT:
-                await client._sleep_until_event(handle, self.deadline)
+                await client._pump.wait(handle, self.deadline)
             elif outcome is not _ACTED:
                 return outcome
+
+    async def _read(self) -> dict[bytes, TaskInfo]:
+        """Every member's record (spares included) as its events tell it, the chain read only
+        for a gap (``EventPump.read``); the nodes and the steps they show learnt from them."""
+        client, handle = self.client, self.handle
+        members = [*handle.members, *handle.spares]
+        infos = await client._pump.read(members, self.deadline)
+        for member in members:
+            info = infos[member.key]
+            member.state = info.state
+            client._launch.learn_node(member, info)
+            for name in STEPS_BY.get(info.state, ()):
+                await client.hooks.tell(handle, member, name, node=info.node)
+        return infos
 
     async def _tend(self, member: Member, info: TaskInfo, *, upload: bool = True) -> bool:
         """What one member needs from its creator now: a start, its parameters, or an abort
         once it stalled past its stage's deadline. True if something was done."""
         client = self.client
         if info.state == TaskState.CREATED:
-            await client._start(self.handle, member)
+            await client._launch.start(self.handle, member)
             return True
         if info.state in STALLABLE and time.time() > info.deadline + ABORT_GRACE_S:
-            await client._abort_stalled(self.handle, member, info, self.deadline)
+            await self._abort_stalled(member, info)
             return True
         if info.state == TaskState.STARTED and upload and not member.uploaded:
-            await client._upload_params(self.handle, member, info, self.deadline)
+            await client._transfer.upload_params(self.handle, member, info, self.deadline)
             member.uploaded = True
             return True
         return False
@@ -88,25 +116,25 @@ class TaskRun:
         client = self.client
         if info.state == TaskState.SUCCESS:
             self.handle.delivered_by = member
-            return await client._download(self.handle, member, info, self.deadline)
+            return await client._transfer.download(self.handle, member, info, self.deadline)
         if info.state == TaskState.ABORTED:
-            raise TaskAborted(await client._abort_reason(member), task_id=member.task_id, fee=info.fee)
+            raise TaskAborted(await client._pump.abort_reason(member), task_id=member.task_id, fee=info.fee)
         if info.state == TaskState.ERRORED:
-            code = await client._error_code(member)
+            code = await client._pump.error_code(member)
             raise TaskErrored(code, task_id=member.task_id, message=explain_task_error(code, member.params))
         if info.state == TaskState.INVALIDATED:
             raise await self._invalidated(member, info)
         if await self._tend(member, info):
             return _ACTED
         if info.state == TaskState.SCORE_READY:  # again if a reorg took a validation back
-            await client._validate_single(self.handle, member, self.deadline)
+            await client._validation.single(self.handle, member, self.deadline)
             return _ACTED
         return _WAIT
 
     async def _group(self, infos: dict[bytes, TaskInfo]) -> Any:
         client, handle = self.client, self.handle
         if handle.group is None and any(infos[m.key].state in AFTER_GROUP for m in handle.members):
-            handle.group = await client._find_group(handle)  # validated by an earlier call
+            handle.group = await client._validation.find_group(handle)  # validated by an earlier call
         if handle.group is None:
             for spare in handle.spares:  # never uploaded to: its node aborts it, or we do once stalled
                 if await self._tend(spare, infos[spare.key], upload=False):
@@ -117,7 +145,7 @@ class TaskRun:
                 if await self._tend(member, infos[member.key]):
                     return _ACTED
             if all(infos[m.key].state in GROUP_READY for m in handle.members):
-                await client._validate_group(handle, self.deadline)
+                await client._validation.group(handle, self.deadline)
                 return _ACTED
             return _WAIT
         group = handle.group
@@ -130,14 +158,14 @@ class TaskRun:
         agreeing = [m for k, ok in zip(group.keys, group.agreeing, strict=True) if ok
                     for m in [handle.member(k)] if m is not None]
         for member in agreeing:
-            info = infos.get(member.key) or await client._task(member, self.deadline)
+            info = infos.get(member.key) or await self._task(member)
             if not info.state.is_final:  # validated, still to deliver
                 return _ACTED if await self._tend(member, info) else _WAIT
         for member in agreeing:
-            info = infos.get(member.key) or await client._task(member, self.deadline)
+            info = infos.get(member.key) or await self._task(member)
             if info.state == TaskState.SUCCESS and not member.checked:
                 try:
-                    member.output = await client._download(handle, member, info, self.deadline)
+                    member.output = await client._transfer.download(handle, member, info, self.deadline)
                 except ResultMismatch as exc:
                     member.rejected = exc
                 member.checked = True
@@ -170,14 +198,14 @@ class TaskRun:
                                   "replacements", task_id=handle.task_id, refunded=0)
             log.warning("task %s: group member %s landed on node %s, which runs another member; replacing it",
                         handle.task_id[:10], member.task_id[:10], member.node)
-            await client._step(handle, member, "retry", what="replace member", why="node runs another member")
+            await client.hooks.tell(handle, member, "retry", what="replace member", why="node runs another member")
             handle.replacements += 1
             handle.spares.append(member)
             handle.members.remove(member)
-            replacement = client._new_member(handle, TaskParams.decode(handle.original.params).inputs)
-            await client._create(handle, [replacement])
+            replacement = client._launch.new_member(handle, TaskParams.decode(handle.original.params).inputs)
+            await client._launch.create(handle, [replacement])
             handle.members.insert(index, handle.members.pop())  # back at the duplicate's place
-            await client._start(handle, replacement)
+            await client._launch.start(handle, replacement)
             return True
         return False
 
@@ -186,7 +214,7 @@ class TaskRun:
         when the members' nodes reported the same task error, that error (the parameters
         are at fault, not the nodes)."""
         client, handle = self.client, self.handle
-        codes = [await client._error_code(m) for m in handle.members if infos[m.key].state == TaskState.ERRORED]
+        codes = [await client._pump.error_code(m) for m in handle.members if infos[m.key].state == TaskState.ERRORED]
         if len(codes) >= 2 and len(set(codes)) == 1:
             return TaskErrored(codes[0], task_id=handle.task_id,
                                message=explain_task_error(codes[0], handle.original.params))
@@ -195,7 +223,7 @@ class TaskRun:
             info = infos.get(member.key) or await client.chain.get_task(member.key)
             if info is None:
                 continue
-            why = await client._abort_reason(member) if info.state == TaskState.ABORTED else ""
+            why = await client._pump.abort_reason(member) if info.state == TaskState.ABORTED else ""
             if why.startswith("group:"):
                 reason = why
             if NODE_PAID not in why:
@@ -206,7 +234,32 @@ class TaskRun:
                            task_id=handle.task_id, refunded=refunded)
 
     async def _invalidated(self, member: Member, info: TaskInfo) -> TaskInvalidated:
-        event = await self.client._find_event(member, "TaskInvalidated")
+        event = await self.client._pump.find_event(member, "TaskInvalidated")
         reason = str(event.args.get("reason", "")) if event else ""
         return TaskInvalidated(reason or "its result was shown wrong", task_id=member.task_id, node=info.node,
                                fee=info.fee)
+
+    async def _task(self, member: Member) -> TaskInfo:
+        """The member's record from the chain, waiting out a chain that is away until the deadline."""
+        chain = self.client.chain
+        info = await CHAIN_UNREACHABLE.call(lambda: chain.get_task(member.key), deadline=self.deadline)
+        if info is None:
+            raise GridtaskError(f"task {member.task_id} is not on chain")
+        return info
+
+    async def _abort_stalled(self, member: Member, info: TaskInfo) -> None:
+        """Abort a member that outlived its stage's deadline (the fee is refunded); the loop
+        then sees it ABORTED."""
+        client, handle = self.client, self.handle
+        reason = f"creator: no progress by the {info.state.name} deadline"
+        log.warning("task %s: %s (deadline %d, now %.0f); aborting it (the fee is refunded)", member.task_id[:10],
+                    reason, info.deadline, time.time())
+        try:
+            client._pump.absorb(await client.chain.abort_task(member.key, reason))
+        except ChainError as exc:
+            # Reverted because it moved meanwhile (a late score, a node's own abort) or the
+            # chain's clock is behind ours, or the chain is away: read its state again.
+            log.info("task %s: abort did not go through (%s)", member.task_id[:10], exc)
+            await client.hooks.tell(handle, member, "retry", what="abortTask", why=str(exc))
+            client._pump.records.doubt(member.key)
+            await client._pump.wait(handle, self.deadline)

@@ -164,7 +164,7 @@ async def scored_unvalidated(client: Client, data: str) -> tuple[TaskHandle, Tas
     await wait_state(client, handle.commitment, TaskState.STARTED)
     info = await client.task(handle.commitment)
     assert info is not None
-    await client._upload_params(handle, handle.original, info, deadline=float("inf"))
+    await client._transfer.upload_params(handle, handle.original, info, deadline=float("inf"))
     await wait_state(client, handle.commitment, TaskState.SCORE_READY)
     return handle, info
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-import gridtask.sdk._client as sdk_client
+import gridtask.sdk._checks as sdk_checks
 from gridtask.devnet import DEVNET_MODELS_DIR, Devnet
 from gridtask.exceptions import TaskErrored
 from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
@@ -82,7 +82,7 @@ async def submit_and_wait(net: Net, model: str, inputs: dict[str, Any], monkeypa
     async with Client(config=net.devnet.config) as client:
         owed = await client.chain.balance_of()
         if unchecked:  # a client that does not check (another program): the node must refuse it
-            monkeypatch.setattr(sdk_client, "check_task", lambda *args: None)
+            monkeypatch.setattr(sdk_checks, "check_task", lambda *args: None)
         handle = await client.submit(TaskType.LLM, model, inputs, fee=FEE)
         monkeypatch.undo()
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-import gridtask.sdk._client as sdk_client
+import gridtask.sdk._checks as sdk_checks
 from gridtask.config import save_config
 from gridtask.devnet import Devnet
 from gridtask.exceptions import TaskErrored
@@ -110,7 +110,7 @@ async def test_a_task_error_names_the_limit_it_breaks(
 ) -> None:
     """A client that did not check (an older SDK, another program) pays for echo data over the
     node's limit: the node reports a task error, and the SDK names the limit it broke."""
-    monkeypatch.setattr(sdk_client, "check_task", lambda *args: None)
+    monkeypatch.setattr(sdk_checks, "check_task", lambda *args: None)
     owed = await client.chain.balance_of()
     handle = await client.submit(TaskType.ECHO, "echo", {"data": "x" * 1_000_001}, fee=5555 * 10**9)
     monkeypatch.undo()

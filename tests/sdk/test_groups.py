@@ -1,7 +1,7 @@
-"""The SDK's side of validation groups, one module under test (``gridtask.sdk._client``):
+"""The SDK's side of validation groups, the core client under test (``gridtask.sdk._client`` and its parts):
 what it sends to the chain and the relay, and what it makes of the answers, against a
 chain and relay faked in memory, whose events reach the client as its event stream would
-deliver them (``Client._on_event``). Paths a devnet cannot take on purpose (two members on
+deliver them (``EventPump.on_event``). Paths a devnet cannot take on purpose (two members on
 one node, a member that copied a score and delivered garbage, a result too large to
 dispute) are here; tests/e2e/test_sdk_groups.py runs the common ones on a real devnet."""
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from nacl.public import PrivateKey
 
-import gridtask.sdk._client as sdk_client
+import gridtask.sdk._pump as sdk_pump
 from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainEvent, to_bytes32
 from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, NodeInfo, TaskInfo
 from gridtask.config import NetworkConfig
@@ -251,7 +251,7 @@ class FakeNetwork:
                            log_index=len(self.logs))
         self.logs.append(event)
         if self.client is not None:
-            self.client._on_event(event)
+            self.client._pump.on_event(event)
         return event
 
     def called(self, what: str) -> list[Any]:
@@ -282,7 +282,7 @@ def net(app: Identity) -> FakeNetwork:
 
 @pytest.fixture
 def client(app: Identity, net: FakeNetwork, monkeypatch: pytest.MonkeyPatch) -> Client:
-    monkeypatch.setattr(sdk_client, "WAKE_CHECK_S", 0.001)
+    monkeypatch.setattr(sdk_pump, "WAKE_CHECK_S", 0.001)
     config = NetworkConfig(rpc_url="http://127.0.0.1:9", contract="0x" + "11" * 20, relay_url="http://127.0.0.1:9",
                            private_key="0x" + app.private_key.hex())
     c = Client(config=config)
@@ -316,7 +316,7 @@ async def test_a_missed_event_is_a_gap_read_once_its_stage_deadline_passes(clien
     goes on from what it finds."""
     net.timeout = 1
     lost = []
-    deliver = client._on_event
+    deliver = client._pump.on_event
 
     def lossy(event: ChainEvent) -> None:
         if event.name == "TaskScoreReady":
@@ -325,7 +325,7 @@ async def test_a_missed_event_is_a_gap_read_once_its_stage_deadline_passes(clien
         deliver(event)
 
     net.client = None
-    client._on_event = lossy  # type: ignore[method-assign]
+    client._pump.on_event = lossy  # type: ignore[method-assign]
     net.client = client
     handle = await client.submit(TaskType.ECHO, "echo", {"data": "gap"})
     assert await client.result(handle) == {"echo": "gap"}

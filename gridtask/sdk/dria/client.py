@@ -20,7 +20,8 @@ from typing import Any
 from gridtask.chain.models import ZERO_ADDRESS
 from gridtask.exceptions import ConfigError, TaskTimeout, ValidationError
 from gridtask.limits import check_positive, check_validate_mode
-from gridtask.sdk._client import Client, ClientState, TaskHandle
+from gridtask.sdk._client import Client, ClientState
+from gridtask.sdk._handle import TaskHandle
 from gridtask.sdk.dria.models import Task, TaskResult
 from gridtask.types import TaskType
 
