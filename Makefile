@@ -7,9 +7,9 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha25
 ANVIL  := node_modules/.bin/anvil
 ARGS   ?=
 
-.PHONY: setup devnet test bench lint artifact
+.PHONY: setup devnet test bench lint artifact bubblewrap
 
-setup: $(STAMP) $(ANVIL)
+setup: $(STAMP) $(ANVIL) bubblewrap
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,19 @@ $(ANVIL): package.json package-lock.json
 	# `npm ci` refuses a lock without every platform's optional binary; the pins hold either way
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The sandbox for OpenGPU sources and Golem scripts (gridtask/node/sandbox.py) runs them under
+# bubblewrap. Installed when missing and we may (root with apt); otherwise say how, and go on:
+# everything else works, and nodes simply do not serve sandboxed tasks.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (the task sandbox)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "bubblewrap (bwrap) is missing: nodes cannot run OpenGPU sources or Golem scripts;" \
+	      "install it: sudo apt-get install bubblewrap" >&2; \
+	  fi; }
 
 devnet: setup
 	$(VENV)/bin/gridtask devnet $(ARGS)
