@@ -340,17 +340,7 @@ def default_node_models() -> list[str]:
     from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
 
     tiny = build_tiny_llm(DEVNET_MODELS_DIR / TINY_LLM)
-    return ["echo", MINILM, f"llm:{TINY_LLM}={tiny.resolve()}", *([VM_MODEL] if _vm_available() else [])]
-
-
-def _vm_available() -> bool:
-    """Whether this machine's nodes can run Golem scripts: the sandbox runs, and bundles can be fetched."""
-    try:
-        import gridtask.bundles  # noqa: F401
-        from gridtask.node.sandbox import sandbox_available
-    except ImportError:  # the sandbox or the bundle cache has not landed in this tree
-        return False
-    return sandbox_available()
+    return ["echo", MINILM, f"llm:{TINY_LLM}={tiny.resolve()}", *([VM_MODEL] if _sandbox_available() else [])]
 
 
 async def run_demo(config: NetworkConfig, *, say: Callable[[str], object] = print) -> bool:
