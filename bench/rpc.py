@@ -30,9 +30,9 @@ STOP_S = 10.0
 def proxy_class() -> Any:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tests.e2e.rpcproxy import HoldingRpcProxy
+    from tests.e2e.rpcproxy import RpcProxy
 
-    return HoldingRpcProxy
+    return RpcProxy
 
 
 async def restart_through(net: Any, names: list[str], proxy: Any) -> None:

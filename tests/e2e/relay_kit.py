@@ -1,8 +1,10 @@
 """Helpers for the relay's end-to-end tests: the devnet's relay process, replaced at will
-by one that reaches the chain through a proxy, signalled, and timed until it exits."""
+by one that reaches the chain through a proxy (``rpcproxy.RpcProxy``), signalled, timed until
+it exits, and its CPU time read."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -52,3 +54,13 @@ def seconds_to_exit(proc: subprocess.Popen[bytes], limit: float = 15.0) -> float
 def leftovers(net: Devnet) -> list[str]:
     """Temp files of writes cut short, in the relay's data folder (there must be none)."""
     return sorted(p.name for p in relay_data(net).glob(".tmp-*"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has run so far, all its threads (Linux ``schedstat``, in ns: finer
+    than ``/proc/PID/stat``'s 10 ms ticks)."""
+    total = 0
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            total += int((thread / "schedstat").read_text().split()[0])
+    return total / 1e9

@@ -20,8 +20,8 @@ from gridtask.relay.client import RelayClient
 from gridtask.sdk import Client, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, wait_state
-from .relay_count import CountingRpcProxy, cpu_seconds
-from .relay_kit import spawn_relay
+from .relay_kit import cpu_seconds, spawn_relay
+from .rpcproxy import RpcProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -37,15 +37,15 @@ async def test_relay_rpc_and_cpu_per_echo_task(one_echo_net: Devnet) -> None:
         relay = net.processes["relay"]
         assert await client.run(TaskType.ECHO, "echo", {"data": "warm"}, timeout=120) == {"echo": "warm"}
         await asyncio.sleep(2)
-        proxy.counts.clear()
+        proxy.calls.clear()
         cpu0, t0 = cpu_seconds(relay.pid), time.monotonic()
         for i in range(TASKS):
             assert await client.run(TaskType.ECHO, "echo", {"data": i}, timeout=120) == {"echo": i}
         cpu1, t1 = cpu_seconds(relay.pid), time.monotonic()
-        busy = dict(proxy.counts)
-        proxy.counts.clear()
+        busy = dict(proxy.calls)
+        proxy.calls.clear()
         await asyncio.sleep(5)
-        idle = dict(proxy.counts)
+        idle = dict(proxy.calls)
         cpu2 = cpu_seconds(relay.pid)
         print(f"\nrelay, {TASKS} echo tasks in {t1 - t0:.1f}s: requests {sum(busy.values()) / TASKS:.1f}/task {busy}")
         print(f"relay CPU {1000 * (cpu1 - cpu0) / TASKS:.1f} ms/task; "
@@ -63,12 +63,12 @@ SETTLE_S = 1.5  # long enough for the relay to have the events of the last trans
 
 
 @asynccontextmanager
-async def counted_relay(net: Devnet, *, ws: bool = True) -> AsyncIterator[CountingRpcProxy]:
+async def counted_relay(net: Devnet, *, ws: bool = True) -> AsyncIterator[RpcProxy]:
     """The devnet's relay, restarted to reach the chain through a counting proxy (its
     WebSocket, when ``ws``, straight to anvil; without it every event is polled through the
     proxy, where a test can drop some)."""
     assert net.chain is not None
-    proxy = await CountingRpcProxy(net.chain.url).start()
+    proxy = await RpcProxy(net.chain.url).start()
     try:
         spawn_relay(net, proxy.url, ws_url=None if ws else "")
         await net.wait_relay()
@@ -98,13 +98,13 @@ class HandPlayedTask:
         self.params = seal(self.handle.params, info.public_key)
         return self
 
-    async def relay_call(self, proxy: CountingRpcProxy, name: str, call: Awaitable[T]) -> T:
-        before = proxy.counts["eth_call"]
+    async def relay_call(self, proxy: RpcProxy, name: str, call: Awaitable[T]) -> T:
+        before = proxy.calls["eth_call"]
         answer = await call
-        self.reads[name] = proxy.counts["eth_call"] - before
+        self.reads[name] = proxy.calls["eth_call"] - before
         return answer
 
-    async def upload_and_download_params(self, proxy: CountingRpcProxy) -> None:
+    async def upload_and_download_params(self, proxy: RpcProxy) -> None:
         assert self.net.config is not None
         key = self.handle.commitment
         await self.relay_call(proxy, "PUT params", self.client.relay.upload_params(key, self.params))
@@ -120,7 +120,7 @@ class HandPlayedTask:
             await as_node.submit_score(key, b"\x01" * 32, keccak(self.result))
         await self.client.chain.validate_single_task(key, self.handle.opening, self.handle.nonce)
 
-    async def deliver_and_read(self, proxy: CountingRpcProxy) -> None:
+    async def deliver_and_read(self, proxy: RpcProxy) -> None:
         assert self.net.config is not None
         key = self.handle.commitment
         async with RelayClient(self.net.config.relay_url, self.node) as as_node:

@@ -18,7 +18,7 @@ from gridtask.sdk import Client, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, wait_state
 from .relay_kit import STOP_WITHIN_S, relay_data, seconds_to_exit, spawn_relay
-from .rpcproxy import HoldingRpcProxy
+from .rpcproxy import RpcProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ async def test_relay_stopped_between_storing_and_reporting_reports_after_restart
 ) -> None:
     net = one_echo_net
     assert net.config is not None and net.chain is not None
-    proxy = await HoldingRpcProxy(net.chain.url, hold={"eth_sendRawTransaction"}).start()
+    proxy = await RpcProxy(net.chain.url, hold={"eth_sendRawTransaction"}).start()
     try:
         relay = spawn_relay(net, proxy.url)
         await net.wait_relay()

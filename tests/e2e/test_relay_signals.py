@@ -23,7 +23,7 @@ from gridtask.sdk import Client, TaskHandle, TaskState, TaskType
 
 from .conftest import assert_all_ended_and_conserved, wait_state
 from .relay_kit import STOP_WITHIN_S, leftovers, relay_data, seconds_to_exit, spawn_relay
-from .rpcproxy import HoldingRpcProxy
+from .rpcproxy import RpcProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -139,7 +139,7 @@ async def test_sigterm_with_the_chain_down_stops_within_5s(net: Devnet, client: 
     node's read waits on one: SIGTERM still ends the relay within 5 s."""
     assert net.config is not None and net.chain is not None
     handle = await started_task(client, "chain down")
-    proxy = await HoldingRpcProxy(net.chain.url).start()
+    proxy = await RpcProxy(net.chain.url).start()
     try:
         proxy.hold_all()
         relay = spawn_relay(net, proxy.url)

@@ -15,7 +15,7 @@ from gridtask.devnet import Devnet
 from gridtask.sdk import STEP_NAMES, Client, TaskStep, TaskType
 
 from .conftest import assert_all_ended_and_conserved, running_devnet
-from .rpcproxy import HoldingRpcProxy
+from .rpcproxy import RpcProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ MAX_RPC_PER_TASK = 6
 TASKS = 16
 
 
-async def _measure(net: Devnet, proxy: HoldingRpcProxy, tasks: int,
+async def _measure(net: Devnet, proxy: RpcProxy, tasks: int,
                    steps: dict[bytes, list[TaskStep]]) -> tuple[float, float, list[float], dict[str, int]]:
     """(HTTP requests per task, JSON-RPC calls per task, latencies, calls by method) over
     ``tasks`` sequential echo tasks after one warm-up task (what a client pays once:
@@ -45,7 +45,7 @@ async def _measure(net: Devnet, proxy: HoldingRpcProxy, tasks: int,
 async def test_a_warm_client_costs_at_most_six_rpc_requests_per_echo_task(tmp_path: Path) -> None:
     async with running_devnet(tmp_path, nodes=3, node_models=["echo"]) as net:
         assert net.chain is not None
-        proxy = await HoldingRpcProxy(net.chain.url).start()
+        proxy = await RpcProxy(net.chain.url).start()
         try:
             steps: dict[bytes, list[TaskStep]] = defaultdict(list)
             per_task, calls_per_task, latencies, by_method = await _measure(net, proxy, TASKS, steps)
