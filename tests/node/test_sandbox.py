@@ -127,18 +127,23 @@ def test_violation_is_a_task_error_with_its_code() -> None:
 
 
 async def test_node_keys_home_and_repo_are_not_visible(tmp_path: Path) -> None:
-    state = tmp_path / "node-state"
-    state.mkdir()
+    # Readable by anyone on the host: only the sandbox's mounts keep it out of reach.
+    state = Path(tempfile.mkdtemp(prefix="gridtask-node-state-"))
+    state.chmod(0o755)
     (state / "key.json").write_text("SECRET-KEY-MATERIAL")
+    (state / "key.json").chmod(0o644)
     repo = Path(__file__).resolve().parents[2]
     script = f"""
         cat {state}/key.json
         ls {repo} {Path.home()} /root/.ssh
-        grep -rs SECRET-KEY-MATERIAL / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \
+        timeout 10 grep -rs SECRET-KEY-MATERIAL / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev \
             --exclude-dir=usr --exclude-dir=opt --exclude-dir=.pyenv
         echo searched
     """
-    result = await _run(["sh", "-c", script], tmp_path)
+    try:
+        result = await _run(["sh", "-c", script], tmp_path)
+    finally:
+        shutil.rmtree(state)
     out = result.stdout + result.stderr  # type: ignore[attr-defined]
     assert b"SECRET-KEY-MATERIAL" not in out
     assert b"searched" in out
