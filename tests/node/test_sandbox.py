@@ -179,7 +179,7 @@ async def test_endless_loop_is_stopped_by_time(tmp_path: Path) -> None:
     limits = SandboxLimits(wall_s=2, processes=32, disk_mib=16)
     violation, took = await _violation(["sh", "-c", "while :; do :; done"], tmp_path, limits)
     assert violation.kind == "time" and violation.code == TaskErrorCode.SANDBOX_TIME
-    assert 2 <= took < 10
+    assert 2 <= took < 15  # killed at its limit, not left to run
     assert "ran past its 2 s" in str(violation)
     await _still_works(tmp_path)
 
@@ -199,7 +199,7 @@ async def test_many_processes_are_stopped_at_the_limit(tmp_path: Path) -> None:
     limits = SandboxLimits(wall_s=20, processes=16, disk_mib=16)
     violation, took = await _violation(["sh", "-c", "for i in $(seq 40); do sleep 30 & done; wait"], tmp_path, limits)
     assert violation.kind == "processes" and violation.code == TaskErrorCode.SANDBOX_PROCESSES
-    assert took < 10
+    assert took < limits.wall_s  # stopped for its processes, not at the wall limit
 
 
 async def test_processes_under_the_limit_run(tmp_path: Path) -> None:
@@ -225,7 +225,7 @@ while True:
 async def test_fork_bomb_is_stopped_by_processes(tmp_path: Path, bomb: list[str]) -> None:
     violation, took = await _violation(bomb, tmp_path)
     assert violation.kind == "processes"
-    assert took < 15
+    assert took < SMALL.wall_s
     await _still_works(tmp_path)
 
 
@@ -259,7 +259,7 @@ async def test_printing_too_much_is_stopped_by_output(tmp_path: Path) -> None:
     violation, took = await _violation(["yes"], tmp_path)
     assert violation.kind == "output" and violation.code == TaskErrorCode.SANDBOX_OUTPUT
     assert len(violation.stdout) == SMALL.output_bytes
-    assert took < 10
+    assert took < SMALL.wall_s
     result = await _run(["sh", "-c", "head -c 60000 /dev/zero"], tmp_path)
     assert len(result.stdout) == 60000  # type: ignore[attr-defined]
 
