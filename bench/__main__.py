@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.report import Section, checks_table, console
 
-SECTIONS = ("gas", "e2e", "embed", "memory", "sim")
+SECTIONS = ("gas", "e2e", "embed", "memory", "sim", "fragments")
 
 
 def run_section(name: str, quick: bool, seed: int, alone: bool = False) -> Section:
@@ -30,6 +30,10 @@ def run_section(name: str, quick: bool, seed: int, alone: bool = False) -> Secti
         from bench import embed
 
         return embed.run(quick=quick)
+    if name == "fragments":  # Golem fragments per second beside the per-task floor (bench/fragments.py)
+        from bench import fragments
+
+        return fragments.run(quick=quick)
     if name == "sim":
         from bench import simulate
 
