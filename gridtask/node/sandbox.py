@@ -397,9 +397,12 @@ class _Run:
         try:
             info = json.loads(data)
             pid, namespace = int(info["child-pid"]), int(info["pid-namespace"])
+        except (ValueError, KeyError, TypeError):
+            return  # bwrap failed to make the sandbox: its stderr says why
+        try:
             pidfd = os.pidfd_open(pid)
-        except (ValueError, KeyError, TypeError, OSError):
-            return  # bwrap failed to start (its stderr says why), or the sandbox already ended
+        except OSError:
+            return  # the sandbox already ended
         # The pid is the init's only if it still runs in the sandbox's namespace (not reused).
         try:
             same = os.stat(f"/proc/{pid}/ns/pid").st_ino == namespace
@@ -532,6 +535,8 @@ async def _supervise(run: _Run, stdin: bytes | None, *, info_fd: int, report_fd:
             run.kill()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(readers, _KILL_GRACE_S)  # the pipes close as the namespace goes
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(info), _KILL_GRACE_S)  # bwrap has exited: at EOF now
         for task in (info, stopped, *helpers):
             task.cancel()
         await asyncio.gather(info, stopped, *helpers, return_exceptions=True)
@@ -547,6 +552,10 @@ def _conclude(run: _Run, workdir: Path) -> SandboxResult:
     head, _, tar_bytes = bytes(run.report).partition(b"\n")
     second, _, tar_bytes = tar_bytes.partition(b"\n")
     violation = run.violation
+    if violation is None and not head:
+        # The launcher reports after every payload; no report and no limit broken: the sandbox
+        # never got as far as the payload (bwrap refused, /work could not be seeded).
+        raise SandboxUnavailable(f"bubblewrap did not make the sandbox: {stderr.decode(errors='replace')[-500:]}")
     if violation is None and (_filled(head) or _filled(second)):
         violation = ("disk", f"filled its {limits.disk_mib} MiB of disk ({WORK} or /tmp)")
     if violation is None and exit_code != 0 and any(marker in stderr for marker in _MEMORY_MARKERS):
@@ -556,8 +565,6 @@ def _conclude(run: _Run, workdir: Path) -> SandboxResult:
     if violation is not None:
         kind, what = violation
         raise SandboxViolation(kind, f"the task's code {what} and was stopped", stdout=stdout, stderr=stderr)
-    if exit_code == 125 and not head:
-        raise ExecutorFailure(f"the sandbox could not seed {WORK}: {stderr.decode(errors='replace')[-500:]}")
     _replace_workdir(workdir, tar_bytes)
     return SandboxResult(exit_code=exit_code if exit_code >= 0 else 128 - exit_code, stdout=stdout, stderr=stderr)
 

@@ -324,3 +324,17 @@ def test_missing_bubblewrap_is_the_nodes_fault(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ExecutorFailure, match="install bubblewrap"):
         asyncio.run(run_sandboxed(["true"], workdir=tmp_path, limits=SMALL))
     assert shutil.which("bwrap")  # the real one is still there for the other tests
+
+
+async def test_a_sandbox_that_does_not_start_is_the_nodes_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bwrap refusing to start (here: a bind it cannot make) is not the payload's failure."""
+    from gridtask.node import sandbox
+    from gridtask.node.executors.base import ExecutorFailure
+
+    real = sandbox._bwrap_args
+    monkeypatch.setattr(sandbox, "_bwrap_args", lambda *a, **k: [*real(*a, **k)[:-1], "--ro-bind",
+                                                                 str(tmp_path / "gone"), "/gone", "bash"])
+    with pytest.raises(ExecutorFailure, match="bubblewrap did not make the sandbox"):
+        await _run(["true"], tmp_path)
