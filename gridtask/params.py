@@ -17,6 +17,9 @@ from pydantic import ValidationError as PydanticValidationError
 from gridtask.scoring import canonical_json
 from gridtask.types import TaskType
 
+#: The model an any-of task's parameters name in what its ``params_hash`` covers.
+ANY_MODEL = "*"
+
 
 class TaskParams(BaseModel):
     """One task's parameters, as the node receives them after decryption."""
@@ -38,6 +41,13 @@ class TaskParams(BaseModel):
             return cls.model_validate_json(raw)
         except PydanticValidationError as exc:
             raise ValueError(f"malformed task parameters: {exc.errors()[0]['msg']}") from None
+
+    def committed(self, any_model: bool) -> bytes:
+        """The bytes its ``params_hash`` covers. An any-of task's creator names the model only
+        once it knows the node (the first listed model that node serves), after the hash went on
+        chain at creation: its hash covers the parameters with the model left open (``ANY_MODEL``).
+        The relay still cannot swap them: the secret result key is inside."""
+        return (self.model_copy(update={"model": ANY_MODEL}) if any_model else self).encode()
 
     @property
     def result_key_bytes(self) -> bytes:

@@ -78,6 +78,7 @@ class TaskSpec:
     nonce: bytes
     models: list[str]
     params_hash: bytes
+    any_model: bool = False  # any one of ``models`` will do: the params name the one this node serves
 
 
 class TaskWorker:
@@ -139,12 +140,17 @@ class TaskWorker:
             plain = unseal(ciphertext, self.chain.identity.encryption_private_key)
         except CryptoError:
             return await self._error(task, TaskErrorCode.UNDECRYPTABLE)
-        if params_hash(plain, spec.nonce) != spec.params_hash:
-            return await self._error(task, TaskErrorCode.PARAMETERS_HASH_MISMATCH)
+        params: TaskParams | None = None
         try:
             params = TaskParams.decode(plain)
         except ValueError as exc:
-            log.info("task %s: parameters refused: %s", name, exc)
+            refusal = str(exc)
+        # An any-of task's hash covers its parameters with the model left open (TaskParams.committed).
+        committed = params.committed(spec.any_model) if params is not None and spec.any_model else plain
+        if params_hash(committed, spec.nonce) != spec.params_hash:
+            return await self._error(task, TaskErrorCode.PARAMETERS_HASH_MISMATCH)
+        if params is None:
+            log.info("task %s: parameters refused: %s", name, refusal)
             return await self._error(task, TaskErrorCode.INVALID_PARAMETERS)
         try:
             if params.model not in spec.models or params.task_type != spec.task_type:
@@ -327,4 +333,5 @@ def _spec_of(event: ChainEvent) -> TaskSpec:
     return TaskSpec(
         task_type=int(args["task_type"]), nonce=bytes(args["nonce"]),
         models=[from_bytes32(m) for m in args["model_ids"]], params_hash=bytes(args["params_hash"]),
+        any_model=bool(args.get("any_model", False)),
     )

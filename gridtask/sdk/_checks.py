@@ -25,6 +25,8 @@ from gridtask.limits import (
 )
 from gridtask.types import TaskType
 
+MAX_TASK_MODELS = 4  # the contract's selection.MAX_TASK_MODELS: models one task lists
+
 
 class NoNodeWarning(UserWarning):
     """No node serves a model yet: the task waits in the queue until one joins."""
@@ -45,10 +47,19 @@ class Order:
     models: list[str]
     model_ids: list[bytes]
     gpu_id: bytes
+    any_model: bool = False
+
+    def unserved(self, unserved: list[str]) -> list[str]:
+        """Of the models no node serves, those that leave the task waiting for a node: each of
+        them for an all-of task; for an any-of task, all of them together, or none."""
+        if not self.any_model:
+            return unserved
+        return [" or ".join(unserved)] if len(unserved) == len(self.models) else []
 
 
-def check_order(task_type: TaskType | int, model: str, inputs: Any, *, fee: Any, models: Sequence[str] | None,
-                min_vram: Any, gpu: str, size: Any, stage_timeout: Any, validate: str) -> Order:
+def check_order(task_type: TaskType | int, model: str | Sequence[str], inputs: Any, *, fee: Any,
+                models: Sequence[str] | None, min_vram: Any, gpu: str, size: Any, stage_timeout: Any, validate: str,
+                any_model: bool = False) -> Order:
     """Every argument of ``Client.submit`` that needs no chain to check."""
     kind = task_type_of(task_type)
     validate = check_validate_mode(validate)
@@ -59,22 +70,43 @@ def check_order(task_type: TaskType | int, model: str, inputs: Any, *, fee: Any,
     check_positive("fee", fee, "wei")
     if stage_timeout is not None:
         check_positive("stage_timeout", stage_timeout, "seconds")
-    for name, number, least in (("size", size, 1), ("min_vram", min_vram, 0),
+    for what, number, least in (("size", size, 1), ("min_vram", min_vram, 0),
                                 ("stage_timeout", 1 if stage_timeout is None else stage_timeout, 1)):
         if not isinstance(number, int) or isinstance(number, bool) or number < least:
-            raise ValidationError(f"{name}: must be an integer of at least {least} (got {number!r})")
-    wanted = list(models or [model])
-    if model not in wanted:
-        raise ValidationError(f"model: {model!r} is not among the task's models {wanted}")
+            raise ValidationError(f"{what}: must be an integer of at least {least} (got {number!r})")
+    if not isinstance(any_model, bool):
+        raise ValidationError(f"any_model: must be True or False (got {any_model!r})")
+    if isinstance(model, str):
+        name = model
+    else:
+        if models is not None:
+            raise ValidationError("model: a list of models here, and models= too: give the list once")
+        models = list(model)
+        if not models:
+            raise ValidationError("model: name at least one model")
+        name = models[0]
+    wanted = list(models or [name])
+    if name not in wanted:
+        raise ValidationError(f"model: {name!r} is not among the task's models {wanted}")
+    if len(wanted) > MAX_TASK_MODELS:
+        raise ValidationError(f"models: at most {MAX_TASK_MODELS} per task (got {len(wanted)}): name fewer")
+    if any_model and validate == "always":
+        raise ValidationError("any_model: a task validated by a group from the start cannot leave its model open "
+                              "(its three members could run different models and never agree); name one model, "
+                              "or use validate='sampled' (a sampled any-of task's group runs the model its "
+                              "original ran)")
     try:
         model_ids = [to_bytes32(m) for m in wanted]
         gpu_id = to_bytes32(gpu) if gpu else bytes(32)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
-    check_task(kind, model, inputs)
+    check_task(kind, name, inputs)
     for other in wanted:
         check_model_type(kind, other)
-    return Order(task_type=kind, validate=validate, models=wanted, model_ids=model_ids, gpu_id=gpu_id)
+        if any_model and other != name:  # an any-of task may run with any of them
+            check_task(kind, other, inputs)
+    return Order(task_type=kind, validate=validate, models=wanted, model_ids=model_ids, gpu_id=gpu_id,
+                 any_model=any_model and len(wanted) > 1)
 
 
 def check_for_network(network: NetworkParams, *, fee: int, size: int, stage_timeout: int | None,
@@ -115,5 +147,5 @@ def parse_task_id(task_id: str | bytes) -> bytes:
     return raw
 
 
-__all__ = ["NoNodeWarning", "Order", "StageTimeoutWarning", "check_for_network", "check_order", "parse_task_id",
-           "task_type_of"]
+__all__ = ["MAX_TASK_MODELS", "NoNodeWarning", "Order", "StageTimeoutWarning", "check_for_network", "check_order",
+           "parse_task_id", "task_type_of"]

@@ -155,7 +155,7 @@ class Client:
     async def run(
         self,
         task_type: TaskType | int,
-        model: str,
+        model: str | Sequence[str],
         inputs: dict[str, Any],
         *,
         fee: int = DEFAULT_FEE,
@@ -172,7 +172,7 @@ class Client:
     async def submit(
         self,
         task_type: TaskType | int,
-        model: str,
+        model: str | Sequence[str],
         inputs: dict[str, Any],
         *,
         fee: int = DEFAULT_FEE,
@@ -183,6 +183,7 @@ class Client:
         stage_timeout: int | None = None,
         validate: str = "sampled",
         exclude: Sequence[str] = (),
+        any_model: bool = False,
     ) -> TaskHandle:
         """Create and start the task on chain (docs/design.md, "A task's life", step 1) and
         return without waiting for a node.
@@ -200,25 +201,28 @@ class Client:
         this client's two most recent tasks; at most two in all, and never so many that no
         node could run it.
 
+        ``model`` names the task's model, or a list of models (as ``models=`` does): a node must
+        serve every one of them, or with ``any_model=True`` any one of them; the parameters then
+        name the first listed that the node the contract picked serves (``handle.model_run``).
+
         Everything a node would refuse is refused here first, before anything is paid
         (``ValidationError`` naming the limit, see ``gridtask.limits``).
         """
         order = check_order(task_type, model, inputs, fee=fee, models=models, min_vram=min_vram, gpu=gpu,
-                            size=size, stage_timeout=stage_timeout, validate=validate)
+                            size=size, stage_timeout=stage_timeout, validate=validate, any_model=any_model)
         handle = TaskHandle(
-            members=[], model=model, fee=fee, task_type=order.task_type, secret=os.urandom(32),
-            validate=order.validate, models=order.model_ids, min_vram=min_vram, gpu=order.gpu_id, size=size,
+            members=[], model=order.models[0] if isinstance(model, (list, tuple)) else str(model), fee=fee,
+            task_type=order.task_type, secret=os.urandom(32), validate=order.validate, models=order.model_ids,
+            min_vram=min_vram, gpu=order.gpu_id, size=size, any_model=order.any_model,
         )
         check_params_size(self._launch.new_member(handle, inputs).params)  # every member's are the same size
         await self.open()
         handle.stage_timeout = check_for_network(await self._network_params(), fee=fee, size=size,
                                                  stage_timeout=stage_timeout, validate=order.validate)
         handle.exclude = [str(a) for a in exclude]
-        for m in order.models:
-            if not await self.serving([m]):
-                warnings.warn(f"no node serves {m} yet: the task waits until one joins",
-                              NoNodeWarning, stacklevel=2)
-        handle.serving = await self.serving(order.models, min_vram=min_vram, gpu=gpu)
+        for unserved in order.unserved([m for m in order.models if not await self.serving([m])]):
+            warnings.warn(f"no node serves {unserved} yet: the task waits until one joins", NoNodeWarning, stacklevel=2)
+        handle.serving = await self.serving(order.models, min_vram=min_vram, gpu=gpu, any_model=order.any_model)
         members = [self._launch.new_member(handle, inputs)
                    for _ in range(GROUP_SIZE if order.validate == "always" else 1)]
         await self._launch.create(handle, members)
@@ -264,14 +268,15 @@ class Client:
         finally:
             self._pump.unwatch(handle)
 
-    async def serving(self, models: Sequence[str], *, min_vram: int = 0, gpu: str = "") -> int:
-        """How many nodes could run a task needing every one of ``models`` (with that VRAM and
-        GPU): registered, not quitting, idle or not. The one "is this model served" look-up
-        (``NodeRegistry``: read from the nodes' logs, a few seconds stale at most, no request
-        per call). An exclude list capped by it always leaves the task a node."""
+    async def serving(self, models: Sequence[str], *, min_vram: int = 0, gpu: str = "",
+                      any_model: bool = False) -> int:
+        """How many nodes could run a task needing every one of ``models`` (any one of them
+        when ``any_model``), with that VRAM and GPU: registered, not quitting, idle or not. The
+        one "is this model served" look-up (``NodeRegistry``: read from the nodes' logs, a few
+        seconds stale at most, no request per call). An exclude list capped by it always leaves the task a node."""
         await self.open()
         assert self._registry is not None
-        return await self._registry.serving(list(models), min_vram=min_vram, gpu=gpu)
+        return await self._registry.serving(list(models), min_vram=min_vram, gpu=gpu, any_model=any_model)
 
     async def _network_params(self) -> NetworkParams:
         """The network's deploy parameters (minimum fee, validation window...), read once per client."""

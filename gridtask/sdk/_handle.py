@@ -36,6 +36,11 @@ class Member:
     output: Any = None  # the checked result
     rejected: ResultMismatch | None = None  # its delivered result did not match its score
     steps: set[str] = field(default_factory=set)  # steps told to the hooks already
+    #: The model its parameters name; "" for a member of an any-of task until its node is
+    #: known (then the first of the task's models that node serves).
+    model: str = ""
+    #: A member added to an any-of task's group, created needing only the model the original runs.
+    pinned: bool = False
 
     @property
     def task_id(self) -> str:
@@ -75,7 +80,9 @@ class TaskHandle:
     """A task this client created: its members on chain (one, or three when validated by a
     group) and what only its creator knows. ``task_id`` is the original's key, its name on
     chain; ``secret`` is the task ID the members share; ``group`` is set once the group was
-    validated; ``node`` is the node whose result ``result()`` returned (else the original's)."""
+    validated; ``node`` is the node whose result ``result()`` returned (else the original's).
+    ``any_model``: any one of ``models`` will do (the contract gives it to a node serving at
+    least one); ``model_run`` says which ran."""
 
     members: list[Member]
     model: str
@@ -97,6 +104,7 @@ class TaskHandle:
     delivered_by: Member | None = None
     created_at: float = field(default_factory=time.monotonic)
     state: TaskState = TaskState.CREATED
+    any_model: bool = False
 
     @property
     def original(self) -> Member:
@@ -132,6 +140,12 @@ class TaskHandle:
     @property
     def node(self) -> str:
         return (self.delivered_by or self.original).node
+
+    @property
+    def model_run(self) -> str:
+        """The model of the member whose result ``result()`` returned (else the original's);
+        "" while an any-of task's node is not known."""
+        return (self.delivered_by or self.original).model
 
     @property
     def is_group(self) -> bool:

@@ -1,12 +1,15 @@
 """The network's nodes as an application needs them: who could run a task, and each node's
 encryption key. Read from the contract's own logs (``NodeJoined`` carries a node's GPU,
-VRAM, models and public key; ``NodeQuit`` takes it out of selection), incrementally and at
+VRAM, models and public key; ``NodeModelsChanged`` adds and drops models of a joined node;
+``NodeQuit`` takes it out of selection), incrementally and at
 most every ``REGISTRY_TTL_S``, so that the look-up costs no request per task and none per
 node: the one place that answers "is this model served" (``NodeRegistry.serving``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +20,8 @@ from gridtask.exceptions import ValidationError
 
 #: How stale the registry may be before a look-up reads the new logs (two requests).
 REGISTRY_TTL_S = 10.0
+#: The logs that say which nodes serve what (``NodeModelsChanged`` where the contract has it).
+NODE_EVENTS = ("NodeJoined", "NodeModelsChanged", "NodeQuit")
 
 
 @dataclass(frozen=True)
@@ -30,10 +35,11 @@ class NodeEntry:
     public_key: bytes
     leaving: bool = False
 
-    def can_run(self, models: Sequence[bytes], min_vram: int, gpu: bytes) -> bool:
-        """The contract's match, less idleness: every model, enough VRAM, the GPU asked for."""
-        return (not self.leaving and self.vram >= min_vram and (gpu == bytes(32) or self.gpu == gpu)
-                and set(models) <= self.models)
+    def can_run(self, models: Sequence[bytes], min_vram: int, gpu: bytes, any_model: bool = False) -> bool:
+        """The contract's match, less idleness: every model (any one of them for an any-of
+        task), enough VRAM, the GPU asked for."""
+        served = not self.models.isdisjoint(models) if any_model else set(models) <= self.models
+        return not self.leaving and self.vram >= min_vram and (gpu == bytes(32) or self.gpu == gpu) and served
 
 
 class NodeRegistry:
@@ -50,7 +56,11 @@ class NodeRegistry:
         """Read the node logs since the last refresh (all of them the first time)."""
         if not force and time.monotonic() - self._read_at < self.ttl:
             return
-        topics = [[self.chain.events.topic("NodeJoined"), self.chain.events.topic("NodeQuit")]]
+        known: list[bytes] = []
+        for name in NODE_EVENTS:
+            with contextlib.suppress(KeyError):  # an event this contract does not have
+                known.append(self.chain.events.topic(name))
+        topics = [known]
         head = await self.chain.block_number()
         events = await self.chain.find_logs(topics, from_block=self._next_block, to_block=head)
         for event in events:  # oldest first: the newest event of a node decides
@@ -61,20 +71,26 @@ class NodeRegistry:
 
     def _apply(self, name: str, args: dict[str, Any]) -> None:
         address = str(args["node"])
-        if name == "NodeQuit":
-            if address in self.nodes:
-                entry = self.nodes[address]
-                self.nodes[address] = NodeEntry(entry.address, entry.gpu, entry.vram, entry.models,
-                                                entry.public_key, leaving=True)
+        if name in ("NodeQuit", "NodeModelsChanged"):
+            entry = self.nodes.get(address)
+            if entry is None:
+                return
+            if name == "NodeQuit":
+                self.nodes[address] = dataclasses.replace(entry, leaving=True)
+            else:
+                models = (entry.models | {bytes(m) for m in args["added"]}) - {bytes(m) for m in args["removed"]}
+                self.nodes[address] = dataclasses.replace(entry, models=frozenset(models))
             return
         self.nodes[address] = NodeEntry(
             address=address, gpu=bytes(args["gpu"]), vram=int(args["vram"]),
             models=frozenset(bytes(m) for m in args["models"]), public_key=bytes(args["public_key"]),
         )
 
-    async def serving(self, models: Sequence[str | bytes], *, min_vram: int = 0, gpu: str | bytes = "") -> int:
+    async def serving(self, models: Sequence[str | bytes], *, min_vram: int = 0, gpu: str | bytes = "",
+                      any_model: bool = False) -> int:
         """How many registered nodes that have not quit could run a task needing every one of
-        ``models`` with at least ``min_vram`` and the GPU ``gpu`` ("" for any)."""
+        ``models`` (any one of them when ``any_model``) with at least ``min_vram`` and the GPU
+        ``gpu`` ("" for any)."""
         try:
             wanted = [m if isinstance(m, bytes) else to_bytes32(m) for m in models]
             gpu_id = gpu if isinstance(gpu, bytes) else (to_bytes32(gpu) if gpu else bytes(32))
@@ -83,7 +99,19 @@ class NodeRegistry:
         if not wanted:
             raise ValidationError("models: name at least one model")
         await self.refresh()
-        return sum(node.can_run(wanted, min_vram, gpu_id) for node in self.nodes.values())
+        return sum(node.can_run(wanted, min_vram, gpu_id, any_model) for node in self.nodes.values())
+
+    async def first_served(self, address: str, models: Sequence[bytes]) -> bytes | None:
+        """The first of ``models`` that node serves (an any-of task's model once its node is
+        known), read afresh once if none: the node may have added it since the last read."""
+        for force in (False, True):
+            if force:
+                await self.refresh(force=True)
+            entry = self._find(address)
+            found = next((m for m in models if entry is not None and m in entry.models), None)
+            if found is not None:
+                return found
+        return None
 
     async def public_key(self, address: str) -> bytes | None:
         """The node's encryption key from its ``NodeJoined`` (read afresh once if unknown)."""

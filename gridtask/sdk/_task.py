@@ -73,7 +73,7 @@ class TaskRun:
                 handle.state = original.state
                 if self.on_status:
                     self.on_status(handle, original.state)
-            if handle.sampled is None and original.state != TaskState.CREATED:
+            if handle.sampled is None and original.state != TaskState.CREATED and client._launch.can_sample(handle):
                 await client._launch.sample(handle, None)  # a handle whose submit was cut short
                 continue
             outcome = await (self._group(infos) if handle.is_group else self._single(handle.original, original))
@@ -107,6 +107,7 @@ class TaskRun:
             await self._abort_stalled(member, info)
             return True
         if info.state == TaskState.STARTED and upload and not member.uploaded:
+            await client._launch.name_model(self.handle, member, info.node)  # an any-of task's: now
             await client._transfer.upload_params(self.handle, member, info, self.deadline)
             member.uploaded = True
             return True

@@ -21,7 +21,7 @@ import pytest
 
 from gridtask.chain.client import ChainEvent, to_bytes32
 from gridtask.chain.models import TaskInfo
-from gridtask.crypto import decrypt_result, keccak, params_hash, result_key, seal
+from gridtask.crypto import decrypt_result, keccak, params_hash, result_key, seal, unseal
 from gridtask.exceptions import ChainError, NotReady
 from gridtask.keys import Identity
 from gridtask.node import worker as worker_module
@@ -30,7 +30,7 @@ from gridtask.node.executors.echo import EchoExecutor
 from gridtask.node.worker import TaskWorker, abort_at
 from gridtask.params import TaskParams
 from gridtask.scoring import canonical_json, score
-from gridtask.types import TaskState, TaskType
+from gridtask.types import TaskErrorCode, TaskState, TaskType
 
 NODE = Identity.generate()
 CREATOR = "0x" + "11" * 20
@@ -149,6 +149,26 @@ async def test_result_is_encrypted_under_the_result_key_and_its_ciphertext_hash_
     assert keccak(delivered) == result_hash
     assert decrypt_result(s.key, delivered) == plain
     assert not list((tmp_path / "results").iterdir())  # delivered: the saved copy is dropped
+
+
+@pytest.mark.parametrize("any_model", [True, False])
+async def test_an_any_of_tasks_hash_covers_its_parameters_with_the_model_left_open(tmp_path: Path,
+                                                                                  any_model: bool) -> None:
+    """An any-of task's creator names the model (echo) after the hash went on chain with the
+    model left open ("*"): the node runs it. The same hash on an all-of task is a mismatch."""
+    s = make(tmp_path)
+    created = s.chain.created
+    assert created is not None
+    plain = unseal(s.relay.params or b"", NODE.encryption_private_key)
+    open_hash = params_hash(TaskParams.decode(plain).committed(True), created.args["nonce"])
+    created.args.update(model_ids=[to_bytes32("other"), to_bytes32("echo")], params_hash=open_hash,
+                        any_model=any_model)
+    await s.worker.advance(s.task)
+    if any_model:
+        assert len(s.chain.named("submit_score")) == 1 and s.executor.runs == 1
+    else:
+        assert s.chain.named("report_task_error") == [(s.task.commitment, TaskErrorCode.PARAMETERS_HASH_MISMATCH)]
+        assert s.executor.runs == 0
 
 
 async def test_a_failed_submit_score_commits_the_saved_bytes_again_without_running_twice(tmp_path: Path) -> None:

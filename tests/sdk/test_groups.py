@@ -19,8 +19,8 @@ import gridtask.sdk._pump as sdk_pump
 from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainEvent, to_bytes32
 from gridtask.chain.models import ZERO_ADDRESS, NetworkParams, NodeInfo, TaskInfo
 from gridtask.config import NetworkConfig
-from gridtask.crypto import encrypt_result, keccak, task_id_hash, task_key, unseal
-from gridtask.exceptions import GroupFailed, ResultMismatch, TaskInvalidated, TransactionReverted
+from gridtask.crypto import encrypt_result, keccak, params_hash, task_id_hash, task_key, unseal
+from gridtask.exceptions import GroupFailed, ResultMismatch, TaskInvalidated, TransactionReverted, ValidationError
 from gridtask.keys import Identity
 from gridtask.params import TaskParams
 from gridtask.scoring import canonical_json, score
@@ -77,6 +77,9 @@ class FakeNetwork:
     blocks: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     timeout: int = 60  # the stage timeout its TaskCreated logs
     client: Client | None = None  # where its events go, as the client's event stream would bring them
+    serves: dict[str, list[str]] = field(default_factory=dict)  # a node's models (else only "echo")
+    spec: dict[bytes, tuple[list[bytes], bool, bytes]] = field(default_factory=dict)  # models, any-of, params hash
+    ran: dict[bytes, str] = field(default_factory=dict)  # the model each task's node ran
 
     # ---------------------------------------------------------------- contract
 
@@ -87,16 +90,19 @@ class FakeNetwork:
         return len(self.nodes)
 
     async def create_task(self, *, task_type: int, commitment: bytes, nonce: bytes, fee: int, min_vram: int,
-                          **_: Any) -> None:
+                          models: list[bytes], params_hash: bytes, any_model: bool = False, **_: Any) -> None:
         key = task_key(self.account, commitment)
         self.min_vram[key] = min_vram
+        self.spec[key] = (list(models), any_model, params_hash)
         self.tasks[key] = FakeTask(key, commitment, nonce, fee, task_type)
         self.calls.append(("create", key))
         # no block hash: the client cannot draw the sample itself and asks is_sampled
         self._event("TaskCreated", next(self.blocks), commitment=key, creator=self.account, fee=fee,
                     timeout=self.timeout)
 
-    async def start_task(self, key: bytes, models: Any, min_vram: int, gpu: bytes, exclude: Any = ()) -> None:
+    async def start_task(self, key: bytes, models: Any, min_vram: int, gpu: bytes, exclude: Any = (),
+                         any_model: bool = False) -> None:
+        assert (list(models), any_model) == self.spec[key][:2], "start: not the requirement it was created with"
         self.calls.append(("start", (key, [e.lower() for e in exclude])))
         task = self.tasks[key]
         assert task.state == TaskState.CREATED
@@ -193,7 +199,8 @@ class FakeNetwork:
         if isinstance(name, list):  # the client's node registry: every node as it is now
             return [ChainEvent(name="NodeJoined", block_number=0, transaction_hash=bytes(32), log_index=i, args={
                 "node": address, "gpu": to_bytes32("cpu"), "vram": self.vram.get(address, 0),
-                "models": [to_bytes32("echo")], "public_key": bytes(key.public_key)})
+                "models": [to_bytes32(m) for m in self.serves.get(address, ["echo"])],
+                "public_key": bytes(key.public_key)})
                 for i, (address, key) in enumerate(self.nodes.items())]
         return [e for e in self.logs if (name is None or e.name == name)
                 and (len(topics) < 2 or topics[1] is None or topics[1] in e.args.values())]
@@ -216,11 +223,16 @@ class FakeNetwork:
             self.stalled.add(key)
             return
         params = TaskParams.decode(unseal(sealed, self.nodes[task.node]))
+        models, any_model, committed = self.spec[key]
+        assert params_hash(params.committed(any_model), task.nonce) == committed, "params hash mismatch"
+        assert to_bytes32(params.model) in models and params.model in self.serves.get(task.node, ["echo"]), \
+            f"node {task.node} cannot run {params.model}"
+        self.ran[key] = params.model
         if "refuse" in params.inputs:  # parameters no node runs: a task error (refunded)
             task.state = TaskState.ERRORED
             self._event("TaskErrorReported", next(self.blocks), commitment=key, error_code=3)
             return
-        plain = self.answers.get(task.node, honest)(params.inputs["data"])
+        plain = self.answers.get(task.node, honest)(params.inputs.get("data", params.inputs.get("prompt")))
         cipher = encrypt_result(params.result_key_bytes, plain)
         task.score = score(plain, TaskType(task.task_type))
         task.cipher = self.delivers.get(task.node, lambda c: c)(cipher)
@@ -261,8 +273,14 @@ class FakeNetwork:
 def first_free(net: FakeNetwork, key: bytes, excluded: list[str]) -> str:
     busy = {t.node.lower() for t in net.tasks.values() if t.state == TaskState.STARTED}
     vram = net.min_vram.get(key, 0)
+    models, any_model, _ = net.spec[key]
+
+    def fits(node: str) -> bool:  # every model of the task, or any one of an any-of task's
+        served = {to_bytes32(m) for m in net.serves.get(node, ["echo"])}
+        return not served.isdisjoint(models) if any_model else served >= set(models)
+
     return next(n for n in net.nodes if n.lower() not in excluded and n.lower() not in busy
-                and net.vram.get(n, 0) >= vram)
+                and net.vram.get(n, 0) >= vram and fits(n))
 
 
 @pytest.fixture
@@ -578,3 +596,43 @@ async def test_a_stage_longer_than_half_the_validation_window_warns_only_where_g
 
 async def _params(**fields: Any) -> NetworkParams:
     return NetworkParams(**fields)
+
+
+# ---------------------------------------------------------------- any-of tasks
+
+
+async def test_an_any_of_task_runs_the_first_listed_model_its_node_serves(client: Client, net: FakeNetwork) -> None:
+    """No node serves model-a: the task goes on chain needing any one of [model-a, model-b]
+    (created and started so), lands on a node serving model-b, and its parameters name
+    model-b, under the hash committed with the model left open (the fake node checks both)."""
+    for address in net.nodes:
+        net.serves[address] = ["model-b"]
+    handle = await client.submit(TaskType.LLM, ["model-a", "model-b"], {"prompt": "hi"}, any_model=True)
+    assert net.spec[handle.commitment][:2] == ([to_bytes32("model-a"), to_bytes32("model-b")], True)
+    assert await client.result(handle) == {"echo": "hi"}
+    assert net.ran == {handle.commitment: "model-b"} and handle.model_run == "model-b"
+
+
+async def test_a_sampled_any_of_task_makes_its_group_on_the_model_its_original_ran(
+    client: Client, net: FakeNetwork
+) -> None:
+    """The original lands on a node serving only model-b; the two members added once it was
+    sampled need model-b alone (all-of), so the three run one model and agree, although
+    their nodes serve model-a too, the first listed."""
+    net.sampled = True
+    first, *others = net.nodes
+    net.serves[first] = ["model-b"]
+    for address in others:
+        net.serves[address] = ["model-a", "model-b"]
+    handle = await client.submit(TaskType.LLM, ["model-a", "model-b"], {"prompt": "hi"}, any_model=True)
+    assert await client.result(handle) == {"echo": "hi"}
+    assert handle.is_group and handle.group is not None and handle.group.agreed
+    assert [net.ran[m.key] for m in handle.members] == ["model-b"] * 3
+    assert [net.spec[m.key][:2] for m in handle.members[1:]] == [([to_bytes32("model-b")], False)] * 2
+
+
+async def test_an_any_of_task_validated_as_a_group_from_the_start_is_refused_before_paying(client: Client) -> None:
+    client.state = ClientState.UNOPENED
+    with pytest.raises(ValidationError, match="any_model: a task validated by a group from the start"):
+        await client.submit(TaskType.LLM, ["model-a", "model-b"], {"prompt": "hi"}, any_model=True,
+                            validate="always")

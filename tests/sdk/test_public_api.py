@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import gridtask.sdk as sdk
 
 PUBLIC_NAMES = [
@@ -31,6 +33,20 @@ def test_task_states_mirror_the_contract() -> None:
     for state in sdk.TaskState:
         if state.value:
             assert f"{state.name}: constant(uint256) = {state.value}" in source, state
+
+
+def test_the_models_a_task_lists_are_capped_as_the_contract_caps_them() -> None:
+    from pathlib import Path
+
+    from gridtask.exceptions import ValidationError
+    from gridtask.sdk._checks import MAX_TASK_MODELS, check_order
+
+    source = (Path(sdk.__file__).parents[1] / "chain" / "contracts" / "selection.vy").read_text()
+    assert f"MAX_TASK_MODELS: constant(uint256) = {MAX_TASK_MODELS}" in source
+    models = [f"m{i}" for i in range(MAX_TASK_MODELS + 1)]
+    with pytest.raises(ValidationError, match=f"models: at most {MAX_TASK_MODELS} per task"):
+        check_order(sdk.TaskType.LLM, models, {"prompt": "hi"}, fee=1, models=None, min_vram=0, gpu="", size=1,
+                    stage_timeout=None, validate="sampled", any_model=True)
 
 
 def test_simple_builds_a_one_step_workflow_and_parses_the_first_result() -> None:
