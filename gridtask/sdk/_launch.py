@@ -59,6 +59,11 @@ class Launcher:
         key = task_key(self.client.identity.address, task_commitment(handle.secret, nonce))
         return Member(key=key, nonce=nonce, params=params, model=model, pinned=bool(pinned_model))
 
+    def group_member(self, handle: TaskHandle, inputs: dict[str, Any]) -> Member:
+        """A member added to the original's validation group: of an any-of task, one that needs
+        the model the original runs, so that the three can agree."""
+        return self.new_member(handle, inputs, handle.original.model if handle.any_model else "")
+
     @staticmethod
     def requirement(handle: TaskHandle, member: Member) -> tuple[list[bytes], bool]:
         """The models ``member`` goes on chain with, and whether any one of them will do."""
@@ -172,8 +177,6 @@ class Launcher:
         log.info("task %s: sampled for validation; two more tasks with its task ID make a group of three",
                  handle.task_id[:10])
         params = TaskParams.decode(original.params)
-        pinned = original.model if handle.any_model else ""
-        await self.create(handle, [self.new_member(handle, inputs or params.inputs, pinned)
-                                   for _ in range(GROUP_SIZE - 1)])
+        await self.create(handle, [self.group_member(handle, inputs or params.inputs) for _ in range(GROUP_SIZE - 1)])
         for member in handle.members[1:]:
             await self.start(handle, member)

@@ -203,7 +203,7 @@ class TaskRun:
             handle.replacements += 1
             handle.spares.append(member)
             handle.members.remove(member)
-            replacement = client._launch.new_member(handle, TaskParams.decode(handle.original.params).inputs)
+            replacement = client._launch.group_member(handle, TaskParams.decode(handle.original.params).inputs)
             await client._launch.create(handle, [replacement])
             handle.members.insert(index, handle.members.pop())  # back at the duplicate's place
             await client._launch.start(handle, replacement)

@@ -636,3 +636,24 @@ async def test_an_any_of_task_validated_as_a_group_from_the_start_is_refused_bef
     with pytest.raises(ValidationError, match="any_model: a task validated by a group from the start"):
         await client.submit(TaskType.LLM, ["model-a", "model-b"], {"prompt": "hi"}, any_model=True,
                             validate="always")
+
+
+async def test_a_replacement_in_an_any_of_group_needs_the_originals_model_too(client: Client, net: FakeNetwork) -> None:
+    net.sampled = True
+    first, *others = net.nodes
+    net.serves[first] = ["model-b"]
+    for address in others:
+        net.serves[address] = ["model-a", "model-b"]
+    starts = 0
+
+    def pick(n: FakeNetwork, key: bytes, excluded: list[str]) -> str:
+        nonlocal starts
+        starts += 1
+        return node(n, 1) if starts == 3 else first_free(n, key, excluded)  # the second extra: a duplicate
+
+    net.pick = pick
+    handle = await client.submit(TaskType.LLM, ["model-a", "model-b"], {"prompt": "hi"}, any_model=True)
+    assert await client.result(handle) == {"echo": "hi"}
+    assert handle.replacements == 1 and len({m.node for m in handle.members}) == 3
+    assert [net.ran[m.key] for m in handle.members] == ["model-b"] * 3
+    assert net.spec[handle.members[2].key][:2] == ([to_bytes32("model-b")], False)
