@@ -17,6 +17,7 @@ import pytest
 
 from gridtask.config import save_config
 from gridtask.devnet import Devnet
+from gridtask.exceptions import ValidationError
 from gridtask.sdk import Client
 from gridtask.sdk.golem import BudgetExceeded, Golem, Task, WorkContext, events, vm
 from gridtask.types import TaskState, TaskType
@@ -153,3 +154,20 @@ async def test_a_job_never_passes_its_budget_retries_a_rejected_task_elsewhere_a
     assert len(paid) == 7 and sum(e.amount for e in paid) == budget
     assert {e.node for e in paid} <= {i.address for i in net.node_identities}
     await assert_conserved(net)
+
+
+@pytest.mark.timeout(120)
+async def test_an_image_nobody_published_is_refused_before_anything_is_paid(vm_net: tuple[Devnet, Path]) -> None:
+    net, _ = vm_net
+    assert net.config is not None
+    async with Client(config=net.config) as client, Golem(budget=0.01, client=client, progress=False) as golem:
+        since = await client.chain.block_number()
+        package = await vm.repo(image_hash="0" * 64)
+        async def worker(ctx: WorkContext, tasks: AsyncIterator[Task]) -> Any:
+            async for _ in tasks:
+                yield ctx.new_script()
+
+        with pytest.raises(ValidationError, match="gridtask bundle publish DIR"):
+            async for _ in golem.execute_tasks(worker, [Task(1)], payload=package):
+                pass
+        assert await script_tasks(client, since) == [] and golem.budget.spent == golem.budget.escrowed == 0

@@ -26,15 +26,26 @@ from typing import TYPE_CHECKING, Any
 from gridtask.exceptions import RelayError, ValidationError
 from gridtask.limits import VM_MODEL
 from gridtask.node.executors.base import ExecutorFailure, InvalidTaskParameters, check_model, task_fault
-from gridtask.scripts import CommandResult, Download, Run, ScriptResult, ScriptSpec, Upload, check_script
+from gridtask.scripts import (
+    VM_WORKDIR,
+    CommandResult,
+    Download,
+    Run,
+    ScriptResult,
+    ScriptSpec,
+    Upload,
+    check_script,
+)
 from gridtask.types import TaskErrorCode, TaskType
 
 if TYPE_CHECKING:
     from gridtask.relay.client import RelayClient
 
-BASE_ENV = {"PATH": "/opt/gridtask/venv/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+BASE_ENV = {"PATH": "/opt/gridtask/venv/bin:/usr/local/bin:/usr/bin:/bin", "HOME": VM_WORKDIR, "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0"}
 """What every command's environment starts from (the script's ``env`` is laid over it): the
-same on every node, so that a result does not depend on the node's own environment."""
+same on every node, so that a result does not depend on the node's own environment. The
+sandbox shows the node's Python under /opt/gridtask/venv, so ``python3`` finds it first."""
 
 
 class ScriptExecutor:
