@@ -22,13 +22,16 @@ from gridtask.sdk.golem import Golem, Task, WorkContext, events, vm
 from gridtask.types import TaskState
 
 from .conftest import assert_conserved, running_devnet
-from .test_golem import EXAMPLES, FEE, REFUNDED, script_tasks
+from .test_golem import EXAMPLES, FEE, REFUNDED, script_tasks, watch_budget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     not __import__("gridtask.node.sandbox", fromlist=["x"]).sandbox_available(), reason="bubblewrap does not run here")]
 
 STAGE_S = 8
 """Each fragment's stage timeout: the hung node is abandoned about this long after it took one."""
+BUDGET = 5 * FEE
+"""Four fragments, and room for one more held while the hung node's fragment is still escrowed:
+tight enough that a try that forgot to settle its abandoned fee would pass it."""
 
 
 async def freeze_when_fetched(net: Devnet, sent: asyncio.Queue[events.ScriptSent]) -> tuple[str, str]:
@@ -71,14 +74,18 @@ async def test_a_node_that_hangs_mid_fragment_is_abandoned_and_the_job_finishes_
 
         try:
             async with Client(config=net.config) as client, \
-                    Golem(budget=0.1, client=client, event_consumer=consume, fragment_timeout=STAGE_S,
+                    Golem(budget=BUDGET / 10**18, client=client, event_consumer=consume, fragment_timeout=STAGE_S,
                           progress=False) as golem:
                 since = await client.chain.block_number()
+                stop, held = asyncio.Event(), []
+                watcher = asyncio.create_task(watch_budget(client, since, BUDGET, stop, held))
                 package = await vm.repo(image_hash=await golem.publish_image(EXAMPLES / "golem_hello_image"))
                 freezer = asyncio.create_task(freeze_when_fetched(net, sent))
                 started = time.monotonic()
                 done = [t async for t in golem.execute_tasks(worker, [Task(i) for i in range(4)], payload=package)]
                 took = time.monotonic() - started
+                stop.set()
+                await watcher  # escrowed + paid, read from the chain every 0.1 s, never passed the budget
                 hung, key = await freezer
                 assert sorted(t.result for t in done) == [f"task {i}" for i in range(4)]
                 assert all(t.nodes[-1] != hung for t in done)  # every result came from the other node
