@@ -54,6 +54,7 @@ class ExecutorSet:
 
     def __init__(self, executors: Iterable[Executor] = ()) -> None:
         self._by_key: dict[tuple[TaskType, str], Executor] = {}
+        self._all: list[Executor] = []  # also those serving no model yet (sources come later)
         for executor in executors:
             self.add(executor)
 
@@ -63,6 +64,8 @@ class ExecutorSet:
             if key in self._by_key:
                 raise ValueError(f"two executors serve {key[0].name} model {model!r}")
             self._by_key[key] = executor
+        if executor not in self._all:
+            self._all.append(executor)
 
     def refresh(self, executor: Executor) -> None:
         """Take on the models an executor of this set added while running (a node that starts
@@ -82,7 +85,7 @@ class ExecutorSet:
 
     def executors(self) -> list[Executor]:
         """Each executor once."""
-        return list({id(e): e for e in self._by_key.values()}.values())
+        return list(self._all)
 
     def all_models(self) -> list[str]:
         """Every model ID served, sorted and without repeats: what the node announces."""

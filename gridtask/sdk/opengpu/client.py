@@ -515,6 +515,9 @@ class _Runtime:
         self.tasks[record.address] = record
         for handle in handles:
             self._by_member[handle.task_id] = record
+            if handle.node and int(handle.node, 16):  # started at once, before the record existed
+                record.attempts[handle.task_id] = handle.node
+                record.status = TaskStatus.ATTEMPTED
             record.running += 1
             self.loop.create_task(self._drive(record, handle))
         return record
@@ -636,7 +639,6 @@ def _published_address(registry: _Registry, receipt: Any) -> str:
     raise ChainError("registerSource was mined without a SourcePublished event")
 
 
-@atexit.register
 def _wait_for_unfinished() -> None:
     """ogpu's scripts publish and exit; here a task needs its creator until it ends: wait for it."""
     for runtime in list(_Runtime._instances.values()):
@@ -654,6 +656,16 @@ def _wait_for_unfinished() -> None:
 async def _all_done(records: list[_TaskRecord]) -> None:
     for record in records:
         await record.done.wait()
+
+
+# Before the interpreter's thread pools refuse new work (``concurrent.futures`` shuts them at
+# threading's exit hooks, which run before ``atexit``'s, in reverse order of registration: this
+# one, registered later, runs first). Without the hook (another Python), plain ``atexit``.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_wait_for_unfinished)
+else:  # pragma: no cover
+    atexit.register(_wait_for_unfinished)
 
 
 # ---------------------------------------------------------------- ogpu's objects
