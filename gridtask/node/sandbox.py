@@ -19,8 +19,9 @@ Limits, and how each is held and seen:
 - memory: ``RLIMIT_AS``; an allocation past it fails, and a payload that exits non-zero
   saying so (``MemoryError``, "Cannot allocate memory", ``bad_alloc``)        -> ``"memory"``
 - output: stdout and stderr together; the host stops reading at the cap and kills -> ``"output"``
-- disk: ``/work`` and ``/tmp`` are tmpfs mounts capped at ``disk_mib`` each; a payload that
-  fills one (or whose work dir would not fit)                               -> ``"disk"``
+- disk: ``/work`` and ``/tmp`` are tmpfs mounts capped at ``disk_mib`` each (tmpfs lives in
+  the host's memory); a payload that fills one, makes more than ``max_files`` files in one
+  (seen as it runs, through its root, and at its end), or whose work dir would not fit -> ``"disk"``
 
 The work dir: ``workdir`` on the host is copied into ``/work`` before the run and, after a
 run without a violation, replaced by what ``/work`` holds at the end (through a tar stream
@@ -74,6 +75,7 @@ SANDBOX_LIB = "/opt/gridtask/lib"  # on PYTHONPATH inside: holds the gridtask pa
 _SEED = "/.gridtask/in.tar"  # the host work dir's files, unpacked into /work before the payload runs
 _POLL_S = 0.1  # how often the host counts the sandbox's processes
 _DISK_FULL_BYTES = 64 * 1024  # a tmpfs with less free than this was filled
+_MIN_FILES, _FILES_PER_MIB = 4096, 64  # files /work may hold: 4,096, or 64 per MiB of its disk
 _TAR_SLACK = 4 * MiB  # headers of many small files: a copy-out may exceed the disk cap by this
 _UIDS = (1 << 20, 1 << 30)  # a root node's payload runs as a fresh uid from this range
 _READ = 64 * 1024
@@ -106,7 +108,7 @@ if [ "$seed" = 1 ]; then
 fi
 prlimit --core=0 --nproc="$nproc" --as="$as" -- "$@" 3>&-
 rc=$?
-{ stat -f -c '%a %S' /work /tmp; tar -c -f - -C /work . 2>/dev/null; } >&3
+{ stat -f -c '%a %S %c %d' /work /tmp; tar -c -f - -C /work . 2>/dev/null; } >&3
 exit $rc
 """
 
@@ -120,6 +122,11 @@ class SandboxLimits:
     processes: int = 64
     output_bytes: int = 1 << 20
     disk_mib: int = 64
+
+    @property
+    def max_files(self) -> int:
+        """How many files and directories /work (and /tmp) may hold."""
+        return max(_MIN_FILES, self.disk_mib * _FILES_PER_MIB)
 
     def __post_init__(self) -> None:
         for name in ("wall_s", "memory_mib", "processes", "output_bytes", "disk_mib"):
@@ -425,8 +432,9 @@ class _Run:
                 await stdin.drain()
             stdin.close()
 
-    async def watch_processes(self) -> None:
-        """Count the sandbox's processes and threads (its own /proc) until it ends."""
+    async def watch(self) -> None:
+        """Until it ends, count the sandbox's processes and threads (its own /proc) and look at
+        its /work and /tmp (through its root): stop it at once when it breaks a limit."""
         while True:
             await asyncio.sleep(_POLL_S)
             if self.init_pid is None:
@@ -435,6 +443,15 @@ class _Run:
             if count >= self.limits.processes:
                 self.violate("processes", f"reached {self.limits.processes} processes and threads")
                 return
+            for mount in (WORK, "/tmp"):
+                try:
+                    fs = os.statvfs(f"/proc/{self.init_pid}/root{mount}")
+                except OSError:
+                    continue
+                problem = _disk_problem(self.limits, fs.f_bavail * fs.f_frsize, fs.f_files - fs.f_ffree)
+                if problem is not None:
+                    self.violate("disk", problem)
+                    return
 
 
 def _read_all(fd: int) -> bytes:
@@ -506,13 +523,13 @@ async def run_sandboxed(
             await _supervise(run, stdin, info_fd=os.dup(info_r), report_fd=os.dup(report_r))
         finally:
             run.close()
-    return _conclude(run, workdir)
+    return await asyncio.to_thread(_conclude, run, workdir)  # many files to write back: off the loop
 
 
 async def _supervise(run: _Run, stdin: bytes | None, *, info_fd: int, report_fd: int) -> None:
     """Read the run's output and report until it ends, or until it breaks a limit (then kill it)."""
     info = asyncio.create_task(run.read_info(info_fd))
-    helpers = [asyncio.create_task(run.feed(stdin)), asyncio.create_task(run.watch_processes())]
+    helpers = [asyncio.create_task(run.feed(stdin)), asyncio.create_task(run.watch())]
     readers = asyncio.ensure_future(asyncio.gather(
         run.read_output(run.proc.stdout, run.stdout),
         run.read_output(run.proc.stderr, run.stderr),
@@ -556,8 +573,9 @@ def _conclude(run: _Run, workdir: Path) -> SandboxResult:
         # The launcher reports after every payload; no report and no limit broken: the sandbox
         # never got as far as the payload (bwrap refused, /work could not be seeded).
         raise SandboxUnavailable(f"bubblewrap did not make the sandbox: {stderr.decode(errors='replace')[-500:]}")
-    if violation is None and (_filled(head) or _filled(second)):
-        violation = ("disk", f"filled its {limits.disk_mib} MiB of disk ({WORK} or /tmp)")
+    if violation is None:
+        problem = _reported_disk_problem(limits, head) or _reported_disk_problem(limits, second)
+        violation = ("disk", problem) if problem is not None else None
     if violation is None and exit_code != 0 and any(marker in stderr for marker in _MEMORY_MARKERS):
         violation = ("memory", f"ran out of its {limits.memory_mib} MiB of memory")
     if violation is None and exit_code != 0 and any(marker in stderr for marker in _FORK_MARKERS):
@@ -569,10 +587,21 @@ def _conclude(run: _Run, workdir: Path) -> SandboxResult:
     return SandboxResult(exit_code=exit_code if exit_code >= 0 else 128 - exit_code, stdout=stdout, stderr=stderr)
 
 
-def _filled(line: bytes) -> bool:
-    """Whether ``stat -f -c '%a %S'``'s line says the filesystem is (all but) full."""
+def _disk_problem(limits: SandboxLimits, free_bytes: int, files: int) -> str | None:
+    """How a /work or /tmp with ``free_bytes`` left and ``files`` in it breaks the disk limit:
+    filled (the tmpfs cap) or too many files (tmpfs counts no bytes for empty files, but each
+    costs the host's kernel memory)."""
+    if free_bytes < _DISK_FULL_BYTES:
+        return f"filled its {limits.disk_mib} MiB of disk ({WORK} or /tmp)"
+    if files > limits.max_files:
+        return f"made more than {limits.max_files} files ({WORK} or /tmp)"
+    return None
+
+
+def _reported_disk_problem(limits: SandboxLimits, line: bytes) -> str | None:
+    """The same, from the launcher's ``stat -f -c '%a %S %c %d'`` line."""
     try:
-        free_blocks, block_size = (int(part) for part in line.split())
+        free_blocks, block_size, inodes, free_inodes = (int(part) for part in line.split())
     except ValueError:
-        return False
-    return free_blocks * block_size < _DISK_FULL_BYTES
+        return None
+    return _disk_problem(limits, free_blocks * block_size, inodes - free_inodes)

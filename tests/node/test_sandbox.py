@@ -239,6 +239,17 @@ async def test_filling_the_disk_is_stopped(tmp_path: Path) -> None:
     await _still_works(tmp_path)
 
 
+async def test_too_many_files_is_stopped_by_disk(tmp_path: Path) -> None:
+    """Empty files take no bytes of a tmpfs, but each costs the host's kernel memory."""
+    violation, took = await _violation(
+        ["sh", "-c", "i=0; while :; do : > f$i; i=$((i+1)); done"], tmp_path)
+    assert violation.kind == "disk" and "more than 4096 files" in str(violation)
+    assert took < SMALL.wall_s
+    result = await _run(["sh", "-c", "for i in $(seq 500); do : > f$i; done; ls | wc -l"], tmp_path)
+    assert result.stdout == b"500\n"  # type: ignore[attr-defined]
+    assert len(list((tmp_path / "work").iterdir())) == 500
+
+
 async def test_work_dir_larger_than_the_disk_is_refused(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
