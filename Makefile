@@ -41,8 +41,14 @@ bubblewrap:
 devnet: setup
 	$(VENV)/bin/gridtask devnet $(ARGS)
 
+# Four workers on any machine: most end-to-end tests wait (on blocks, deadlines, daemons
+# starting) rather than compute, so four keep two cores busy. --dist loadfile keeps each
+# file's tests, and the devnet its module shares, on one worker; tests/conftest.py hands out
+# the longest files first. One at a time: `make test ARGS="-n 0"`.
+TEST_WORKERS ?= 4
+
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 bench: setup
 	$(PY) -m bench $(ARGS)

@@ -6,6 +6,47 @@ import pytest
 
 from gridtask.workflows import Step, Workflow
 
+LONGEST_FIRST = (
+    "e2e/test_adversarial.py",
+    "chain/test_invariants.py",
+    "e2e/test_dria_sdk.py",
+    "chain/test_gas.py",
+    "e2e/test_dria_dataset.py",
+    "chain/test_selection_fairness.py",
+    "e2e/test_faults.py",
+    "e2e/test_devnet.py",
+    "e2e/test_golem.py",
+    "e2e/test_golem_faults.py",
+    "e2e/test_opengpu.py",
+    "e2e/test_sandbox_e2e.py",
+    "e2e/test_dria_workflows.py",
+    "e2e/test_daemon_claim.py",
+    "e2e/test_openai_server.py",
+    "e2e/test_same_key.py",
+    "e2e/test_reorg.py",
+)
+"""Test files by how long they take (measured with ``--durations``), the longest first.
+
+``make test`` runs the files on parallel workers (``--dist loadfile --no-loadscope-reorder``,
+each file whole on one worker, files handed out in collection order): a long file handed out
+last would run alone at the end while the other workers sit idle. So these go first (the
+long end-to-end files mostly wait on a devnet, the long contract files compute), then the rest
+of tests/e2e, then the short unit tests, which fill the gaps. A file missing from the list
+only starts later; the order never changes what a test checks (each file's tests keep their
+order, and share nothing with other files)."""
+
+
+def _rank(item: pytest.Item) -> tuple[int, int]:
+    path = item.path.as_posix()
+    for index, name in enumerate(LONGEST_FIRST):
+        if path.endswith("/tests/" + name):
+            return 0, index
+    return (1 if "/tests/e2e/" in path else 2), 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: each file's tests stay together and in their order
+
 
 @pytest.fixture
 def poem_then_title() -> Workflow:
