@@ -284,6 +284,7 @@ def _default_env() -> dict[str, str]:
         "PYTHONPATH": SANDBOX_LIB,
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        "MALLOC_ARENA_MAX": "2",  # glibc's 64 MiB arena per thread would eat RLIMIT_AS fast
     }
 
 
@@ -499,7 +500,7 @@ async def run_sandboxed(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as seed, _pipe() as (report_r, report_w), _pipe() as (info_r, info_w):
-        seeded = _pack_workdir(workdir, seed, limits)
+        seeded = await asyncio.to_thread(_pack_workdir, workdir, seed, limits)
         seed_fd = seed.fileno() if seeded else None
         passed = [fd for fd in (seed_fd, info_w) if fd is not None]
         command = [
