@@ -188,7 +188,7 @@ async def test_time_kills_background_children_too(tmp_path: Path) -> None:
     """A payload that leaves a child behind: the whole pid namespace goes."""
     marker = f"gridtask-sandbox-orphan-{os.getpid()}"
     limits = SandboxLimits(wall_s=2, processes=32, disk_mib=16)
-    await _violation(["sh", "-c", f"sh -c 'exec -a {marker} sleep 300' & sleep 300"], tmp_path, limits)
+    await _violation(["sh", "-c", f"bash -c 'exec -a {marker} sleep 300' & sleep 300"], tmp_path, limits)
     await asyncio.sleep(0.5)
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout
     assert left == ""
