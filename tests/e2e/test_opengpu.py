@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
@@ -126,13 +127,34 @@ async def _tx_count(world: World, address: str) -> int:
 
 
 def test_first_response_runs_in_a_nodes_sandbox_and_finalizes(world: World) -> None:
+    start = asyncio.run(_block(world))
     task = ogpu.client.publish_task(_call(world.sources["first"], "add", {"a": 20, "b": 22}))
     assert task.wait(timeout=180) == ogpu.client.TaskStatus.FINALIZED
     (response,) = task.get_responses()
     assert response.fetch_data() == {"total": 42, "ready": True}
     assert task.get_confirmed_response() == response and response.is_confirmed()
     assert asyncio.run(_chain_state(world, task.address)) == TaskState.SUCCESS
+    published, attempted, submitted = asyncio.run(_first_of_each_watcher(world.sources["first"], task.address, start))
+    assert published.task == task.address and published.source == world.sources["first"]
+    assert attempted.task == task.address and attempted.provider == response.provider
+    assert submitted.task == task.address and submitted.block_number >= attempted.block_number
     asyncio.run(assert_conserved(world.net))
+
+
+async def _first_of_each_watcher(source: str, task: str, start: int) -> list[object]:
+    """The first event each watcher yields from ``start`` (an async generator each, as ogpu's)."""
+
+    async def first(generator: Any) -> object:
+        async for event in generator:
+            return event
+        raise AssertionError("the watcher ended")
+
+    watchers = [
+        ogpu.client.watch_task_published(source, from_block=start, poll_interval=0.2),
+        ogpu.client.watch_attempted(task, from_block=start, poll_interval=0.2),
+        ogpu.client.watch_response_submitted(task, from_block=start, poll_interval=0.2),
+    ]
+    return list(await asyncio.wait_for(asyncio.gather(*(first(w) for w in watchers)), 30))
 
 
 def test_manual_confirmation_gets_two_nodes_responses_and_records_the_choice(world: World) -> None:
