@@ -93,9 +93,11 @@ async def test_an_interrupted_job_run_again_never_runs_a_finished_row_twice(tiny
                                                                            tmp_path: Path) -> None:
     net, config = tiny_net
     assert net.config is not None
-    rows, path = 8, tmp_path / "qa"  # 16 tasks, 4 in flight: a Ctrl-C after 5 records lands mid-job
+    # 20 tasks, 2 in flight: after the 5th record 15 are left, about 8 tasks' time for the Ctrl-C
+    # to land mid-job on a loaded machine (12 rows with 4 in flight once all finished before it)
+    rows, path = 10, tmp_path / "qa"
     command = [sys.executable, str(EXAMPLE), "--instructions", str(rows), "--path", str(path), "--no-tables",
-               "--batch-size", "4"]
+               "--batch-size", "2"]
     async with Client(config=net.config) as client:
         proc = subprocess.Popen(command, env=example_env(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
