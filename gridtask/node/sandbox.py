@@ -560,6 +560,18 @@ async def _supervise(run: _Run, stdin: bytes | None, *, info_fd: int, report_fd:
         await asyncio.gather(info, stopped, *helpers, return_exceptions=True)
         run.kill()
         await run.proc.wait()
+        await _drain(run.proc)
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    """Read what is left in the pipes of an ended run (a reader that stopped at a limit left
+    some), so asyncio closes them now rather than when the process object is collected."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(stream.read(), _KILL_GRACE_S)
 
 
 def _conclude(run: _Run, workdir: Path) -> SandboxResult:
