@@ -8,8 +8,9 @@ or results. No network (an empty network namespace), its own pid namespace, a ne
 
 Limits, and how each is held and seen:
 
-- wall time: the host kills bwrap, whose namespace's init dies with it (``--die-with-parent``)
-  and takes every process of the sandbox along                              -> ``"time"``
+- wall time: the host kills the pid namespace's init (through a pidfd checked against the
+  namespace bwrap reports), and the kernel takes every process of the sandbox along; bwrap
+  too (``--die-with-parent`` alone does not hold: dropping privileges clears it) -> ``"time"``
 - processes: ``RLIMIT_NPROC`` on the payload. The kernel does not apply it to uid 0, so a
   node running as root starts the payload under a fresh unprivileged uid (bwrap without a
   user namespace, then ``setpriv``); a normal user's sandbox gets its own user namespace,
