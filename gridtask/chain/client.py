@@ -692,6 +692,18 @@ class ChainClient:
             "join", [_b32(gpu), vram, [_b32(m) for m in models], public_key, version],
             gas=SCANNING_GAS_LIMIT, value=stake)
 
+    async def add_models(self, models: Sequence[str | bytes]) -> TxReceipt:
+        """This joined node also serves ``models`` (not while leaving; at most
+        ``MAX_NODE_MODELS`` in all): selection and the queue see it at once, and an idle node
+        takes queued work it can now run, so this needs scanning room. Emits
+        ``NodeModelsChanged``."""
+        return await self._transact("addModels", [[_b32(m) for m in models]], gas=SCANNING_GAS_LIMIT)
+
+    async def remove_models(self, models: Sequence[str | bytes]) -> TxReceipt:
+        """This joined node stops serving ``models`` (each served now; one model must stay): no
+        new task of theirs reaches it; a task in hand goes on. Emits ``NodeModelsChanged``."""
+        return await self._transact("removeModels", [[_b32(m) for m in models]], gas=GAS_LIMIT)
+
     async def pause(self) -> TxReceipt:
         """Take no new work: at once when idle, when the current task ends when busy."""
         return await self._transact("pause", [], gas=GAS_LIMIT)

@@ -17,6 +17,7 @@ from boa.contracts.vyper.vyper_contract import VyperContract
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
+from gridtask.chain.reasons import code_of
 from gridtask.crypto import task_commitment, task_id_hash, task_key
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "gridtask" / "chain" / "contracts"
@@ -38,6 +39,12 @@ UNSTAKE_DELAY = 7 * 86400
 SLASH_BPS = 5000
 MIN_FEE_PER_UNIT = 1  # wei: the old tests' tiny fees stay valid; the minimum has its own test
 SIMILARITY_BITS = [0, 20, 0]  # ECHO exact, EMBED within 20 bits, LLM exact
+
+
+def reverts(reason: str | None = None, **kw):
+    """``boa.reverts`` with the readable reason ("tasks: task not started"): the contract
+    reverts with its short code ("E217"), gridtask.chain.reasons maps one to the other."""
+    return boa.reverts(**kw) if reason is None else boa.reverts(code_of(reason), **kw)
 
 # Task states
 CREATED, QUEUED, STARTED, SCORE_READY, VALIDATED, SUCCESS, ABORTED, ERRORED, INVALIDATED = range(1, 10)
@@ -85,6 +92,11 @@ def b32(name: str | bytes | None) -> bytes:
     raw = name if isinstance(name, bytes) else name.encode()
     assert len(raw) <= 32
     return raw.ljust(32, b"\0")
+
+
+def from_b32(word: bytes) -> str:
+    """The name in a right-padded bytes32 (b32's inverse)."""
+    return bytes(word).rstrip(b"\0").decode()
 
 
 def msb(x: int) -> int:
@@ -365,6 +377,7 @@ class StorageReader:
         self.slots |= {n: layout["node_registry"][n]["slot"]
                        for n in ("nodes", "node_info", "model_node_count", "release_at")}
         self.queued_count_slot = layout["task_queue"]["queued_count"]["slot"]
+        self.array_slots = {n: layout["node_registry"][n]["slot"] for n in ("model_nodes", "node_model_pos")}
         self.address = bytes.fromhex(str(net.address)[2:])
 
     def _get(self, slot: int) -> int:
@@ -402,3 +415,35 @@ class StorageReader:
 
     def queued_count(self) -> int:
         return self._get(self.queued_count_slot)
+
+    def model_entries(self, model: str) -> list[tuple[str, int, int]]:
+        """The model's array of active nodes as stored: (address, its 1-based position as
+        node_model_pos records it, the entry's folded model filter), in array order."""
+        base = int.from_bytes(keccak(self.array_slots["model_nodes"].to_bytes(32, "big") + b32(model)), "big")
+        out = []
+        for i in range(1, self.model_node_count(model) + 1):
+            word = self._get(int.from_bytes(keccak(base.to_bytes(32, "big") + i.to_bytes(32, "big")), "big"))
+            addr = self._address(word & (2**160 - 1))
+            pos_base = keccak(self.array_slots["node_model_pos"].to_bytes(32, "big")
+                              + bytes.fromhex(addr[2:]).rjust(32, b"\0"))
+            pos = self._get(int.from_bytes(keccak(pos_base + b32(model)), "big"))
+            out.append((addr, pos, word >> 224))
+        return out
+
+    def model_filter(self, addr: str) -> int:
+        """The 64-bit model filter in the node's packed word."""
+        return (self._get(self._entry("node_info", addr)) >> 168) & (2**64 - 1)
+
+
+def model_filter(models) -> int:
+    """What the contract's filter of a node serving `models` is (packing.bloom_bit)."""
+    bloom = 0
+    for m in models:
+        bloom |= 1 << (int.from_bytes(keccak(b32(m)), "big") % 64)
+    return bloom
+
+
+def folded_filter(models) -> int:
+    """The filter as a model array's entry carries it (packing.entry: folded to 32 bits)."""
+    bloom = model_filter(models)
+    return (bloom | (bloom >> 32)) & (2**32 - 1)

@@ -19,7 +19,7 @@ from eth_abi import encode
 from eth_account import Account
 
 from gridtask.chain.anvil import Anvil
-from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainClient, ChainEvent
+from gridtask.chain.client import MAX_DISPUTE_CIPHERTEXT, ChainClient, ChainEvent, from_bytes32
 from gridtask.chain.deploy import NetworkParams, deploy
 from gridtask.chain.events import EventFollower
 from gridtask.crypto import (
@@ -390,3 +390,27 @@ async def test_scoring_frees_the_node_which_takes_queued_work_in_the_same_transa
         await net.creator.validate_single_task(key, task_id_hash(task_id), nonce)
         info = await node.get_node(node.account)
         assert info is not None and info.status == NodeStatus.BUSY  # still running the task it took
+
+
+async def test_add_and_remove_models_reach_the_contract_and_its_event(net: Net) -> None:
+    """ChainClient.add_models / remove_models on a real chain: getNodeModels follows, the
+    receipt decodes into NodeModelsChanged, and a refused change carries the readable reason
+    (the contract reverts with a short code; the client expands it)."""
+    node = net.nodes[0]
+    receipt = await node.add_models(["src:" + "ab" * 14, "vm"])
+    event = next(e for e in node.decode_receipt(receipt) if e.name == "NodeModelsChanged")
+    assert event.args["node"] == node.account
+    assert [from_bytes32(m) for m in event.args["added"]] == ["src:" + "ab" * 14, "vm"]
+    assert event.args["removed"] == []
+    assert await node.get_node_models(node.account) == [MODEL, "src:" + "ab" * 14, "vm"]
+    assert await node.model_node_count("vm") == 1
+    receipt = await node.remove_models(["vm"])
+    event = next(e for e in node.decode_receipt(receipt) if e.name == "NodeModelsChanged")
+    assert ([from_bytes32(m) for m in event.args["removed"]], event.args["added"]) == (["vm"], [])
+    assert await node.get_node_models(node.account) == [MODEL, "src:" + "ab" * 14]
+    with pytest.raises(TransactionReverted) as err:
+        await node.remove_models(["vm"])
+    assert (err.value.function, err.value.reason) == ("removeModels", "nodes: model not served")
+    with pytest.raises(TransactionReverted) as err:
+        await node.add_models([MODEL])
+    assert err.value.reason == "nodes: model already served"

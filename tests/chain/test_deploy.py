@@ -34,12 +34,12 @@ TIME_FIELD = 2**64  # the task's deadline is a 64-bit field of its packed word
          "tmax-wraps-deadline", "cap-too-large"],
 )
 def test_constructor_refuses_bad_settings(relay, kwargs, reason):
-    with boa.reverts(reason):
+    with kit.reverts(reason):
         kit.deploy(relay, **kwargs)
 
 
 def test_constructor_refuses_an_empty_relay():
-    with boa.reverts("config: relay account required"):
+    with kit.reverts("config: relay account required"):
         kit.deploy(kit.ZERO_ADDRESS)
 
 
@@ -52,7 +52,7 @@ def test_longest_timeout_allowed_cannot_wrap_the_deadline(relay, creator):
     v = kit.task_view(net, c)
     assert v["state"] == QUEUED and v["deadline"] == boa.env.timestamp + MAX_TIMEOUT_LIMIT
     assert v["deadline"] + MAX_TIMEOUT_LIMIT < TIME_FIELD
-    with boa.env.prank(creator), boa.reverts("tasks: deadline not passed"):
+    with boa.env.prank(creator), kit.reverts("tasks: deadline not passed"):
         net.abortTask(c, "wrapped?")
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import boa
 import chain_kit as kit
+import pytest
 from chain_kit import (
     ABORTED,
     BUSY,
@@ -59,6 +60,7 @@ from hypothesis.stateful import (
 
 TASK_MODELS = kit.MODEL_POOL + kit.UNSERVED_MODELS
 COMMON_MODEL = kit.MODEL_POOL[0]
+NO_TASKS_MODEL = "no-tasks-model"  # served by no node and asked by no task: for refusals
 # More nodes serve COMMON_MODEL than selection probes: the random-probe path, and its misses.
 POOL_SIZE = MAX_PROBES + 8
 SCORE = b"\x5c" * 32
@@ -307,7 +309,7 @@ class NetworkMachine(RuleBasedStateMachine):
             return getattr(self.net, fn)(*args, **kw)
 
     def refused(self, reason, who, fn, *args, **kw):
-        with boa.reverts(reason):
+        with kit.reverts(reason):
             self.tx(who, fn, *args, **kw)
 
     def check_view(self, c):
@@ -347,7 +349,7 @@ class NetworkMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def join_twice(self, data):
         addr = data.draw(st.sampled_from(sorted(self.status)))
-        with boa.reverts("nodes: already joined"):
+        with kit.reverts("nodes: already joined"):
             kit.join(self.net, self.spec(addr))
 
     @precondition(lambda self: self.status)
@@ -412,6 +414,65 @@ class NetworkMachine(RuleBasedStateMachine):
         self.release[addr] = now() + kit.UNSTAKE_DELAY
         self.settled = False
 
+    @precondition(lambda self: self.status)
+    @rule(data=st.data())
+    def add_models(self, data):
+        """A joined node serves more models (any of the pool, or one nobody served, whose
+        tasks wait in the queue): its arrays follow at once and an idle node takes queued
+        work it can now run. Refused: a stranger, a leaving node, a model already served,
+        more than MAX_NODE_MODELS in all."""
+        addr = data.draw(st.sampled_from(sorted(self.status)))
+        spec = self.spec(addr)
+        new = [m for m in TASK_MODELS if m not in spec.models]
+        probe = new[0] if new else NO_TASKS_MODEL
+        self.refused("nodes: not a node", self.stranger, "addModels", [b32(probe)])
+        if self.status[addr] == LEAVING:
+            self.refused("nodes: node is leaving", addr, "addModels", [b32(probe)])
+            return
+        room = kit.MAX_NODE_MODELS - len(spec.models)
+        if room == 0:
+            self.refused("nodes: a node serves at most 8 models", addr, "addModels", [b32(probe)])
+            return
+        if len(new) > room and data.draw(st.booleans()):
+            self.refused("nodes: a node serves at most 8 models", addr, "addModels", [b32(m) for m in new[:room + 1]])
+        else:
+            self.refused("nodes: model already served", addr, "addModels", [b32(spec.models[0])])
+        if not new:
+            return
+        picked = data.draw(st.lists(st.sampled_from(new), min_size=1, max_size=min(room, len(new)), unique=True))
+        self.tx(addr, "addModels", [b32(m) for m in picked])
+        spec.models = [*spec.models, *picked]
+        assert [kit.from_b32(m) for m in self.net.getNodeModels(addr)] == spec.models
+        event(f"models added while {self.status[addr]}")
+        if self.status[addr] == IDLE:
+            self.took_queued(addr)
+        self.settled = False
+
+    @precondition(lambda self: self.status)
+    @rule(data=st.data())
+    def remove_models(self, data):
+        """A joined node drops models (one must stay): no new task of theirs reaches it."""
+        addr = data.draw(st.sampled_from(sorted(self.status)))
+        spec = self.spec(addr)
+        if self.status[addr] == LEAVING:
+            self.refused("nodes: node is leaving", addr, "removeModels", [b32(spec.models[0])])
+            return
+        if len(spec.models) == 1 or data.draw(st.booleans()):
+            self.refused("nodes: a node must keep at least one model", addr, "removeModels",
+                         [b32(m) for m in spec.models])
+        else:
+            unserved = next((m for m in TASK_MODELS if m not in spec.models), NO_TASKS_MODEL)
+            self.refused("nodes: model not served", addr, "removeModels", [b32(spec.models[0]), b32(unserved)])
+        if len(spec.models) == 1:
+            return
+        picked = data.draw(st.lists(st.sampled_from(spec.models), min_size=1, max_size=len(spec.models) - 1,
+                                    unique=True))
+        self.tx(addr, "removeModels", [b32(m) for m in picked])
+        spec.models = [m for m in spec.models if m not in picked]
+        assert [kit.from_b32(m) for m in self.net.getNodeModels(addr)] == spec.models
+        event(f"models removed while {self.status[addr]}")
+        self.settled = False
+
     @rule(everyone=st.booleans())
     def poll_idle_nodes(self, everyone=True):
         """The daemons' claim: (if `everyone`) every idle node polls once, as on a TaskQueued
@@ -461,7 +522,7 @@ class NetworkMachine(RuleBasedStateMachine):
     def create_task(self, data, models, fee, size, min_vram, gpu, timeout):
         creator = data.draw(st.sampled_from(self.creators))
         if fee < kit.MIN_FEE_PER_UNIT * size:
-            with boa.reverts("tasks: fee below the minimum for its size"):
+            with kit.reverts("tasks: fee below the minimum for its size"):
                 kit.create_task(self.net, creator, models=models, fee=fee, size=size, nonce=self.fresh_nonce())
             event("create: fee below the minimum")
             return
@@ -541,7 +602,7 @@ class NetworkMachine(RuleBasedStateMachine):
         """The creator that used a nonce cannot use it again; another creator copying it (and
         the commitment derived from it, as a front-runner would) gets a task of its own."""
         nonce, first = data.draw(st.sampled_from(self.nonces))
-        with boa.reverts("tasks: nonce already used"):
+        with kit.reverts("tasks: nonce already used"):
             kit.create_task(self.net, first, nonce=nonce)
         other = data.draw(st.sampled_from([c for c in self.creators if c != first]))
         if (nonce, other) in self.nonces:
@@ -971,6 +1032,22 @@ class NetworkMachine(RuleBasedStateMachine):
             assert self.rd.model_node_count(m) == self.active_count(m), m
 
     @invariant()
+    def model_arrays_are_exact(self):
+        """Each model's array holds exactly the active nodes that serve it, each once, at the
+        position node_model_pos records, its entry's filter that of every model it serves
+        now (added and removed models included): what keeps selection stake-proportional."""
+        for m in TASK_MODELS:
+            entries = self.rd.model_entries(m)
+            members = [a for a, _, _ in entries]
+            want = {a for a, s in self.status.items() if s in (IDLE, BUSY) and m in self.spec(a).models}
+            assert len(members) == len(set(members)) and set(members) == want, (m, members, want)
+            for i, (a, pos, folded) in enumerate(entries, 1):
+                assert pos == i, (m, a, pos, i)
+                assert folded == kit.folded_filter(self.spec(a).models), (m, a)
+        for a in self.status:
+            assert self.rd.model_filter(a) == kit.model_filter(self.spec(a).models), a
+
+    @invariant()
     def no_task_stranded_next_to_an_idle_node(self):
         """(d) Once the idle nodes have claimed: no queued, unexpired task (by the contract's
         storage) that an idle node (by the contract's storage) can run. Strict: no window,
@@ -987,6 +1064,9 @@ class NetworkMachine(RuleBasedStateMachine):
 
 
 TestNetworkStateMachine = NetworkMachine.TestCase
+# 30 examples of 40 steps take ~2-4 CPU minutes; on a loaded 2-core machine the wall clock
+# runs far past the suite's 300 s default, which then kills a run that was passing
+TestNetworkStateMachine.pytestmark = [pytest.mark.timeout(1500)]
 TestNetworkStateMachine.settings = settings(
     max_examples=30,
     stateful_step_count=40,

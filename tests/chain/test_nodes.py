@@ -55,7 +55,7 @@ def test_join_records_the_node(net, stranger, node):
          "empty-model-id"],
 )
 def test_join_reverts(net, stranger, kwargs, reason):
-    with boa.reverts(reason):
+    with kit.reverts(reason):
         join_raw(net, stranger, **kwargs)
     assert net.getNode(stranger)[0] == 0
 
@@ -67,10 +67,10 @@ def test_join_limits_accepted(net, stranger, node):
 
 def test_join_twice_refused(net, make_node):
     n = make_node()
-    with boa.reverts("nodes: already joined"):
+    with kit.reverts("nodes: already joined"):
         join_raw(net, n.addr)
     call(net, n.addr, "pause")
-    with boa.reverts("nodes: already joined"):
+    with kit.reverts("nodes: already joined"):
         join_raw(net, n.addr)
 
 
@@ -82,9 +82,9 @@ def test_pause_and_resume(net, make_node, make_task, node, task):
     call(net, n.addr, "pause")
     assert node(n.addr)["status"] == PAUSED
     assert net.model_node_count(b32("llama3-8b")) == 0 and net.model_node_count(b32("qwen2-7b")) == 0
-    with boa.reverts("nodes: node is already paused"):
+    with kit.reverts("nodes: node is already paused"):
         call(net, n.addr, "pause")
-    with boa.reverts("nodes: node is not idle"):
+    with kit.reverts("nodes: node is not idle"):
         call(net, n.addr, "takeQueuedTask")
     c = make_task(models=("qwen2-7b",))
     assert task(c)["state"] == QUEUED
@@ -92,22 +92,22 @@ def test_pause_and_resume(net, make_node, make_task, node, task):
     assert task(c)["state"] == STARTED and same(task(c)["node"], n.addr)
     assert node(n.addr)["status"] == BUSY
     assert net.model_node_count(b32("llama3-8b")) == 1 and net.model_node_count(b32("qwen2-7b")) == 1
-    with boa.reverts("nodes: node is not paused"):
+    with kit.reverts("nodes: node is not paused"):
         call(net, n.addr, "resume")
 
 
 def test_pause_refused_when_not_a_node_and_resume_when_not_paused(net, stranger, make_node, make_task):
     n = make_node()
     make_task()
-    with boa.reverts("nodes: not a node"):
+    with kit.reverts("nodes: not a node"):
         call(net, stranger, "pause")
-    with boa.reverts("nodes: node is not paused"):
+    with kit.reverts("nodes: node is not paused"):
         call(net, stranger, "resume")
-    with boa.reverts("nodes: node is not paused"):
+    with kit.reverts("nodes: node is not paused"):
         call(net, n.addr, "resume")
-    with boa.reverts("nodes: node is not idle"):
+    with kit.reverts("nodes: node is not idle"):
         call(net, stranger, "takeQueuedTask")
-    with boa.reverts("nodes: node is not idle"):
+    with kit.reverts("nodes: node is not idle"):
         call(net, n.addr, "takeQueuedTask")
 
 
@@ -135,12 +135,12 @@ def test_quit_returns_stake(net, make_node, node, paused):
     assert net.model_node_count(b32("llama3-8b")) == 0
     assert net.model_node_count(b32("phi3-mini")) == 1
     assert node(keep.addr)["status"] == IDLE
-    with boa.reverts("nodes: node is already leaving"):
+    with kit.reverts("nodes: node is already leaving"):
         call(net, n.addr, "quit")
-    with boa.reverts("nodes: already joined"):
+    with kit.reverts("nodes: already joined"):
         join_raw(net, n.addr, models=("mistral-7b",), stake=2 * ETHER)
     boa.env.time_travel(seconds=kit.UNSTAKE_DELAY - 1)
-    with boa.reverts("funds: nothing to withdraw"):  # one second early
+    with kit.reverts("funds: nothing to withdraw"):  # one second early
         call(net, n.addr, "withdraw")
     boa.env.time_travel(seconds=1)
     before = boa.env.get_balance(n.addr)
@@ -161,7 +161,7 @@ def test_a_busy_node_may_quit_and_finishes_its_task(net, stranger, make_node, ma
     n = make_node()
     c = make_task()
     waiting = make_task()
-    with boa.reverts("nodes: not a node"):
+    with kit.reverts("nodes: not a node"):
         call(net, stranger, "quit")
     call(net, n.addr, "quit")
     assert node(n.addr)["status"] == kit.LEAVING and net.model_node_count(b32("llama3-8b")) == 0
@@ -172,7 +172,7 @@ def test_a_busy_node_may_quit_and_finishes_its_task(net, stranger, make_node, ma
     before = boa.env.get_balance(n.addr)
     call(net, n.addr, "withdraw")
     assert boa.env.get_balance(n.addr) - before == n.stake + task(c)["fee"]
-    with boa.reverts("nodes: not a node"):
+    with kit.reverts("nodes: not a node"):
         call(net, n.addr, "quit")
 
 
@@ -207,7 +207,7 @@ def test_paused_node_is_never_selected(net, creator, make_node, make_task, task)
     call(net, light.addr, "pause")
     c = make_task()
     assert task(c)["state"] == QUEUED
-    with boa.reverts("nodes: node is not idle"):
+    with kit.reverts("nodes: node is not idle"):
         call(net, heavy.addr, "takeQueuedTask")
     assert task(c)["state"] == QUEUED
 
@@ -250,7 +250,7 @@ def test_busy_node_pauses_when_its_task_ends_and_takes_no_queued_work(
     call(net, n.addr, "pause")
     assert [type(e).__name__ for e in net.get_logs()] == ["NodePauseRequested"]
     assert node(n.addr)["status"] == BUSY and net.pauseRequested(n.addr)
-    with boa.reverts("nodes: pause already requested"):
+    with kit.reverts("nodes: pause already requested"):
         call(net, n.addr, "pause")
     complete(current)
     assert node(n.addr)["status"] == PAUSED and not net.pauseRequested(n.addr)

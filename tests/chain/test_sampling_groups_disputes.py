@@ -83,7 +83,7 @@ def test_create_selects_nothing_and_start_reads_the_creation_blocks_hash(net, cr
     assert task(key)["state"] == CREATED and task(key)["node"] == kit.ZERO_ADDRESS
     created = boa.env.evm.patch.block_number
     assert net.getTaskInfo(key) == (0, 1, created, False)
-    with boa.reverts("tasks: start in a later block than creation"):
+    with kit.reverts("tasks: start in a later block than creation"):
         kit.start_task(net, creator, key, (MODEL,))
     kit.mine()
     assert kit.block_hash(created) != kit.EMPTY32  # a real hash, as on a chain
@@ -99,27 +99,27 @@ def test_start_refusals(net, creator, stranger, make_node, task):
     make_node(models=(MODEL,))
     key = kit.create_task(net, creator, models=(MODEL,), start=False)
     kit.mine()
-    with boa.reverts("tasks: requirements differ from creation"):
+    with kit.reverts("tasks: requirements differ from creation"):
         kit.start_task(net, creator, key, (MODEL, "other"))
-    with boa.reverts("tasks: requirements differ from creation"):
+    with kit.reverts("tasks: requirements differ from creation"):
         kit.start_task(net, creator, key, (MODEL,), min_vram=1)
-    with boa.reverts("tasks: only the creator may exclude nodes"):
+    with kit.reverts("tasks: only the creator may exclude nodes"):
         kit.start_task(net, stranger, key, (MODEL,), exclude=[stranger])
-    with boa.reverts("tasks: only the creator may start it this early"):
+    with kit.reverts("tasks: only the creator may start it this early"):
         kit.start_task(net, stranger, key, (MODEL,))
     kit.mine(32)  # anyone may start a task left waiting
     kit.start_task(net, stranger, key, (MODEL,))
     assert task(key)["state"] == STARTED
-    with boa.reverts("tasks: task not waiting to start"):
+    with kit.reverts("tasks: task not waiting to start"):
         kit.start_task(net, creator, key, (MODEL,))
-    with boa.reverts("tasks: unknown task"):
+    with kit.reverts("tasks: unknown task"):
         kit.start_task(net, creator, b"\x31" * 32, (MODEL,))
 
 
 def test_start_window_is_256_blocks_then_cancel(net, creator, task):
     key = kit.create_task(net, creator, models=(MODEL,), fee=FEE, start=False)
     kit.mine(257)
-    with boa.reverts("tasks: start window passed; cancel the task"):
+    with kit.reverts("tasks: start window passed; cancel the task"):
         kit.start_task(net, creator, key, (MODEL,))
     with boa.env.prank(creator):
         net.cancelTask(key)
@@ -150,10 +150,10 @@ def test_excluded_nodes_never_run_the_task_nor_take_it_from_the_queue(net, creat
 def test_min_fee_per_unit_and_task_type_range(make_net, creator):
     net = make_net(min_fee_per_unit=10**9)
     assert net.min_fee_per_unit() == 10**9
-    with boa.reverts("tasks: fee below the minimum for its size"):
+    with kit.reverts("tasks: fee below the minimum for its size"):
         kit.create_task(net, creator, fee=3 * 10**9 - 1, size=3, start=False)
     kit.create_task(net, creator, fee=3 * 10**9, size=3, start=False)
-    with boa.reverts("tasks: task type out of range"):
+    with kit.reverts("tasks: task type out of range"):
         kit.create_task(net, creator, fee=10**10, task_type=256, start=False)
 
 
@@ -174,7 +174,7 @@ def test_deploy_parameters_are_readable(make_net):
     (dict(similarity_bits=[0, 129]), "config: similarity bits above 128"),
 ])
 def test_deploy_refusals(relay, overrides, reason):
-    with boa.reverts(reason):
+    with kit.reverts(reason):
         kit.deploy(relay, **overrides)
 
 
@@ -210,22 +210,22 @@ def test_is_sampled_and_validate_single_refusals(make_net, creator, stranger):
     nodes_for(net, 1)
     key = kit.create_task(net, creator, models=(MODEL,), start=False)
     h, nonce = kit.opening(key)
-    with boa.reverts("tasks: task not started"):
+    with kit.reverts("tasks: task not started"):
         net.isSampled(key, h, nonce)
     kit.mine()
     kit.start_task(net, creator, key, (MODEL,))
     task_id, _ = kit.OPENINGS[key]
-    with boa.reverts("tasks: task ID does not open the commitment"):
+    with kit.reverts("tasks: task ID does not open the commitment"):
         net.isSampled(key, task_id, nonce)  # the task ID itself is not the opening: h is
-    with boa.reverts("tasks: task ID does not open the commitment"):
+    with kit.reverts("tasks: task ID does not open the commitment"):
         net.isSampled(key, h, b"\x01" * 32)
     assert net.isSampled(key, h, nonce) is True
     submit(net, key, b"\x01" * 32)
-    with boa.env.prank(stranger), boa.reverts("tasks: only the creator may validate"):
+    with boa.env.prank(stranger), kit.reverts("tasks: only the creator may validate"):
         net.validateSingleTask(key, h, nonce)
-    with boa.env.prank(creator), boa.reverts("tasks: task ID does not open the commitment"):
+    with boa.env.prank(creator), kit.reverts("tasks: task ID does not open the commitment"):
         net.validateSingleTask(key, keccak(b"another id"), nonce)
-    with boa.env.prank(creator), boa.reverts("tasks: task was sampled: validate it as a group of three"):
+    with boa.env.prank(creator), kit.reverts("tasks: task was sampled: validate it as a group of three"):
         net.validateSingleTask(key, h, nonce)
 
 
@@ -360,7 +360,7 @@ def test_group_all_three_agree_sampled(sampled_net, creator, relay):
             net.reportResultUploaded(k)
     assert [net.balanceOf(n) for n in g.nodes] == shares
     assert net.getTaskInfo(g.keys[0])[3] is True  # grouped
-    with boa.env.prank(creator), boa.reverts("group: a member was already validated in a group"):
+    with boa.env.prank(creator), kit.reverts("group: a member was already validated in a group"):
         net.validateTaskGroup(g.h, g.nonces)
 
 
@@ -395,9 +395,9 @@ def test_group_two_agree_the_third_is_slashed_and_refunded(sampled_net, creator)
     assert net.balanceOf(creator) == 2 * 10**15
     # below the minimum stake: the slashed node pauses (its task ended) and cannot resume
     assert kit.node_view(net, g.nodes[1])["status"] == PAUSED
-    with boa.env.prank(g.nodes[1]), boa.reverts("nodes: stake below minimum: top up first"):
+    with boa.env.prank(g.nodes[1]), kit.reverts("nodes: stake below minimum: top up first"):
         net.resume()
-    with boa.env.prank(g.nodes[1]), boa.reverts("nodes: zero top-up"):
+    with boa.env.prank(g.nodes[1]), kit.reverts("nodes: zero top-up"):
         net.topUp()
     with boa.env.prank(g.nodes[1]):
         net.topUp(value=slashed)
@@ -442,7 +442,7 @@ def test_group_aborted_member_has_no_vote_and_no_slash(always_net, creator):
     g = Group(net, creator, timeout=10)
     submit(net, g.keys[0], b"\x42" * 32)
     submit(net, g.keys[2], b"\x42" * 32)
-    with boa.env.prank(creator), boa.reverts("group: a member is still running; abort it after its deadline"):
+    with boa.env.prank(creator), kit.reverts("group: a member is still running; abort it after its deadline"):
         net.validateTaskGroup(g.h, g.nonces)
     boa.env.time_travel(seconds=11)
     with boa.env.prank(creator):
@@ -488,12 +488,12 @@ def test_group_refusals(always_net, creator):
     g = Group(net, creator)
     for k in g.keys:
         submit(net, k, b"\x42" * 32)
-    with boa.env.prank(creator), boa.reverts("group: nonces must differ"):
+    with boa.env.prank(creator), kit.reverts("group: nonces must differ"):
         net.validateTaskGroup(g.h, [g.nonces[0], g.nonces[0], g.nonces[2]])
-    with boa.env.prank(creator), boa.reverts("tasks: unknown task"):
+    with boa.env.prank(creator), kit.reverts("tasks: unknown task"):
         net.validateTaskGroup(keccak(b"wrong"), g.nonces)
     other = kit.funded_address("other")
-    with boa.env.prank(other), boa.reverts("tasks: unknown task"):  # keys derive from the caller
+    with boa.env.prank(other), kit.reverts("tasks: unknown task"):  # keys derive from the caller
         net.validateTaskGroup(g.h, g.nonces)
 
 
@@ -509,7 +509,7 @@ def test_group_refuses_two_members_on_one_node(make_net, creator):
     keys.append(kit.create_task(net, creator, models=(MODEL,), task_id=task_id))
     submit(net, keys[1], b"\x42" * 32)
     keys.append(kit.create_task(net, creator, models=(MODEL,), task_id=task_id))
-    with boa.env.prank(creator), boa.reverts("group: two tasks ran on the same node"):
+    with boa.env.prank(creator), kit.reverts("group: two tasks ran on the same node"):
         net.validateTaskGroup(task_id_hash(task_id), [kit.OPENINGS[k][1] for k in keys])
 
 
@@ -520,7 +520,7 @@ def test_group_members_share_a_task_type(make_net, creator):
     keys = [kit.create_task(net, creator, models=(MODEL,), task_id=task_id, task_type=t) for t in (0, 0, 2)]
     for k in keys:
         submit(net, k, b"\x42" * 32)
-    with boa.env.prank(creator), boa.reverts("group: members differ in task type"):
+    with boa.env.prank(creator), kit.reverts("group: members differ in task type"):
         net.validateTaskGroup(task_id_hash(task_id), [kit.OPENINGS[k][1] for k in keys])
 
 
@@ -564,10 +564,10 @@ def test_claim_unvalidated_pays_the_node_after_the_window(net, creator, stranger
     n = make_node(models=(MODEL,))
     key = kit.create_task(net, creator, models=(MODEL,), fee=FEE)
     submit(net, key, b"\x42" * 32)
-    with boa.env.prank(stranger), boa.reverts("tasks: only the task's node may do this"):
+    with boa.env.prank(stranger), kit.reverts("tasks: only the task's node may do this"):
         net.claimUnvalidated(key)
     boa.env.time_travel(seconds=kit.VALIDATION_WINDOW)
-    with boa.env.prank(n.addr), boa.reverts("tasks: validation window not passed"):
+    with boa.env.prank(n.addr), kit.reverts("tasks: validation window not passed"):
         net.claimUnvalidated(key)
     boa.env.time_travel(seconds=1)
     with boa.env.prank(n.addr):
@@ -607,16 +607,16 @@ def test_dispute_against_an_honest_node_fails_every_way(net, creator, relay, mak
     n = make_node(models=(MODEL,))
     plain = b'{"echo":"hello"}'
     key, task_id, nonce, cipher = deliver(net, relay, creator, plain, result_digest(plain))
-    with boa.env.prank(creator), boa.reverts("dispute: the result matches the score"):
+    with boa.env.prank(creator), kit.reverts("dispute: the result matches the score"):
         net.disputeResult(key, task_id, nonce, cipher)
-    with boa.env.prank(creator), boa.reverts("tasks: task ID does not open the commitment"):
+    with boa.env.prank(creator), kit.reverts("tasks: task ID does not open the commitment"):
         net.disputeResult(key, keccak(b"a wrong task ID"), nonce, cipher)
-    with boa.env.prank(creator), boa.reverts("tasks: task ID does not open the commitment"):
+    with boa.env.prank(creator), kit.reverts("tasks: task ID does not open the commitment"):
         net.disputeResult(key, task_id_hash(task_id), nonce, cipher)  # h is not the task ID
     forged = encrypt_result(result_key(task_id, nonce), b"something else")
-    with boa.env.prank(creator), boa.reverts("dispute: not the delivered ciphertext"):
+    with boa.env.prank(creator), kit.reverts("dispute: not the delivered ciphertext"):
         net.disputeResult(key, task_id, nonce, forged)
-    with boa.env.prank(n.addr), boa.reverts("tasks: only the creator may dispute"):
+    with boa.env.prank(n.addr), kit.reverts("tasks: only the creator may dispute"):
         net.disputeResult(key, task_id, nonce, cipher)
     assert task(key)["state"] == SUCCESS and net.balanceOf(n.addr) == FEE
 
@@ -639,7 +639,7 @@ def test_a_node_that_delivered_another_result_loses_the_dispute(net, creator, re
     assert net.balanceOf(creator) == FEE + ETHER // 2
     assert boa.env.get_balance(net.address) == held
     assert kit.node_view(net, n.addr)["status"] == PAUSED  # below the minimum stake
-    with boa.env.prank(creator), boa.reverts("dispute: task not delivered"):
+    with boa.env.prank(creator), kit.reverts("dispute: task not delivered"):
         net.disputeResult(key, task_id, nonce, cipher)
 
 
@@ -673,7 +673,7 @@ def test_a_dispute_after_the_challenge_window_is_refused(net, creator, relay, ma
     make_node(models=(MODEL,))
     key, task_id, nonce, cipher = deliver(net, relay, creator, b"a", result_digest(b"a"), lie=b"b")
     boa.env.time_travel(seconds=kit.CHALLENGE_WINDOW + 1)
-    with boa.env.prank(creator), boa.reverts("dispute: challenge window passed"):
+    with boa.env.prank(creator), kit.reverts("dispute: challenge window passed"):
         net.disputeResult(key, task_id, nonce, cipher)
 
 
@@ -684,7 +684,7 @@ def test_a_similarity_score_binds_the_result_by_its_low_half(net, creator, relay
     plain = b"[0.1, 0.2]"
     honest = score_word(0xABCDEF, int.from_bytes(result_digest(plain), "big") & (2**128 - 1))
     key, task_id, nonce, cipher = deliver(net, relay, creator, plain, honest, task_type=EMBED)
-    with boa.env.prank(creator), boa.reverts("dispute: the result matches the score"):
+    with boa.env.prank(creator), kit.reverts("dispute: the result matches the score"):
         net.disputeResult(key, task_id, nonce, cipher)
     key, task_id, nonce, cipher = deliver(net, relay, creator, plain, honest, task_type=EMBED, lie=b"[9]")
     with boa.env.prank(creator):

@@ -82,14 +82,14 @@ def _create_raw(net, creator, *, fee=10**15, nonce=None, commitment=None, models
          "timeout-high", "timeout-zero", "size-zero"],
 )
 def test_create_task_reverts(net, creator, kwargs, reason):
-    with boa.reverts(reason):
+    with kit.reverts(reason):
         _create_raw(net, creator, **kwargs)
     assert boa.env.get_balance(net.address) == 0
 
 
 def test_create_task_empty_commitment_refused(net, creator):
     """Zero is the queue's "no task" marker: a task named zero would corrupt its lists."""
-    with boa.reverts("tasks: empty commitment"):
+    with kit.reverts("tasks: empty commitment"):
         _create_raw(net, creator, commitment=b"\x00" * 32)
 
 
@@ -98,14 +98,14 @@ def test_create_task_nonce_used_before(net, creator, other_creator):
     _create_raw(net, creator, nonce=nonce)
     assert net.nonce_used(creator, nonce) and not net.nonce_used(other_creator, nonce)
     # the same creator, the same nonce, another commitment: refused
-    with boa.reverts("tasks: nonce already used"):
+    with kit.reverts("tasks: nonce already used"):
         _create_raw(net, creator, nonce=nonce, commitment=b"\x33" * 32)
 
 
 def test_create_task_commitment_exists(net, creator):
     commitment = b"\x44" * 32
     _create_raw(net, creator, commitment=commitment)
-    with boa.reverts("tasks: commitment exists"):
+    with kit.reverts("tasks: commitment exists"):
         _create_raw(net, creator, commitment=commitment)  # fresh nonce, same commitment
 
 
@@ -152,7 +152,7 @@ def test_create_task_bounds_accepted(net, creator, task):
 
 def test_create_task_over_long_input_reverts(net, creator):
     # more than the 16 IDs the ABI decoder accepts: a bare revert, never a task
-    with boa.reverts():
+    with kit.reverts():
         _create_raw(net, creator, models=[f"m{i}" for i in range(17)])
 
 
@@ -216,16 +216,16 @@ def test_report_task_error_refunds(net, creator, make_node, make_task, task, nod
     c = make_task(fee=777)
     runner = n.addr if same(task(c)["node"], n.addr) else other.addr
     idle = other.addr if runner == n.addr else n.addr
-    with boa.env.prank(idle), boa.reverts("tasks: only the task's node may do this"):
+    with boa.env.prank(idle), kit.reverts("tasks: only the task's node may do this"):
         net.reportTaskError(c, 3)
-    with boa.env.prank(creator), boa.reverts("tasks: only the task's node may do this"):
+    with boa.env.prank(creator), kit.reverts("tasks: only the task's node may do this"):
         net.reportTaskError(c, 3)
     with boa.env.prank(runner):
         net.reportTaskError(c, 3)
     assert task(c)["state"] == ERRORED
     assert net.balanceOf(creator) == 777 and net.balanceOf(runner) == 0
     assert node(runner)["status"] == IDLE
-    with boa.env.prank(runner), boa.reverts("tasks: task not started"):
+    with boa.env.prank(runner), kit.reverts("tasks: task not started"):
         net.reportTaskError(c, 3)
 
 
@@ -233,7 +233,7 @@ def test_report_task_error_only_when_started(net, make_node, make_task):
     n = make_node()
     c = make_task()
     submit(net, n.addr, c)
-    with boa.env.prank(n.addr), boa.reverts("tasks: task not started"):
+    with boa.env.prank(n.addr), kit.reverts("tasks: task not started"):
         net.reportTaskError(c, 1)
 
 
@@ -258,7 +258,7 @@ def test_nobody_aborts_a_scored_task(net, creator, make_node, make_task, task):
     submit(net, n.addr, c)
     boa.env.time_travel(seconds=kit.VALIDATION_WINDOW + 1000)
     for who in (n.addr, creator):
-        with boa.reverts("tasks: scored: validate it, or its node claims it later"):
+        with kit.reverts("tasks: scored: validate it, or its node claims it later"):
             abort(net, who, c)
     assert task(c)["state"] == SCORE_READY
 
@@ -268,7 +268,7 @@ def test_node_may_not_abort_validated_before_deadline(net, creator, make_node, m
     c = make_task(timeout=50)
     submit(net, n.addr, c)
     validate(net, creator, c)
-    with boa.reverts("tasks: scored: wait for deadline"):
+    with kit.reverts("tasks: scored: wait for deadline"):
         abort(net, n.addr, c)
     boa.env.time_travel(seconds=51)
     abort(net, n.addr, c)
@@ -286,7 +286,7 @@ def test_creator_aborts_only_after_deadline_and_the_late_node_is_paused(
         submit(net, n.addr, c)
         validate(net, creator, c)
     boa.env.time_travel(seconds=20)
-    with boa.reverts("tasks: deadline not passed"):
+    with kit.reverts("tasks: deadline not passed"):
         abort(net, creator, c)
     boa.env.time_travel(seconds=1)
     abort(net, creator, c, "too slow")
@@ -322,7 +322,7 @@ def test_stranger_may_not_abort(net, stranger, other_creator, make_node, make_ta
     boa.env.time_travel(seconds=100)
     idle = other.addr if same(kit.task_view(net, c)["node"], n.addr) else n.addr
     for who in (stranger, other_creator, idle):
-        with boa.reverts("tasks: only the creator or the task's node may abort"):
+        with kit.reverts("tasks: only the creator or the task's node may abort"):
             abort(net, who, c)
 
 
@@ -331,9 +331,9 @@ def test_abort_ended_or_unknown(net, creator, relay, make_node, make_task, compl
     c = make_task()
     complete(c)
     boa.env.time_travel(seconds=1000)
-    with boa.reverts("tasks: task already ended"):
+    with kit.reverts("tasks: task already ended"):
         abort(net, creator, c)
-    with boa.reverts("tasks: unknown task"):
+    with kit.reverts("tasks: unknown task"):
         abort(net, creator, b"\x99" * 32)
 
 
@@ -342,13 +342,13 @@ def test_abort_ended_or_unknown(net, creator, relay, make_node, make_task, compl
 
 def test_cancel_while_queued(net, creator, stranger, make_task, task, make_node):
     c = make_task(models=("phi3-mini",), fee=1234)
-    with boa.env.prank(stranger), boa.reverts("tasks: only the creator may cancel"):
+    with boa.env.prank(stranger), kit.reverts("tasks: only the creator may cancel"):
         net.cancelTask(c)
     with boa.env.prank(creator):
         net.cancelTask(c)
     assert task(c)["state"] == ABORTED and net.balanceOf(creator) == 1234
     assert net.queuedCount() == 0
-    with boa.env.prank(creator), boa.reverts("tasks: task not queued"):
+    with boa.env.prank(creator), kit.reverts("tasks: task not queued"):
         net.cancelTask(c)
     # a node serving the model now joins: the cancelled task is not started
     n = make_node(models=("phi3-mini",))
@@ -358,9 +358,9 @@ def test_cancel_while_queued(net, creator, stranger, make_task, task, make_node)
 def test_cancel_refused_after_start(net, creator, make_node, make_task):
     make_node()
     c = make_task()
-    with boa.env.prank(creator), boa.reverts("tasks: task not queued"):
+    with boa.env.prank(creator), kit.reverts("tasks: task not queued"):
         net.cancelTask(c)
-    with boa.env.prank(creator), boa.reverts("tasks: unknown task"):
+    with boa.env.prank(creator), kit.reverts("tasks: unknown task"):
         net.cancelTask(b"\x42" * 32)
 
 
@@ -389,7 +389,7 @@ def test_withdraw_pulls_exact_amounts(net, creator, relay, make_node, make_task,
             net.withdraw()
         assert boa.env.get_balance(who) - before == amount
         assert net.balanceOf(who) == 0
-        with boa.env.prank(who), boa.reverts("funds: nothing to withdraw"):
+        with boa.env.prank(who), kit.reverts("funds: nothing to withdraw"):
             net.withdraw()
     assert boa.env.get_balance(net.address) == 0
 
@@ -478,10 +478,10 @@ def test_freed_node_takes_best_paying_task(net, creator, make_node, make_task, t
 
 def test_expired_queued_task_can_be_aborted_by_its_creator(net, creator, make_task, task):
     old = make_task(models=("llama3-8b",), fee=2**60, timeout=10)
-    with boa.reverts("tasks: deadline not passed"):
+    with kit.reverts("tasks: deadline not passed"):
         abort(net, creator, old)
     boa.env.time_travel(seconds=10)  # at the deadline: not late yet
-    with boa.reverts("tasks: deadline not passed"):
+    with kit.reverts("tasks: deadline not passed"):
         abort(net, creator, old)
     boa.env.time_travel(seconds=1)
     abort(net, creator, old, "expired in queue")
@@ -501,7 +501,7 @@ def test_expired_queued_task_is_skipped_by_the_dequeue(net, creator, make_node, 
     # the dequeue does not start the expired task; it ends it and refunds its creator
     assert task(old)["state"] == ABORTED and net.balanceOf(creator) == 2**60
     assert net.queuedCount() == 0
-    with boa.reverts("tasks: task already ended"):
+    with kit.reverts("tasks: task already ended"):
         abort(net, creator, old)
     complete(fresh)
     with boa.env.prank(n.addr):
@@ -557,7 +557,7 @@ def two_nodes_one_task(net, make_node, make_task, task):
 
 def test_other_node_may_not_submit_score(net, two_nodes_one_task, task):
     c, runner, other = two_nodes_one_task
-    with boa.env.prank(other), boa.reverts("tasks: only the task's node may do this"):
+    with boa.env.prank(other), kit.reverts("tasks: only the task's node may do this"):
         net.submitScore(c, SCORE, RESULT)
     assert task(c)["state"] == STARTED
 
@@ -568,16 +568,16 @@ def test_node_may_not_score_another_nodes_task(net, make_node, make_task, task):
     b = make_node(models=("mistral-7b",))
     cb = make_task(models=("mistral-7b",))
     assert same(task(ca)["node"], a.addr) and same(task(cb)["node"], b.addr)
-    with boa.env.prank(b.addr), boa.reverts("tasks: only the task's node may do this"):
+    with boa.env.prank(b.addr), kit.reverts("tasks: only the task's node may do this"):
         net.submitScore(ca, SCORE, RESULT)
-    with boa.env.prank(a.addr), boa.reverts("tasks: only the task's node may do this"):
+    with boa.env.prank(a.addr), kit.reverts("tasks: only the task's node may do this"):
         net.submitScore(cb, SCORE, RESULT)
 
 
 def test_stranger_and_creator_may_not_submit_score(net, creator, stranger, two_nodes_one_task):
     c, _, _ = two_nodes_one_task
     for who in (creator, stranger):
-        with boa.env.prank(who), boa.reverts("tasks: only the task's node may do this"):
+        with boa.env.prank(who), kit.reverts("tasks: only the task's node may do this"):
             net.submitScore(c, SCORE, RESULT)
 
 
@@ -585,7 +585,7 @@ def test_non_creator_may_not_validate(net, creator, other_creator, relay, two_no
     c, runner, other = two_nodes_one_task
     submit(net, runner, c)
     for who in (runner, other, other_creator, relay):
-        with boa.env.prank(who), boa.reverts("tasks: only the creator may validate"):
+        with boa.env.prank(who), kit.reverts("tasks: only the creator may validate"):
             net.validateSingleTask(c, *kit.opening(c))
     assert task(c)["state"] == SCORE_READY
 
@@ -595,27 +595,27 @@ def test_non_relay_may_not_report_delivery(net, creator, stranger, relay, two_no
     submit(net, runner, c)
     validate(net, creator, c)
     for who in (runner, creator, stranger):
-        with boa.env.prank(who), boa.reverts("tasks: only the relay may report delivery"):
+        with boa.env.prank(who), kit.reverts("tasks: only the relay may report delivery"):
             net.reportResultUploaded(c)
     assert task(c)["state"] == VALIDATED and net.balanceOf(runner) == 0
 
 
 def test_transitions_out_of_order(net, creator, relay, two_nodes_one_task, task):
     c, runner, _ = two_nodes_one_task
-    with boa.env.prank(creator), boa.reverts("tasks: score not ready"):
+    with boa.env.prank(creator), kit.reverts("tasks: score not ready"):
         net.validateSingleTask(c, *kit.opening(c))
-    with boa.env.prank(relay), boa.reverts("tasks: task not validated"):
+    with boa.env.prank(relay), kit.reverts("tasks: task not validated"):
         net.reportResultUploaded(c)
     submit(net, runner, c)
-    with boa.env.prank(runner), boa.reverts("tasks: task not started"):
+    with boa.env.prank(runner), kit.reverts("tasks: task not started"):
         net.submitScore(c, SCORE, RESULT)
-    with boa.env.prank(relay), boa.reverts("tasks: task not validated"):
+    with boa.env.prank(relay), kit.reverts("tasks: task not validated"):
         net.reportResultUploaded(c)
     validate(net, creator, c)
-    with boa.env.prank(creator), boa.reverts("tasks: score not ready"):
+    with boa.env.prank(creator), kit.reverts("tasks: score not ready"):
         net.validateSingleTask(c, *kit.opening(c))
     uploaded(net, relay, c)
-    with boa.env.prank(relay), boa.reverts("tasks: task not validated"):
+    with boa.env.prank(relay), kit.reverts("tasks: task not validated"):
         net.reportResultUploaded(c)
     assert task(c)["state"] == SUCCESS
 
@@ -623,13 +623,13 @@ def test_transitions_out_of_order(net, creator, relay, two_nodes_one_task, task)
 def test_unknown_task_reverts(net, creator, relay, make_node):
     n = make_node()
     ghost = b"\x13" * 32
-    with boa.env.prank(n.addr), boa.reverts("tasks: unknown task"):
+    with boa.env.prank(n.addr), kit.reverts("tasks: unknown task"):
         net.submitScore(ghost, SCORE, RESULT)
-    with boa.env.prank(n.addr), boa.reverts("tasks: unknown task"):
+    with boa.env.prank(n.addr), kit.reverts("tasks: unknown task"):
         net.reportTaskError(ghost, 1)
-    with boa.env.prank(creator), boa.reverts("tasks: unknown task"):
+    with boa.env.prank(creator), kit.reverts("tasks: unknown task"):
         net.validateSingleTask(ghost, kit.EMPTY32, kit.EMPTY32)
-    with boa.env.prank(relay), boa.reverts("tasks: unknown task"):
+    with boa.env.prank(relay), kit.reverts("tasks: unknown task"):
         net.reportResultUploaded(ghost)
 
 
@@ -758,24 +758,24 @@ def test_withdraw_to_moves_a_contract_creators_refund(net, creator, stranger):
     assert kit.task_view(net, key)["state"] == CREATED  # cancelled before it starts
     app.cancel(key)
     assert net.balanceOf(app.address) == 10**15
-    with boa.reverts():
+    with kit.reverts():
         app.withdraw()  # the ether cannot land on the app: the whole call reverts
     assert net.balanceOf(app.address) == 10**15
     before = boa.env.get_balance(stranger)
     app.withdraw_to(stranger)
     assert boa.env.get_balance(stranger) - before == 10**15
     assert net.balanceOf(app.address) == 0 and boa.env.get_balance(net.address) == 0
-    with boa.reverts("funds: nothing to withdraw"):
+    with kit.reverts("funds: nothing to withdraw"):
         app.withdraw_to(stranger)
 
 
 def test_withdraw_to_refusals_and_event(net, creator, stranger, make_task):
-    with boa.env.prank(creator), boa.reverts("funds: nothing to withdraw"):
+    with boa.env.prank(creator), kit.reverts("funds: nothing to withdraw"):
         net.withdrawTo(creator)
     c = make_task(models=("whisper-xl",), fee=999)
     with boa.env.prank(creator):
         net.cancelTask(c)
-    with boa.env.prank(creator), boa.reverts("funds: empty recipient"):
+    with boa.env.prank(creator), kit.reverts("funds: empty recipient"):
         net.withdrawTo(ZERO_ADDRESS)
     assert net.balanceOf(creator) == 999
     with boa.env.prank(creator):

@@ -82,6 +82,13 @@ event NodeQuit:
     stake: uint256
     release_at: uint256
 
+# @notice A joined node now also serves `added` and no longer serves `removed`
+#         (getNodeModels has the whole list).
+event NodeModelsChanged:
+    node: indexed(address)
+    added: DynArray[bytes32, MAX_NODE_MODELS]
+    removed: DynArray[bytes32, MAX_NODE_MODELS]
+
 # @notice A node added to its stake; `stake` is the new total.
 event NodeToppedUp:
     node: indexed(address)
@@ -378,13 +385,13 @@ def join(
     @param version The node software's version.
     """
     if node_registry.node_info[msg.sender] != 0:
-        errors.fail("nodes: already joined")
+        errors.fail(101)  # nodes: already joined
     if msg.value < node_registry.min_stake:
-        errors.fail("nodes: stake below minimum")
+        errors.fail(102)  # nodes: stake below minimum
     if vram > packing.VRAM_MASK:
-        errors.fail("nodes: vram out of range")
+        errors.fail(103)  # nodes: vram out of range
     if public_key == empty(bytes32):
-        errors.fail("nodes: public key required")
+        errors.fail(104)  # nodes: public key required
     self._check_models(models, MAX_NODE_MODELS)
     kept: DynArray[bytes32, MAX_NODE_MODELS] = []
     for m: bytes32 in models:
@@ -409,12 +416,12 @@ def pause():
     info: uint256 = node_registry.info_of(msg.sender)
     status: uint256 = info & packing.STATE_MASK
     if status == PAUSED:
-        errors.fail("nodes: node is already paused")
+        errors.fail(105)  # nodes: node is already paused
     if status == LEAVING:
-        errors.fail("nodes: node is leaving")
+        errors.fail(106)  # nodes: node is leaving
     if status == BUSY:
         if info & packing.PAUSE_REQUESTED != 0:
-            errors.fail("nodes: pause already requested")
+            errors.fail(107)  # nodes: pause already requested
         node_registry.node_info[msg.sender] = info | packing.PAUSE_REQUESTED
         log NodePauseRequested(node=msg.sender)
         return
@@ -432,9 +439,9 @@ def resume():
     info: uint256 = node_registry.node_info[msg.sender]
     requested: bool = info & packing.PAUSE_REQUESTED != 0
     if not requested and info & packing.STATE_MASK != PAUSED:
-        errors.fail("nodes: node is not paused")
+        errors.fail(108)  # nodes: node is not paused
     if node_registry.nodes[msg.sender].stake < node_registry.min_stake:
-        errors.fail("nodes: stake below minimum: top up first")
+        errors.fail(109)  # nodes: stake below minimum: top up first
     if requested:
         node_registry.node_info[msg.sender] = info & ~packing.PAUSE_REQUESTED
         log NodeResumed(node=msg.sender)
@@ -454,12 +461,57 @@ def topUp():
     """
     info: uint256 = node_registry.info_of(msg.sender)
     if info & packing.STATE_MASK == LEAVING:
-        errors.fail("nodes: node is leaving")
+        errors.fail(106)  # nodes: node is leaving
     if msg.value <= 0:
-        errors.fail("nodes: zero top-up")
+        errors.fail(110)  # nodes: zero top-up
     stake: uint256 = node_registry.nodes[msg.sender].stake + msg.value
     node_registry.set_stake(msg.sender, stake)
     log NodeToppedUp(node=msg.sender, stake=stake)
+
+
+@external
+def addModels(model_ids: DynArray[bytes32, MAX_MODELS_INPUT]):
+    """
+    @notice The calling node also serves `model_ids` from now on (an OpenGPU provider
+            starts serving a source published after it joined). An idle node takes
+            queued work it can now run at once. Not while leaving.
+    @param model_ids New model IDs (distinct, not served yet; MAX_NODE_MODELS in all).
+    """
+    info: uint256 = self._changing_models(model_ids)
+    models: DynArray[bytes32, MAX_NODE_MODELS] = node_registry.node_models[msg.sender]
+    if len(models) + len(model_ids) > MAX_NODE_MODELS:
+        errors.fail(114)  # nodes: a node serves at most 8 models
+    added: DynArray[bytes32, MAX_NODE_MODELS] = []
+    for m: bytes32 in model_ids:
+        if m in models:
+            errors.fail(115)  # nodes: model already served
+        added.append(m)
+        models.append(m)
+    self._models_changed(info, models, added, [])
+
+
+@external
+def removeModels(model_ids: DynArray[bytes32, MAX_MODELS_INPUT]):
+    """
+    @notice The calling node no longer serves `model_ids`: selection and the queue stop
+            giving it their tasks (a task it runs already goes on to its end). Not while
+            leaving; at least one model stays.
+    @param model_ids Model IDs the node serves (distinct).
+    """
+    info: uint256 = self._changing_models(model_ids)
+    old: DynArray[bytes32, MAX_NODE_MODELS] = node_registry.node_models[msg.sender]
+    kept: DynArray[bytes32, MAX_NODE_MODELS] = []
+    for m: bytes32 in old:
+        if m not in model_ids:
+            kept.append(m)
+    if len(kept) + len(model_ids) != len(old):
+        errors.fail(116)  # nodes: model not served
+    if len(kept) == 0:
+        errors.fail(117)  # nodes: a node must keep at least one model
+    removed: DynArray[bytes32, MAX_NODE_MODELS] = []
+    for m: bytes32 in model_ids:
+        removed.append(m)
+    self._models_changed(info, kept, [], removed)
 
 
 @external
@@ -472,7 +524,7 @@ def quit():
     info: uint256 = node_registry.info_of(msg.sender)
     status: uint256 = info & packing.STATE_MASK
     if status == LEAVING:
-        errors.fail("nodes: node is already leaving")
+        errors.fail(111)  # nodes: node is already leaving
     if status == IDLE or status == BUSY:
         node_registry.deactivate(msg.sender)
     release: uint256 = block.timestamp + unstake_delay
@@ -492,7 +544,7 @@ def takeQueuedTask() -> bool:
     @return True if a task was started for the caller.
     """
     if node_registry.node_info[msg.sender] & packing.STATE_MASK != IDLE:
-        errors.fail("nodes: node is not idle")
+        errors.fail(112)  # nodes: node is not idle
     return self._take_queued(msg.sender)
 
 
@@ -526,27 +578,27 @@ def createTask(
     @param timeout Seconds allowed for each stage.
     """
     if msg.value <= 0:
-        errors.fail("tasks: zero fee")
+        errors.fail(201)  # tasks: zero fee
     if msg.value > packing.FEE_MASK:
-        errors.fail("tasks: fee too large")
+        errors.fail(202)  # tasks: fee too large
     if commitment == empty(bytes32):
-        errors.fail("tasks: empty commitment")
+        errors.fail(203)  # tasks: empty commitment
     if self.nonce_used[msg.sender][nonce]:
-        errors.fail("tasks: nonce already used")
+        errors.fail(204)  # tasks: nonce already used
     key: bytes32 = keccak256(concat(convert(msg.sender, bytes20), commitment))
     if self.tasks[key].cf != 0:
-        errors.fail("tasks: commitment exists")
+        errors.fail(205)  # tasks: commitment exists
     self._check_models(model_ids, MAX_TASK_MODELS)
     if task_size < 1:
-        errors.fail("tasks: task size must be at least 1")
+        errors.fail(206)  # tasks: task size must be at least 1
     if task_size > packing.SIZE_MASK:
-        errors.fail("tasks: task size too large")
+        errors.fail(207)  # tasks: task size too large
     if timeout < min_timeout or timeout > max_timeout:
-        errors.fail("tasks: timeout out of bounds")
+        errors.fail(208)  # tasks: timeout out of bounds
     if task_type > packing.TYPE_MASK:
-        errors.fail("tasks: task type out of range")
+        errors.fail(209)  # tasks: task type out of range
     if msg.value < min_fee_per_unit * task_size:
-        errors.fail("tasks: fee below the minimum for its size")
+        errors.fail(210)  # tasks: fee below the minimum for its size
     models: DynArray[bytes32, MAX_TASK_MODELS] = []
     for m: bytes32 in model_ids:
         models.append(m)
@@ -587,20 +639,20 @@ def startTask(
     """
     cf: uint256 = self._cf(key)
     meta: uint256 = self.tasks[key].meta
-    self._require_state(meta, CREATED, "tasks: task not waiting to start")
+    self._require_state(meta, CREATED, 211)  # tasks: task not waiting to start
     created: uint256 = (meta >> packing.RAND_SHIFT) & packing.RAND_MASK
     if block.number <= created:
-        errors.fail("tasks: start in a later block than creation")
+        errors.fail(212)  # tasks: start in a later block than creation
     if block.number - created > START_WINDOW:
-        errors.fail("tasks: start window passed; cancel the task")
+        errors.fail(213)  # tasks: start window passed; cancel the task
     creator: address = packing.creator(cf)
     if msg.sender != creator:
         if len(exclude) != 0:
-            errors.fail("tasks: only the creator may exclude nodes")
+            errors.fail(214)  # tasks: only the creator may exclude nodes
         if block.number <= created + START_GRACE:
-            errors.fail("tasks: only the creator may start it this early")
+            errors.fail(215)  # tasks: only the creator may start it this early
     if self._req_hash(model_ids, min_vram, required_gpu) != self.tasks[key].score:
-        errors.fail("tasks: requirements differ from creation")
+        errors.fail(216)  # tasks: requirements differ from creation
 
     entropy: bytes32 = blockhash(created)
     meta = (meta & ~(packing.RAND_MASK << packing.RAND_SHIFT)) | (
@@ -637,7 +689,7 @@ def submitScore(key: bytes32, score: bytes32, result_hash: bytes32):
     @param result_hash keccak of the ciphertext the node will deliver.
     """
     task: Head = self._head_of_node(key)
-    self._require_state(task.meta, STARTED, "tasks: task not started")
+    self._require_state(task.meta, STARTED, 217)  # tasks: task not started
     self.tasks[key].score = score
     self.tasks[key].result_hash = result_hash
     self.tasks[key].meta = packing.stage(
@@ -661,7 +713,7 @@ def reportTaskError(key: bytes32, error_code: uint256):
     @param error_code Why (gridtask.types.TaskErrorCode).
     """
     task: Head = self._head_of_node(key)
-    self._require_state(task.meta, STARTED, "tasks: task not started")
+    self._require_state(task.meta, STARTED, 217)  # tasks: task not started
     self._end(key, task, ERRORED)
     log TaskErrorReported(
         commitment=key, node=msg.sender, creator=packing.creator(task.cf), error_code=error_code
@@ -684,7 +736,7 @@ def isSampled(key: bytes32, task_id_hash: bytes32, nonce: bytes32) -> bool:
     task: Head = self._head(key)
     self._check_opening(key, packing.creator(task.cf), task_id_hash, nonce)
     if task.meta & packing.STARTED_FLAG == 0:
-        errors.fail("tasks: task not started")
+        errors.fail(217)  # tasks: task not started
     return self._sampled(task_id_hash, task.meta)
 
 
@@ -698,11 +750,11 @@ def validateSingleTask(key: bytes32, task_id_hash: bytes32, nonce: bytes32):
            derives from it, and calldata is public).
     @param nonce The task's nonce.
     """
-    task: Head = self._head_of_creator(key, "tasks: only the creator may validate")
-    self._require_state(task.meta, SCORE_READY, "tasks: score not ready")
+    task: Head = self._head_of_creator(key, 218)  # tasks: only the creator may validate
+    self._require_state(task.meta, SCORE_READY, 219)  # tasks: score not ready
     self._check_opening(key, msg.sender, task_id_hash, nonce)
     if self._sampled(task_id_hash, task.meta):
-        errors.fail("tasks: task was sampled: validate it as a group of three")
+        errors.fail(220)  # tasks: task was sampled: validate it as a group of three
     self.tasks[key].meta = packing.stage(
         task.meta, VALIDATED, block.timestamp + packing.timeout(task.meta)
     )
@@ -733,19 +785,19 @@ def validateTaskGroup(task_id_hash: bytes32, nonces: bytes32[3]):
         nodes[i] = task.node
         scores[i] = task.score
         if task.meta & packing.GROUPED_FLAG != 0:
-            errors.fail("group: a member was already validated in a group")
+            errors.fail(301)  # group: a member was already validated in a group
         state: uint256 = task.meta & packing.STATE_MASK
         if state != SCORE_READY and state != ERRORED and state != ABORTED:
-            errors.fail("group: a member is still running; abort it after its deadline")
+            errors.fail(302)  # group: a member is still running; abort it after its deadline
         if packing.task_type(task.meta) != packing.task_type(metas[0]):
-            errors.fail("group: members differ in task type")
+            errors.fail(303)  # group: members differ in task type
         for j: uint256 in range(3):
             if j >= i:
                 break
             if keys[i] == keys[j]:
-                errors.fail("group: nonces must differ")
+                errors.fail(304)  # group: nonces must differ
             if task.node != empty(address) and task.node == nodes[j]:
-                errors.fail("group: two tasks ran on the same node")
+                errors.fail(305)  # group: two tasks ran on the same node
 
     task_type: uint256 = packing.task_type(metas[0])
     sampled: bool = metas[0] & packing.STARTED_FLAG != 0 and self._sampled(task_id_hash, metas[0])
@@ -831,9 +883,9 @@ def reportResultUploaded(key: bytes32):
     @param key The task's key.
     """
     if msg.sender != relay:
-        errors.fail("tasks: only the relay may report delivery")
+        errors.fail(221)  # tasks: only the relay may report delivery
     task: Head = self._head(key)
-    self._require_state(task.meta, VALIDATED, "tasks: task not validated")
+    self._require_state(task.meta, VALIDATED, 222)  # tasks: task not validated
     self.tasks[key].meta = packing.stage(task.meta, SUCCESS, block.timestamp + challenge_window)
     fee: uint256 = packing.fee(task.cf)
     self.balanceOf[task.node] += fee
@@ -848,9 +900,9 @@ def claimUnvalidated(key: bytes32):
     @param key The task's key.
     """
     task: Head = self._head_of_node(key)
-    self._require_state(task.meta, SCORE_READY, "tasks: score not ready")
+    self._require_state(task.meta, SCORE_READY, 219)  # tasks: score not ready
     if block.timestamp <= packing.deadline(task.meta):
-        errors.fail("tasks: validation window not passed")
+        errors.fail(223)  # tasks: validation window not passed
     self.tasks[key].meta = packing.stage(task.meta, ABORTED, 0)
     self.balanceOf[msg.sender] += packing.fee(task.cf)
     log TaskAborted(
@@ -876,18 +928,18 @@ def disputeResult(key: bytes32, task_id: bytes32, nonce: bytes32, ciphertext: By
     """
     task: Task = self._task(key)
     if msg.sender != packing.creator(task.cf):
-        errors.fail("tasks: only the creator may dispute")
+        errors.fail(224)  # tasks: only the creator may dispute
     self._check_opening(key, msg.sender, keccak256(task_id), nonce)
-    self._require_state(task.meta, SUCCESS, "dispute: task not delivered")
+    self._require_state(task.meta, SUCCESS, 401)  # dispute: task not delivered
     if block.timestamp > packing.deadline(task.meta):
-        errors.fail("dispute: challenge window passed")
+        errors.fail(402)  # dispute: challenge window passed
     if keccak256(ciphertext) != task.result_hash:
-        errors.fail("dispute: not the delivered ciphertext")
+        errors.fail(403)  # dispute: not the delivered ciphertext
     result_key: bytes32 = keccak256(concat(RESULT_KEY_TAG, task_id, nonce))
     if staticcall ScoreVerifier(verifier).resultMatches(
         result_key, ciphertext, task.score, packing.similar(packing.task_type(task.meta))
     ):
-        errors.fail("dispute: the result matches the score")
+        errors.fail(404)  # dispute: the result matches the score
 
     node: address = task.node
     fee: uint256 = packing.fee(task.cf)
@@ -919,18 +971,18 @@ def abortTask(key: bytes32, reason: String[64]):
     task: Head = self._head(key)
     state: uint256 = task.meta & packing.STATE_MASK
     if state >= SUCCESS:
-        errors.fail("tasks: task already ended")
+        errors.fail(225)  # tasks: task already ended
     if state == SCORE_READY:
-        errors.fail("tasks: scored: validate it, or its node claims it later")
+        errors.fail(226)  # tasks: scored: validate it, or its node claims it later
     late: bool = block.timestamp > packing.deadline(task.meta)
     if msg.sender == task.node:
         if state != STARTED and not late:
-            errors.fail("tasks: scored: wait for deadline")
+            errors.fail(227)  # tasks: scored: wait for deadline
     else:
         if msg.sender != packing.creator(task.cf):
-            errors.fail("tasks: only the creator or the task's node may abort")
+            errors.fail(228)  # tasks: only the creator or the task's node may abort
         if not late:
-            errors.fail("tasks: deadline not passed")
+            errors.fail(229)  # tasks: deadline not passed
     if state == QUEUED:
         self._unqueue(key)
     self._end(key, task, ABORTED)
@@ -948,10 +1000,10 @@ def cancelTask(key: bytes32):
             the fee is refunded.
     @param key The task's key.
     """
-    task: Head = self._head_of_creator(key, "tasks: only the creator may cancel")
+    task: Head = self._head_of_creator(key, 230)  # tasks: only the creator may cancel
     state: uint256 = task.meta & packing.STATE_MASK
     if state != QUEUED and state != CREATED:
-        errors.fail("tasks: task not queued")
+        errors.fail(231)  # tasks: task not queued
     if state == QUEUED:
         self._unqueue(key)
     self._end(key, task, ABORTED)
@@ -979,7 +1031,7 @@ def withdrawTo(recipient: address):
     @param recipient The account the ether is sent to.
     """
     if recipient == empty(address):
-        errors.fail("funds: empty recipient")
+        errors.fail(501)  # funds: empty recipient
     self._withdraw(recipient)
 
 
@@ -1079,19 +1131,45 @@ def queuedCount() -> uint256:
 def _check_models(models: DynArray[bytes32, MAX_MODELS_INPUT], limit: uint256):
     """@dev One rule for task and node model lists: 1..limit distinct non-empty IDs."""
     if len(models) <= 0:
-        errors.fail("models: empty model list")
+        errors.fail(601)  # models: empty model list
     if len(models) > limit:
-        errors.fail("models: too many models")
+        errors.fail(602)  # models: too many models
     for i: uint256 in range(MAX_MODELS_INPUT):
         if i >= len(models):
             break
         if models[i] == empty(bytes32):
-            errors.fail("models: empty model ID")
+            errors.fail(603)  # models: empty model ID
         for j: uint256 in range(MAX_MODELS_INPUT):
             if j >= i:
                 break
             if models[i] == models[j]:
-                errors.fail("models: duplicate model")
+                errors.fail(604)  # models: duplicate model
+
+
+@internal
+def _models_changed(
+    info: uint256,
+    models: DynArray[bytes32, MAX_NODE_MODELS],
+    added: DynArray[bytes32, MAX_NODE_MODELS],
+    removed: DynArray[bytes32, MAX_NODE_MODELS],
+):
+    """@dev The caller now serves `models`: the arrays follow, the event says what changed,
+    and an idle node takes queued work (of a model it added) at once."""
+    node_registry.set_models(msg.sender, info, models)
+    log NodeModelsChanged(node=msg.sender, added=added, removed=removed)
+    if info & packing.STATE_MASK == IDLE:
+        self._take_queued(msg.sender)
+
+
+@internal
+@view
+def _changing_models(models: DynArray[bytes32, MAX_MODELS_INPUT]) -> uint256:
+    """@dev The caller's node_info: a node, not leaving, naming a sound list of models."""
+    info: uint256 = node_registry.info_of(msg.sender)
+    if info & packing.STATE_MASK == LEAVING:
+        errors.fail(106)  # nodes: node is leaving
+    self._check_models(models, MAX_NODE_MODELS)
+    return info
 
 
 @internal
@@ -1104,8 +1182,8 @@ def _task(key: bytes32) -> Task:
 
 @internal
 @pure
-def _require_state(meta: uint256, state: uint256, reason: String[64]):
-    """@dev The task is in `state`, else revert with `reason`."""
+def _require_state(meta: uint256, state: uint256, reason: uint256):
+    """@dev The task is in `state`, else revert with `reason` (an errors.fail code)."""
     if meta & packing.STATE_MASK != state:
         errors.fail(reason)
 
@@ -1116,7 +1194,7 @@ def _cf(key: bytes32) -> uint256:
     """@dev The task's creator and fee; the task must exist."""
     cf: uint256 = self.tasks[key].cf
     if cf == 0:
-        errors.fail("tasks: unknown task")
+        errors.fail(232)  # tasks: unknown task
     return cf
 
 
@@ -1133,14 +1211,14 @@ def _head_of_node(key: bytes32) -> Head:
     """@dev The task's head, whose node must be the caller."""
     task: Head = self._head(key)
     if msg.sender != task.node:
-        errors.fail("tasks: only the task's node may do this")
+        errors.fail(233)  # tasks: only the task's node may do this
     return task
 
 
 @internal
 @view
-def _head_of_creator(key: bytes32, reason: String[64]) -> Head:
-    """@dev The task's head, whose creator must be the caller."""
+def _head_of_creator(key: bytes32, reason: uint256) -> Head:
+    """@dev The task's head, whose creator must be the caller (else errors.fail(reason))."""
     task: Head = self._head(key)
     if msg.sender != packing.creator(task.cf):
         errors.fail(reason)
@@ -1159,7 +1237,7 @@ def _key_of(creator: address, id_hash: bytes32, nonce: bytes32) -> bytes32:
 def _check_opening(key: bytes32, creator: address, id_hash: bytes32, nonce: bytes32):
     """@dev h = keccak(task ID) and the nonce open the task's commitment."""
     if self._key_of(creator, id_hash, nonce) != key:
-        errors.fail("tasks: task ID does not open the commitment")
+        errors.fail(234)  # tasks: task ID does not open the commitment
 
 
 @internal
@@ -1242,7 +1320,7 @@ def _withdraw(recipient: address):
         node_registry.node_models[msg.sender] = []
         node_registry.release_at[msg.sender] = 0
     if amount == 0 and not released:
-        errors.fail("funds: nothing to withdraw")
+        errors.fail(502)  # funds: nothing to withdraw
     self.balanceOf[msg.sender] = 0
     if amount > 0:
         raw_call(recipient, b"", value=amount)

@@ -23,6 +23,8 @@ PAUSED: constant(uint256) = 3
 LEAVING: constant(uint256) = 4
 # @notice Basis points (the slash share).
 BPS: constant(uint256) = 10000
+# @dev The model filter's bits in node_info (64 bits at packing.BLOOM_SHIFT).
+BLOOM_MASK: constant(uint256) = 2**64 - 1
 
 # @notice A node stopped taking new tasks (it asked to, it let a deadline pass, or its
 #         stake fell below the minimum).
@@ -90,7 +92,7 @@ def info_of(node: address) -> uint256:
     """@dev The node's packed word; the account must be a node."""
     info: uint256 = self.node_info[node]
     if info == 0:
-        errors.fail("nodes: not a node")
+        errors.fail(113)  # nodes: not a node
     return info
 
 
@@ -177,10 +179,33 @@ def pack(
     models: DynArray[bytes32, MAX_NODE_MODELS],
 ) -> uint256:
     weight: uint256 = min(stake, min_stake * stake_cap_multiple)
+    return (
+        status | (vram << packing.VRAM_SHIFT) | (weight << packing.WEIGHT_SHIFT)
+        | (packing.tag(gpu) << packing.GPU_TAG_SHIFT) | (self._bloom(models) << packing.BLOOM_SHIFT)
+    )
+
+
+@internal
+@pure
+def _bloom(models: DynArray[bytes32, MAX_NODE_MODELS]) -> uint256:
+    """@dev The 64-bit model filter of node_info: a clear bit proves a model is not served."""
     bloom: uint256 = 0
     for m: bytes32 in models:
         bloom |= packing.bloom_bit(m)
-    return (
-        status | (vram << packing.VRAM_SHIFT) | (weight << packing.WEIGHT_SHIFT)
-        | (packing.tag(gpu) << packing.GPU_TAG_SHIFT) | (bloom << packing.BLOOM_SHIFT)
-    )
+    return bloom
+
+
+@internal
+def set_models(node: address, info: uint256, models: DynArray[bytes32, MAX_NODE_MODELS]):
+    """@dev The node now serves `models` (a joined node added or dropped some). Its filter
+    follows, and an active node leaves every old model's array and enters every new one
+    (its entries carry the folded filter, so all of them are rewritten): each model's array
+    keeps holding exactly the active nodes that serve it, and selection stays exact."""
+    status: uint256 = info & packing.STATE_MASK
+    active: bool = status == IDLE or status == BUSY
+    if active:
+        self.deactivate(node)
+    self.node_models[node] = models
+    self.node_info[node] = (info & ~(BLOOM_MASK << packing.BLOOM_SHIFT)) | (self._bloom(models) << packing.BLOOM_SHIFT)
+    if active:
+        self.activate(node)
