@@ -54,7 +54,8 @@ def test_the_saved_config_keeps_the_key_and_loads_it_back(tmp_path: Path) -> Non
         "ff" * 32,  # above the curve's order
         "00" * 32,
     ],
-)
+    ids=["not-hex", "31-bytes", "above-the-order", "zero"],  # named, not by the random key: xdist's
+)  # workers must collect the same test IDs
 def test_an_error_about_a_bad_key_does_not_repeat_it(bad: str) -> None:
     with pytest.raises(GridtaskError) as refused:
         Client(config=NetworkConfig(**BASE, private_key="0x" + bad))
