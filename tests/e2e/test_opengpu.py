@@ -334,3 +334,23 @@ def test_only_the_owner_changes_a_source_and_an_inactive_one_takes_no_task(world
     assert source.get_status() == ogpu.client.SourceStatus.INACTIVE
     with pytest.raises(ogpu.errors.SourceInactiveError):
         ogpu.client.publish_task(_call(source.address, "add", {"a": 1, "b": 1}))
+
+
+def test_a_task_no_node_took_is_canceled_and_refunded(world: World, tmp_path: Path) -> None:
+    """A source that loads on its publisher's machine but not in any node's sandbox: no node
+    serves it, its task waits in the queue (NEW), and cancel() takes the payment back."""
+    code = tmp_path / "main.py"
+    code.write_text((ADDER / "main.py").read_text().replace(
+        "STATE = {", 'Path("/etc/hostname").read_text()  # not in the sandbox\nSTATE = {').replace(
+        "import time\n", "import time\nfrom pathlib import Path\n"))
+    source = ogpu.client.publish_source(_info(code, ogpu.client.DeliveryMethod.FIRST_RESPONSE, name="unloadable"))
+    with pytest.warns(UserWarning, match="no node serves"):
+        task = ogpu.client.publish_task(_call(source.address, "add", {"a": 1, "b": 1}))
+    assert task.get_status() == ogpu.client.TaskStatus.NEW
+    task.cancel()
+    assert task.get_status() == ogpu.client.TaskStatus.CANCELED
+    assert task.get_refunded() == PAYMENT
+    assert asyncio.run(_chain_state(world, task.address)) == TaskState.ABORTED
+    with pytest.raises(ogpu.errors.TaskAlreadyFinalizedError):
+        ogpu.client.cancel_task(task)
+    asyncio.run(assert_conserved(world.net))

@@ -584,7 +584,7 @@ class _Runtime:
             info = await self.client.task(handle.task_id)
             if info is not None and info.state in (TaskState.CREATED, TaskState.QUEUED):
                 try:
-                    await self.client.abort(handle.task_id, "creator: canceled")
+                    await self.client.chain.cancel_task(bytes.fromhex(handle.task_id.removeprefix("0x")))
                 except TransactionReverted as exc:
                     raise TaskAlreadyFinalizedError(f"task {record.address} cannot be canceled now: {exc}") from None
         await record.done.wait()
@@ -1038,7 +1038,7 @@ async def watch_task_status_changed(task: str | Task, *, from_block: int | None 
     names = [*_EVENT_STATUS, "TaskAborted"]
     async for event in _logs(names, _key(task), from_block, poll_interval):
         if event.name == "TaskAborted":
-            status = TaskStatus.CANCELED if "canceled" in str(event.args.get("reason", "")) else TaskStatus.EXPIRED
+            status = TaskStatus.CANCELED if "cancel" in str(event.args.get("reason", "")) else TaskStatus.EXPIRED
         else:
             status = _EVENT_STATUS[event.name]
         yield TaskStatusChangedEvent(str(task), status, event.block_number, "0x" + event.transaction_hash.hex(),
