@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import io
 import json
 import logging
@@ -417,8 +418,7 @@ class _Runtime:
 
     async def publish_source(self, info: SourceInfo) -> str:
         bundle_hash = await self._bundle_of(info.imageEnvs)
-        envs = sum(e.value for e, v in ((Environment.CPU, info.imageEnvs.cpu), (Environment.NVIDIA,
-                   info.imageEnvs.nvidia), (Environment.AMD, info.imageEnvs.amd)) if v)
+        envs = _environments(info.imageEnvs)
         receipt = await self.registry.transact(
             "registerSource", bytes.fromhex(bundle_hash), info.name, info.description, info.logoUrl, envs,
             info.minPayment, info.minAvailableLockup, info.maxExpiryDuration, int(info.deliveryMethod))
@@ -431,8 +431,7 @@ class _Runtime:
         if current.client.lower() != self.client.identity.address.lower():
             raise NotSourceOwnerError(f"source {address} is {current.client}'s; only its owner may change it")
         bundle_hash = await self._bundle_of(info.imageEnvs)
-        envs = sum(e.value for e, v in ((Environment.CPU, info.imageEnvs.cpu), (Environment.NVIDIA,
-                   info.imageEnvs.nvidia), (Environment.AMD, info.imageEnvs.amd)) if v)
+        envs = _environments(info.imageEnvs)
         await self._registry_call("updateSource", to_checksum_address(address), bytes.fromhex(bundle_hash),
                                   info.name, info.description, info.logoUrl, envs, info.minPayment,
                                   info.minAvailableLockup, info.maxExpiryDuration, int(info.deliveryMethod))
@@ -536,7 +535,7 @@ class _Runtime:
             elif record.status != TaskStatus.FINALIZED:
                 record.status = TaskStatus.RESPONDED
         except TaskTimeout:
-            with _suppress(ChainError):
+            with contextlib.suppress(ChainError):
                 await self.client.abort(handle.task_id, "creator: expired")
             record.refunded += handle.fee
             self._ended(record, TaskStatus.EXPIRED)
@@ -616,15 +615,10 @@ class _Runtime:
         return [r for r in self.tasks.values() if r.running]
 
 
-class _suppress:
-    def __init__(self, *kinds: type[BaseException]) -> None:
-        self.kinds = kinds
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, self.kinds)
+def _environments(envs: ImageEnvironments) -> int:
+    """The registry's environment mask: the fields that name the code."""
+    named = ((Environment.CPU, envs.cpu), (Environment.NVIDIA, envs.nvidia), (Environment.AMD, envs.amd))
+    return sum(env.value for env, where in named if where)
 
 
 def _published_address(registry: _Registry, receipt: Any) -> str:
@@ -649,7 +643,7 @@ def _wait_for_unfinished() -> None:
         log.warning("waiting for %d unfinished task(s) until they end (at most until %d): this process seals "
                     "their parameters to their nodes; Ctrl-C leaves them to expire and be refunded",
                     len(pending), until)
-        with _suppress(Exception, KeyboardInterrupt):
+        with contextlib.suppress(Exception, KeyboardInterrupt):
             runtime.run(_all_done(pending), timeout=max(until - time.time(), 1))
 
 
