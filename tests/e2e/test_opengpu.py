@@ -300,6 +300,15 @@ def test_an_expired_task_refunds_its_payment(world: World) -> None:
     asyncio.run(assert_conserved(world.net))
 
 
+def _wait_for_logs(world: World, text: str, timeout: float) -> None:
+    """Until every node's log says ``text`` (what a node loaded is seen nowhere else)."""
+    deadline = time.monotonic() + timeout
+    logs = [world.net.home / f"{name}.log" for name in world.net.processes if name.startswith("node")]
+    while not all(text in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, f"not every node logged {text!r}"
+        time.sleep(0.3)
+
+
 async def _owed(world: World, address: str) -> int:
     async with ChainClient.from_config(world.config, Identity.generate()) as chain:
         return await chain.balance_of(address)
@@ -327,6 +336,17 @@ def test_only_the_owner_changes_a_source_and_an_inactive_one_takes_no_task(world
     source = ogpu.client.publish_source(_info(ADDER, ogpu.client.DeliveryMethod.FIRST_RESPONSE, name="short-lived"))
     _, config = funded_account(world.net)
     stranger = config.private_key.get_secret_value()
+    with pytest.raises(ogpu.errors.NotSourceOwnerError):
+        ogpu.client.update_source(source.address, _info(CHAT, ogpu.client.DeliveryMethod.FIRST_RESPONSE),
+                                  private_key=stranger)
+    # The owner replaces the code: the nodes (serving it since it was published) load the new bundle.
+    source.wait_until_served(timeout=60, nodes=3)
+    source.update(_info(CHAT, ogpu.client.DeliveryMethod.FIRST_RESPONSE, name="short-lived"))
+    new_bundle = source.get_params().bundleHash.removeprefix("0x")[:12]
+    _wait_for_logs(world, f"source {source.address}: serving ['text2text'] (bundle {new_bundle})", timeout=60)
+    task = ogpu.client.publish_task(_call(source.address, "text2text", {"messages": [{"role": "user",
+                                                                                     "content": "new code"}]}))
+    assert task.result(timeout=120) == {"role": "assistant", "content": "You said 'new code' (2 words)."}
     with pytest.raises(ogpu.errors.NotSourceOwnerError):
         ogpu.client.inactivate_source(source.address, private_key=stranger)
     assert source.get_status() == ogpu.client.SourceStatus.ACTIVE
