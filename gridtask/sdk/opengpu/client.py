@@ -31,20 +31,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import io
-import json
 import logging
-import tarfile
-import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import jsonschema
 from eth_utils import to_checksum_address
 from pydantic import BaseModel
 
@@ -64,11 +58,9 @@ from gridtask.exceptions import (
 from gridtask.keys import Identity
 from gridtask.limits import check_source_call, source_model
 from gridtask.sdk import Client, TaskHandle
-from gridtask.sdk.opengpu import service
 from gridtask.sdk.opengpu.errors import (
     ExpiryTooLongError,
     InsufficientBalanceError,
-    InvalidTaskDataError,
     NotSourceOwnerError,
     PaymentBelowMinimumError,
     ResponseAlreadyConfirmedError,
@@ -79,8 +71,8 @@ from gridtask.sdk.opengpu.errors import (
     TaskFailedError,
     TaskNotFoundError,
     TxReceiptTimeoutError,
-    UnknownFunctionError,
 )
+from gridtask.sdk.opengpu.manifest import check_call, pack_source, read_manifest
 from gridtask.types import TaskState, TaskType
 
 log = logging.getLogger("gridtask.sdk.opengpu")
@@ -280,71 +272,6 @@ class _Registry(ChainClient):
     async def next_address(self) -> str:
         nonce = await self.contract.functions.sourceNonce(self.account).call()
         return str(await self.contract.functions.sourceAddress(self.account, nonce).call())
-
-
-# ---------------------------------------------------------------- bundles and manifests
-
-
-def pack_source(path: str | Path) -> tuple[bytes, dict[str, Any]]:
-    """A source directory (or ``.py`` file) as a bundle with its manifest, and the manifest.
-
-    The manifest is read by importing the source in a child process (``service.py manifest``):
-    the developer's own code on the developer's machine, its decorators collected there."""
-    import shutil
-    import subprocess
-    import sys
-
-    from gridtask.bundles import pack_dir
-
-    path = Path(path)
-    if not path.exists():
-        raise ValidationError(f"imageEnvs: no source code at {path} (a directory with main.py, or a .py file)")
-    with tempfile.TemporaryDirectory(prefix="gridtask-source-") as tmp:
-        root = Path(tmp) / "source"
-        if path.is_dir():
-            shutil.copytree(path, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
-        else:
-            root.mkdir()
-            shutil.copy2(path, root / path.name)
-        try:
-            entry = service.source_entry(root)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
-        out = subprocess.run([sys.executable, service.__file__, "manifest", str(root), entry],
-                             capture_output=True, text=True, timeout=120, check=False)
-        if out.returncode != 0:
-            raise ValidationError(f"the source at {path} did not load: {out.stderr.strip()[-800:]}")
-        manifest = json.loads(out.stdout.strip().splitlines()[-1])
-        if not manifest["functions"]:
-            raise ValidationError(f"the source at {path} exposes no function: mark one with @expose()")
-        (root / service.MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        return pack_dir(root), manifest
-
-
-def read_manifest(bundle: bytes) -> dict[str, Any]:
-    """The manifest inside a bundle (without unpacking anything else)."""
-    with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:*") as tar:
-        for member in tar.getmembers():
-            if member.isfile() and Path(member.name).name == service.MANIFEST and Path(member.name).parent.name in (
-                    "", ".", "source"):
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    return dict(json.loads(handle.read()))
-    raise ValidationError(f"the bundle has no {service.MANIFEST}: publish the source with publish_source")
-
-
-def check_call(manifest: dict[str, Any], function: str, data: Any, source: str = "") -> None:
-    """The one check of a call against a source's manifest: an exposed function, data that fits
-    its input schema (``UnknownFunctionError`` / ``InvalidTaskDataError``, before paying)."""
-    functions = manifest.get("functions", {})
-    if function not in functions:
-        raise UnknownFunctionError(f"source {source} exposes no function {function!r} (it has "
-                                   f"{sorted(functions) or 'none'}): check TaskInput.function_name; nothing was sent")
-    schema = functions[function]["input_schema"]
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
-    if errors:
-        what = "; ".join(f"{'.'.join(map(str, e.path)) or 'data'}: {e.message}" for e in errors[:5])
-        raise InvalidTaskDataError(f"data does not fit {function}'s input model: {what}; nothing was sent")
 
 
 # ---------------------------------------------------------------- records of this process
@@ -926,124 +853,19 @@ def get_task_responses(task_address: str) -> list[Response]:
     return Task(task_address).get_responses()
 
 
-# ---------------------------------------------------------------- watchers
+def __getattr__(name: str) -> Any:
+    """The watchers live in ``gridtask.sdk.opengpu.events`` (as ogpu's in ``ogpu.events``); reached
+    here too, for code that calls them ``ogpu.client.watch_*``."""
+    from gridtask.sdk.opengpu import events
 
-
-@dataclass(frozen=True)
-class TaskPublishedEvent:
-    task: str
-    source: str
-    block_number: int
-    transaction_hash: str
-    log_index: int
-
-
-@dataclass(frozen=True)
-class AttemptedEvent:
-    task: str
-    provider: str
-    suggested_payment: int
-    block_number: int
-    transaction_hash: str
-    log_index: int
-
-
-@dataclass(frozen=True)
-class ResponseSubmittedEvent:
-    response: str
-    task: str
-    block_number: int
-    transaction_hash: str
-    log_index: int
-
-
-@dataclass(frozen=True)
-class TaskStatusChangedEvent:
-    task: str
-    status: TaskStatus
-    block_number: int
-    transaction_hash: str
-    log_index: int
-
-
-_EVENT_STATUS = {"TaskCreated": TaskStatus.NEW, "TaskQueued": TaskStatus.NEW, "TaskStarted": TaskStatus.ATTEMPTED,
-                 "TaskScoreReady": TaskStatus.RESPONDED, "TaskSuccess": TaskStatus.FINALIZED,
-                 "TaskErrorReported": TaskStatus.FAILED, "TaskInvalidated": TaskStatus.FAILED}
-
-
-async def _logs(names: list[str], key: bytes | None, from_block: int | None,
-                poll_interval: float) -> AsyncIterator[Any]:
-    """Every log of these TaskNetwork events (for one task key, or all), from ``from_block``
-    (None: the head), polled every ``poll_interval`` seconds; for ever."""
-    config = ChainConfig.config()
-    chain = ChainClient.from_config(config, Identity.generate())
-    try:
-        next_block = from_block if from_block is not None else await chain.block_number()
-        topics: list[Any] = [[chain.events.topic(n) for n in names]]
-        if key is not None:
-            topics.append(key)
-        while True:
-            head = await chain.block_number()
-            if head >= next_block:
-                for event in await chain.find_logs(topics, from_block=next_block, to_block=head):
-                    yield event
-                next_block = head + 1
-            await asyncio.sleep(poll_interval)
-    finally:
-        await chain.aclose()
-
-
-def _key(task: str | Task) -> bytes:
-    return bytes.fromhex(str(task).removeprefix("0x"))
-
-
-async def watch_task_published(source_address: str, *, from_block: int | None = None,
-                               poll_interval: float = 2.0) -> AsyncIterator[TaskPublishedEvent]:
-    """Tasks published to a source: ``TaskCreated`` events whose model is the source's."""
-    from gridtask.chain.client import to_bytes32
-
-    model = to_bytes32(source_model(source_address))
-    async for event in _logs(["TaskCreated"], None, from_block, poll_interval):
-        if model in [bytes(m) for m in event.args.get("model_ids", [])]:
-            yield TaskPublishedEvent("0x" + bytes(event.commitment or ZERO).hex(), to_checksum_address(source_address),
-                                     event.block_number, "0x" + event.transaction_hash.hex(), event.log_index)
-
-
-async def watch_attempted(task: str | Task, *, from_block: int | None = None,
-                          poll_interval: float = 2.0) -> AsyncIterator[AttemptedEvent]:
-    """A node took the task (``TaskStarted``)."""
-    async for event in _logs(["TaskStarted"], _key(task), from_block, poll_interval):
-        yield AttemptedEvent(str(task), str(event.args["node"]), 0, event.block_number,
-                             "0x" + event.transaction_hash.hex(), event.log_index)
-
-
-async def watch_response_submitted(task: str | Task, *, from_block: int | None = None,
-                                   poll_interval: float = 2.0) -> AsyncIterator[ResponseSubmittedEvent]:
-    """The node committed its response (``TaskScoreReady``: its score, and its result's hash)."""
-    async for event in _logs(["TaskScoreReady"], _key(task), from_block, poll_interval):
-        yield ResponseSubmittedEvent(str(task), str(task), event.block_number, "0x" + event.transaction_hash.hex(),
-                                     event.log_index)
-
-
-async def watch_task_status_changed(task: str | Task, *, from_block: int | None = None,
-                                    poll_interval: float = 2.0) -> AsyncIterator[TaskStatusChangedEvent]:
-    """Each change of the task's status on chain (an abort reads EXPIRED: the SDK aborts only a
-    task whose time ran out, or CANCELED when its reason says so)."""
-    names = [*_EVENT_STATUS, "TaskAborted"]
-    async for event in _logs(names, _key(task), from_block, poll_interval):
-        if event.name == "TaskAborted":
-            status = TaskStatus.CANCELED if "cancel" in str(event.args.get("reason", "")) else TaskStatus.EXPIRED
-        else:
-            status = _EVENT_STATUS[event.name]
-        yield TaskStatusChangedEvent(str(task), status, event.block_number, "0x" + event.transaction_hash.hex(),
-                                     event.log_index)
+    if name in events.__all__:
+        return getattr(events, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "AttemptedEvent", "ChainConfig", "ChainId", "DeliveryMethod", "Environment", "ImageEnvironments", "Response",
-    "ResponseStatus", "ResponseSubmittedEvent", "Source", "SourceInfo", "SourceParams", "SourceStatus", "Task",
-    "TaskInfo", "TaskInput", "TaskPublishedEvent", "TaskSnapshot", "TaskStatus", "TaskStatusChangedEvent",
-    "cancel_task", "check_call", "confirm_response", "get_task_responses", "inactivate_source", "pack_source",
-    "publish_source", "publish_task", "publish_task_async", "read_manifest", "update_source", "watch_attempted",
-    "watch_response_submitted", "watch_task_published", "watch_task_status_changed",
+    "ChainConfig", "ChainId", "DeliveryMethod", "Environment", "ImageEnvironments", "Response", "ResponseStatus",
+    "Source", "SourceInfo", "SourceParams", "SourceStatus", "Task", "TaskInfo", "TaskInput", "TaskSnapshot",
+    "TaskStatus", "cancel_task", "check_call", "confirm_response", "get_task_responses", "inactivate_source",
+    "pack_source", "publish_source", "publish_task", "publish_task_async", "read_manifest", "update_source",
 ]
