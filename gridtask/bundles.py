@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from gridtask.exceptions import BundleError
+from gridtask.exceptions import BundleError, BundleMismatch
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
@@ -36,6 +36,7 @@ __all__ = [
     "BundleSource",
     "bundle_hash",
     "check_hash",
+    "verify",
     "extract_members",
     "member_problem",
     "pack_dir",
@@ -58,6 +59,14 @@ def check_hash(text: str) -> str:
 def bundle_hash(data: bytes) -> str:
     """A bundle's name: the SHA-256 of its packed bytes, in hex."""
     return hashlib.sha256(data).hexdigest()
+
+
+def verify(data: bytes, bundle: str) -> bytes:
+    """``data`` if it hashes to ``bundle``; ``BundleMismatch`` (the deliverer's fault) if not."""
+    actual = bundle_hash(data)
+    if actual != bundle:
+        raise BundleMismatch(f"bundle {bundle}: the bytes received hash to {actual}; refused")
+    return data
 
 
 # ---------------------------------------------------------------------------- packing
@@ -199,9 +208,7 @@ def unpack(data: bytes, dest: Path | str, expected_hash: str) -> Path:
     check_hash(expected_hash)
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"bundle {expected_hash}: {len(data)} bytes, over the {MAX_BUNDLE_BYTES} limit")
-    actual = bundle_hash(data)
-    if actual != expected_hash:
-        raise BundleError(f"bundle {expected_hash}: the bytes hash to {actual}; refused")
+    verify(data, expected_hash)
     target = Path(dest)
     if target.exists():
         raise BundleError(f"cannot unpack into {target}: it already exists")
@@ -233,6 +240,9 @@ class BundleCache:
     ``await cache.path(hash)`` downloads a bundle once (concurrent callers share the
     download), checks it, unpacks it beside its final place and renames it there, so a
     half-written tree is never seen; later calls return the same directory at once.
+    Several caches (a node's executors, or processes) may share ``root``: when two install
+    one bundle at once, the second rename finds the first's tree, which it keeps (a tree
+    named by its verified hash holds the same bytes).
     """
 
     def __init__(self, root: Path | str, source: BundleSource) -> None:
@@ -259,9 +269,24 @@ class BundleCache:
         try:
             unpack(data, staging / "tree", bundle)
             _read_only(staging / "tree")
-            os.rename(staging / "tree", final)
+            try:
+                os.rename(staging / "tree", final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                # Another cache on this directory installed it first: the same verified bytes.
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _discard(staging)
+
+
+def _discard(root: Path) -> None:
+    """Remove a staging tree, read-only parts too (as a non-root user, rmtree cannot empty a 0555 folder)."""
+    for directory, dirs, _files in os.walk(root):
+        for name in dirs:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                path.chmod(0o755)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _read_only(root: Path) -> None:

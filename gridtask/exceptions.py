@@ -3,13 +3,14 @@
     GridtaskError                 anything gridtask raises on purpose
     ├── ConfigError               missing or malformed settings (config file, GRIDTASK_* variables)
     ├── ValidationError           input that cannot become a task (wrong type, unknown model, bad ID)
-    │   └── BundleError           a bundle that does not match its hash, is too big, or holds what may not be unpacked
+    │   └── BundleError           a bundle that is too big, malformed, or holds what may not be unpacked
     ├── ChainError                the chain could not be reached or answered strangely
     │   ├── ChainUnreachable      the RPC endpoint did not answer (transport failure): retry later
     │   └── TransactionReverted   a transaction reverted; ``reason`` is the contract's revert string
     ├── RelayError                the relay refused a call (``status``, ``detail``) or is down
     │   ├── NotReady              "task not ready" / "task results not uploaded": retry later
-    │   └── RelayUnavailable      the relay could not be reached at all
+    │   ├── RelayUnavailable      the relay could not be reached at all
+    │   └── BundleMismatch        the relay sent bytes that do not hash to the bundle asked for
     ├── CryptoError               a signature or ciphertext that does not check out
     ├── ResultParseError          a result that a Dria singleton cannot read into its output schema
     └── TaskFailed                a task ended without a result
@@ -44,9 +45,10 @@ class ValidationError(GridtaskError, ValueError):
 
 
 class BundleError(ValidationError):
-    """A bundle (``gridtask.bundles``) that cannot be packed, trusted or unpacked: its bytes do
-    not hash to its name, it is over a size limit, or it holds an absolute path, ``..``, a link
-    out of the tree or a device. The message names the bundle or member and the rule."""
+    """A bundle (``gridtask.bundles``) that cannot be packed, trusted or unpacked: a malformed
+    name, over a size limit, not a tar.gz, or it holds an absolute path, ``..``, a link out of
+    the tree or a device. The message names the bundle or member and the rule. (Bytes that do
+    not hash to the name are ``BundleMismatch``: whoever delivered them is at fault.)"""
 
 
 class ResultParseError(GridtaskError, ValueError):
@@ -90,6 +92,12 @@ class NotReady(RelayError):
 
 class RelayUnavailable(RelayError):
     """The relay could not be reached at all; check that it runs and that the URL is right."""
+
+
+class BundleMismatch(RelayError):
+    """Bytes delivered for a bundle (by the relay) that do not hash to its name: the
+    deliverer's fault, not the bundle's author's (a node aborts such a task rather than
+    report it as the creator's error). Fetching again, or from another relay, may succeed."""
 
 
 class CryptoError(GridtaskError):

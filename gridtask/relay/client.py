@@ -15,7 +15,7 @@ from types import TracebackType
 
 import httpx
 
-from gridtask.bundles import MAX_BUNDLE_BYTES, bundle_hash, check_hash
+from gridtask.bundles import MAX_BUNDLE_BYTES, bundle_hash, check_hash, verify
 from gridtask.exceptions import BundleError, NotReady, RelayError, RelayUnavailable, ValidationError
 from gridtask.keys import Identity
 from gridtask.relay.auth import sign_request
@@ -119,12 +119,9 @@ class RelayClient:
 
     async def get_bundle(self, bundle: str) -> bytes:
         """A bundle's bytes, checked against its hash; ``RelayError`` with status 404 when the
-        relay does not have it, ``BundleError`` when what came back is not it."""
+        relay does not have it, ``BundleMismatch`` when what came back is not it."""
         check_hash(bundle)
-        data = await self._call("GET", f"/v1/bundles/{bundle}")
-        if bundle_hash(data) != bundle:
-            raise BundleError(f"bundle {bundle}: the relay sent bytes that hash to {bundle_hash(data)}; refused")
-        return data
+        return verify(await self._call("GET", f"/v1/bundles/{bundle}"), bundle)
 
     async def _timestamp(self, method: str, path: str, body: bytes) -> int:
         """A millisecond timestamp no earlier identical call used (the relay refuses replays)."""

@@ -7,11 +7,15 @@ the cache itself is tested with the relay (tests/relay/test_bundles.py)."""
 from __future__ import annotations
 
 import base64
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from gridtask.node.executors.base import InvalidTaskParameters
+from gridtask.bundles import BundleCache, bundle_hash, pack_dir
+from gridtask.exceptions import RelayError
+from gridtask.node.executors.base import ExecutorFailure, InvalidTaskParameters
 from gridtask.node.executors.script import ScriptExecutor
 from gridtask.scripts import ScriptResult
 from gridtask.types import TaskErrorCode
@@ -103,3 +107,56 @@ async def test_a_path_outside_the_work_dir_is_refused_as_the_tasks_fault(executo
         await executor.run("vm", script({"op": "download", "path": "/etc/passwd"}))
     with pytest.raises(InvalidTaskParameters, match="outside"):
         await executor.run("vm", script({"op": "upload", "path": "../x", "data": ""}))
+
+
+# ---------------------------------------------------------------- whose fault a bad bundle is
+
+
+class FixedSource:
+    """A relay stand-in for the real BundleCache: gives the bytes it holds, or a 404."""
+
+    def __init__(self, data: bytes | None) -> None:
+        self.data = data
+
+    async def get_bundle(self, bundle: str) -> bytes:
+        if self.data is None:
+            raise RelayError("unknown bundle", status=404)
+        return self.data
+
+
+def _escaping_bundle() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../outside")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    return buffer.getvalue()
+
+
+def _bound(tmp_path: Path, source: FixedSource) -> ScriptExecutor:
+    ex = ScriptExecutor()
+    ex._cache = BundleCache(tmp_path / "bundles", source)
+    ex._scratch = tmp_path / "scratch"
+    return ex
+
+
+async def test_bytes_that_do_not_match_the_image_hash_abort_the_task(tmp_path: Path) -> None:
+    """The relay sent another blob: not the creator's fault, so no task error (the node aborts)."""
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "a.txt").write_text("a")
+    good = pack_dir(image)
+    ex = _bound(tmp_path, FixedSource(b"not the bundle"))
+    with pytest.raises(ExecutorFailure, match="relay"):
+        await ex.run("vm", {**script(run("/bin/true")), "image": bundle_hash(good)})
+
+
+async def test_an_unknown_or_unsafe_image_is_the_creators_fault(tmp_path: Path) -> None:
+    with pytest.raises(InvalidTaskParameters, match="no such bundle") as unknown:
+        await _bound(tmp_path / "a", FixedSource(None)).run("vm", script(run("/bin/true")))
+    assert unknown.value.code == TaskErrorCode.PAYLOAD_FAILED
+    bad = _escaping_bundle()
+    with pytest.raises(InvalidTaskParameters, match="refused") as unsafe:
+        await _bound(tmp_path / "b", FixedSource(bad)).run("vm", {**script(run("/bin/true")),
+                                                                  "image": bundle_hash(bad)})
+    assert unsafe.value.code == TaskErrorCode.PAYLOAD_FAILED

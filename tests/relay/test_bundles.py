@@ -21,7 +21,7 @@ from gridtask.bundles import (
     pack_dir,
     unpack,
 )
-from gridtask.exceptions import BundleError, RelayError, ValidationError
+from gridtask.exceptions import BundleError, BundleMismatch, RelayError, ValidationError
 from gridtask.keys import Identity
 from gridtask.relay.app import create_app
 from gridtask.relay.auth import sign_request
@@ -87,8 +87,9 @@ def test_pack_refuses_a_link_out_of_the_tree(tmp_path: Path) -> None:
 
 
 def test_unpack_refuses_wrong_hash(tmp_path: Path) -> None:
+    """Bytes that are not the bundle named: the deliverer's fault (a RelayError), not a BundleError."""
     data = pack_dir(_tree(tmp_path / "src"))
-    with pytest.raises(BundleError, match="hash to"):
+    with pytest.raises(BundleMismatch, match="hash to"):
         unpack(data, tmp_path / "out", "0" * 64)
     assert not (tmp_path / "out").exists()
 
@@ -196,7 +197,7 @@ async def test_client_refuses_bytes_that_are_not_the_bundle(app: Starlette, tmp_
     async with client_for(app) as client:
         name = await client.put_bundle(data)
         (tmp_path / "relay" / bundle_key(name)).write_bytes(b"tampered")
-        with pytest.raises(BundleError, match="hash to"):
+        with pytest.raises(BundleMismatch, match="hash to"):
             await client.get_bundle(name)
 
 
@@ -293,3 +294,35 @@ async def test_cli_publish_uploads_to_the_relay(app: Starlette, tmp_path: Path) 
     assert proc.returncode == 0, stderr
     assert stored == pack_dir(tree)
     assert f'vm.repo(image_hash="{bundle_hash(stored)}")' in stderr.decode()
+
+
+class _Gate:
+    """The real client, holding every download until ``callers`` of them are in flight: two
+    caches that both found the bundle missing install it at the same moment."""
+
+    def __init__(self, client: RelayClient, callers: int) -> None:
+        self.client = client
+        self.callers = callers
+        self.waiting = 0
+        self.all_in = asyncio.Event()
+
+    async def get_bundle(self, bundle: str) -> bytes:
+        self.waiting += 1
+        if self.waiting == self.callers:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), 30)
+        return await self.client.get_bundle(bundle)
+
+
+async def test_two_caches_on_one_directory_install_the_same_bundle_at_once(app: Starlette, tmp_path: Path) -> None:
+    """A node's script and source executors (or two processes) on one cache directory: the one
+    that renames second finds the tree in place (same hash, same bytes) and uses it."""
+    data = pack_dir(_tree(tmp_path / "src"))
+    async with client_for(app) as client:
+        name = await client.put_bundle(data)
+        gate = _Gate(client, callers=2)
+        first, second = BundleCache(tmp_path / "cache", gate), BundleCache(tmp_path / "cache", gate)
+        paths = await asyncio.gather(first.path(name), second.path(name))
+    assert paths == [tmp_path / "cache" / name] * 2
+    assert (paths[0] / "data.txt").read_text() == "words\n"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [name]  # the loser's staging is gone

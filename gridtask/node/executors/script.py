@@ -83,8 +83,11 @@ class ScriptExecutor:
                 _make_writable(work)  # whatever the payload left read-only, so the clean-up can remove it
 
     async def _image(self, image: str) -> Path:
-        """The unpacked bundle: a bundle nobody published is the task's fault; a relay that is
-        away, or that sends bytes that do not match the hash, is not (the node aborts)."""
+        """The unpacked bundle. The creator's fault (a task error): an image nobody published
+        (404), or one that unpacks to something refused (a link out, a device: the creator
+        published it). Not the creator's fault (the node aborts, the fee goes back): a relay
+        that is away or errs, or that sends bytes that do not match the hash
+        (``BundleMismatch``, a ``RelayError``)."""
         try:
             return Path(await self._cache.path(image))
         except RelayError as exc:
