@@ -159,6 +159,9 @@ class TaskWorker:
                     code=TaskErrorCode.UNKNOWN_MODEL,
                 )
             executor = self.executors.find(params.task_type, params.model)
+            admit = getattr(executor, "admit", None)
+            if admit is not None:  # an executor's own rule for the task (an OpenGPU source's minPayment)
+                await admit(params.model, task.fee)
             log.info("task %s: running %s on %s", name, params.task_type.name, params.model)
             result = await asyncio.wait_for(executor.run(params.model, params.inputs),
                                             max(0.0, abort_at(task) - time.time()))

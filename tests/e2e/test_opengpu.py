@@ -254,23 +254,26 @@ def test_typed_errors_refuse_before_anything_is_sent(world: World) -> None:
 
 
 def test_bad_data_is_refused_again_by_the_node(world: World) -> None:
-    """A client that skips the SDK's check (the core Client, by hand) reaches the node, which
-    refuses the call in its sandbox: a task error with its code, the fee refunded."""
+    """A client that skips the SDK's checks (the core Client, by hand) reaches the node, which
+    refuses the call in its sandbox, or a fee under the source's minPayment (read from the
+    registry) before running it: a task error with its code, the fee refunded."""
 
-    async def go() -> list[int]:
+    async def go() -> list[tuple[int, str]]:
         codes = []
         async with Client(config=world.config) as client:
             model = source_model(world.sources["first"])
-            for function, data in (("nope", {"a": 1}), ("add", {"a": "one", "b": 1})):
+            for function, data, fee in (("nope", {"a": 1}, PAYMENT), ("add", {"a": "one", "b": 1}, PAYMENT),
+                                        ("add", {"a": 1, "b": 2}, PAYMENT - 1)):
                 handle = await client.submit(TaskType.SOURCE, model, {"source": world.sources["first"],
                                                                       "function": function, "data": data},
-                                             fee=PAYMENT)
+                                             fee=fee)
                 with pytest.raises(TaskErrored) as caught:
                     await client.result(handle, timeout=120)
-                codes.append(caught.value.code)
+                codes.append((caught.value.code, function))
         return codes
 
-    assert asyncio.run(go()) == [TaskErrorCode.UNKNOWN_FUNCTION, TaskErrorCode.INVALID_PARAMETERS]
+    assert asyncio.run(go()) == [(TaskErrorCode.UNKNOWN_FUNCTION, "nope"), (TaskErrorCode.INVALID_PARAMETERS, "add"),
+                                 (TaskErrorCode.INVALID_PARAMETERS, "add")]
     asyncio.run(assert_conserved(world.net))
 
 

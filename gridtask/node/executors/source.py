@@ -62,6 +62,9 @@ _SOURCE_EVENTS = ("SourcePublished(address,address,bytes32,uint8)", "SourceUpdat
                   "SourceInactivated(address,address)")
 """The registry's events that change what a node serves (one log query for all three)."""
 
+_MIN_PAYMENT = 6
+"""Where ``minPayment`` is in the registry's ``sources(address)`` tuple (``struct Source``)."""
+
 ServeModels = Callable[[list[str]], Awaitable[None]]
 
 
@@ -197,6 +200,18 @@ class SourceExecutor:
         return dict(json.loads(result.stdout.decode().strip().splitlines()[-1]))
 
     # ------------------------------------------------------------ a call
+
+    async def admit(self, model: str, fee: int) -> None:
+        """Refuse a task whose fee is below the source's ``minPayment`` as the registry holds it
+        now (a task error, refunded): the SDK checks it before paying, but a client need not."""
+        served = self.served.get(model)
+        if served is None:
+            return  # ``run`` refuses it with its own code
+        raw = await self._registry.functions.sources(served.address).call()
+        minimum = int(raw[_MIN_PAYMENT])
+        if fee < minimum:
+            raise InvalidTaskParameters(f"source {served.address}: the task pays {fee} wei, under the source's "
+                                        f"minPayment of {minimum} wei", code=TaskErrorCode.INVALID_PARAMETERS)
 
     async def run(self, model: str, inputs: dict) -> dict:
         served = self.served.get(model)
