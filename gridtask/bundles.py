@@ -36,6 +36,7 @@ __all__ = [
     "BundleSource",
     "bundle_hash",
     "check_hash",
+    "check_size",
     "verify",
     "extract_members",
     "member_problem",
@@ -49,11 +50,19 @@ MAX_UNPACKED_BYTES = 256 * MiB  # unpacked: what a node writes to its disk for o
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def check_hash(text: str) -> str:
-    """``text`` as a bundle hash (64 lower-case hex digits), or ``BundleError``."""
+def check_hash(text: object) -> str:
+    """``text`` as a bundle hash (64 lower-case hex digits), or ``BundleError``: the one rule
+    for a bundle's name (relay routes, script images, source bundles)."""
     if not isinstance(text, str) or not _HASH_RE.fullmatch(text):
         raise BundleError(f"bundle hash {str(text)[:80]!r}: expected 64 lower-case hex digits (a SHA-256)")
     return text
+
+
+def check_size(data: bytes, what: str) -> bytes:
+    """``data`` if it is at most ``MAX_BUNDLE_BYTES`` (what the relay stores), else ``BundleError``."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{what}: {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit of a bundle")
+    return data
 
 
 def bundle_hash(data: bytes) -> str:
@@ -91,10 +100,7 @@ def pack_dir(path: Path | str) -> bytes:
             finally:
                 if content is not None:
                     content.close()
-    data = buffer.getvalue()
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError(f"{root} packs to {len(data)} bytes: a bundle is at most {MAX_BUNDLE_BYTES}")
-    return data
+    return check_size(buffer.getvalue(), f"{root} packed")
 
 
 def _walk(root: Path) -> Iterable[Path]:
@@ -205,9 +211,7 @@ def extract_members(tar: tarfile.TarFile, dest: Path, *, refuse: bool, max_bytes
 def unpack(data: bytes, dest: Path | str, expected_hash: str) -> Path:
     """Check ``data`` against ``expected_hash`` and unpack it into ``dest`` (which must not
     exist yet, so nothing of an older tree is mixed in); returns ``dest``."""
-    check_hash(expected_hash)
-    if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError(f"bundle {expected_hash}: {len(data)} bytes, over the {MAX_BUNDLE_BYTES} limit")
+    check_size(data, f"bundle {check_hash(expected_hash)}")
     verify(data, expected_hash)
     target = Path(dest)
     if target.exists():

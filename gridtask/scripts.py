@@ -35,7 +35,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gridtask.exceptions import ValidationError
+from gridtask.bundles import check_hash
+from gridtask.exceptions import BundleError, ValidationError
 
 VM_WORKDIR = "/work"
 """Where the script's files are inside the sandbox, and the commands' working directory."""
@@ -54,7 +55,6 @@ MAX_DISK_MIB = 4096
 MAX_CPU_THREADS = 16
 DEFAULT_MEMORY_MIB = 512
 DEFAULT_DISK_MIB = 256
-_IMAGE = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -109,10 +109,10 @@ class ScriptSpec:
 
 def check_image(image: object) -> str:
     """A bundle's hash: 64 lowercase hex digits (``gridtask bundle pack DIR`` prints it)."""
-    if not isinstance(image, str) or not _IMAGE.match(image):
-        raise ValidationError(f"image: not a bundle hash {image!r} (64 hex digits, as `gridtask bundle pack DIR` "
-                              "prints)")
-    return image
+    try:
+        return check_hash(image)
+    except BundleError as exc:
+        raise ValidationError(f"image: {exc}, as `gridtask bundle pack DIR` prints") from None
 
 
 def vm_path(path: object) -> str:

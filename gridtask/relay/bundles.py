@@ -22,7 +22,8 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gridtask.bundles import MAX_BUNDLE_BYTES, bundle_hash
+from gridtask.bundles import MAX_BUNDLE_BYTES, bundle_hash, check_hash
+from gridtask.exceptions import BundleError
 from gridtask.relay.auth import Verifier
 from gridtask.relay.storage import BlobStore
 
@@ -46,10 +47,10 @@ def _refuse(request: Request, status: int, error: str) -> JSONResponse:
 
 
 def _name(request: Request) -> str | None:
-    name = request.path_params["bundle"]
-    if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
-        return str(name)
-    return None
+    try:
+        return check_hash(request.path_params["bundle"])
+    except BundleError:
+        return None
 
 
 class BundleRoutes:

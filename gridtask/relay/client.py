@@ -15,8 +15,8 @@ from types import TracebackType
 
 import httpx
 
-from gridtask.bundles import MAX_BUNDLE_BYTES, bundle_hash, check_hash, verify
-from gridtask.exceptions import BundleError, NotReady, RelayError, RelayUnavailable, ValidationError
+from gridtask.bundles import bundle_hash, check_hash, check_size, verify
+from gridtask.exceptions import NotReady, RelayError, RelayUnavailable, ValidationError
 from gridtask.keys import Identity
 from gridtask.relay.auth import sign_request
 
@@ -111,9 +111,7 @@ class RelayClient:
     async def put_bundle(self, data: bytes) -> str:
         """Store a bundle (``gridtask.bundles.pack_dir``'s bytes) under its hash, which is
         returned; storing one the relay already holds is fine."""
-        bundle = bundle_hash(data)
-        if len(data) > MAX_BUNDLE_BYTES:
-            raise BundleError(f"bundle {bundle}: {len(data)} bytes, over the relay's {MAX_BUNDLE_BYTES} limit")
+        bundle = bundle_hash(check_size(data, "bundle"))
         await self._call("PUT", f"/v1/bundles/{bundle}", data)
         return bundle
 
