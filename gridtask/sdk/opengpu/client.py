@@ -592,7 +592,26 @@ else:  # pragma: no cover
 # ---------------------------------------------------------------- ogpu's objects
 
 
-class Source:
+class _Addressed:
+    """A handle known by its address (ogpu's objects): equal to one of its kind with the same
+    address, hashed and printed as the address."""
+
+    address: str
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.address == self.address  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.address)
+
+    def __str__(self) -> str:
+        return self.address
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.address!r})"
+
+
+class Source(_Addressed):
     """A published source, by address."""
 
     def __init__(self, address: str, private_key: str | None = None) -> None:
@@ -643,20 +662,9 @@ class Source:
     def snapshot(self) -> SourceParams:
         return self.get_params()
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Source) and other.address == self.address
-
-    def __hash__(self) -> int:
-        return hash(self.address)
-
-    def __str__(self) -> str:
-        return self.address
-
-    def __repr__(self) -> str:
-        return f"Source({self.address!r})"
 
 
-class Response:
+class Response(_Addressed):
     """One node's answer to a task (its key on chain is its address)."""
 
     def __init__(self, record: _ResponseRecord, task: Task) -> None:
@@ -685,17 +693,9 @@ class Response:
         rt.run(rt.confirm(self.task._record(), self.address))
         return self.address
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Response) and other.address == self.address
-
-    def __hash__(self) -> int:
-        return hash(self.address)
-
-    def __repr__(self) -> str:
-        return f"Response({self.address!r})"
 
 
-class Task:
+class Task(_Addressed):
     """A task this process published (its address is its key on chain)."""
 
     def __init__(self, address: str, private_key: str | None = None) -> None:
@@ -784,18 +784,6 @@ class Task:
         record = self._record()
         return TaskSnapshot(self.address, record.source, self.get_status(), record.payment, record.expiry,
                             record.delivery, len(record.attempts), self.get_winning_provider(), record.error)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Task) and other.address == self.address
-
-    def __hash__(self) -> int:
-        return hash(self.address)
-
-    def __str__(self) -> str:
-        return self.address
-
-    def __repr__(self) -> str:
-        return f"Task({self.address!r})"
 
 
 # ---------------------------------------------------------------- module-level functions
