@@ -37,6 +37,7 @@ __all__ = [
     "bundle_hash",
     "check_hash",
     "check_size",
+    "make_writable",
     "verify",
     "extract_members",
     "member_problem",
@@ -285,12 +286,21 @@ class BundleCache:
 
 def _discard(root: Path) -> None:
     """Remove a staging tree, read-only parts too (as a non-root user, rmtree cannot empty a 0555 folder)."""
-    for directory, dirs, _files in os.walk(root):
-        for name in dirs:
-            path = Path(directory) / name
-            if not path.is_symlink():
-                path.chmod(0o755)
+    if root.is_dir():
+        make_writable(root)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def make_writable(root: Path) -> None:
+    """Owner-writable (and searchable) throughout: what ``_read_only`` (or a payload) made
+    read-only, for a copy to be worked in or a tree to be removed."""
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                mode = path.stat().st_mode
+                path.chmod(mode | stat.S_IWUSR | stat.S_IRUSR | (stat.S_IXUSR if stat.S_ISDIR(mode) else 0))
+    root.chmod(root.stat().st_mode | stat.S_IWUSR | stat.S_IRUSR | stat.S_IXUSR)
 
 
 def _read_only(root: Path) -> None:

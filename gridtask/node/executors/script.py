@@ -15,7 +15,6 @@ output and downloaded files, nothing that depends on the machine or the moment.
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gridtask.bundles import BundleCache, make_writable
 from gridtask.exceptions import RelayError, ValidationError
 from gridtask.limits import VM_MODEL
 from gridtask.node.executors.base import ExecutorFailure, InvalidTaskParameters, check_model, task_fault
@@ -59,9 +59,8 @@ class ScriptExecutor:
         self._scratch: Path | None = None
 
     def bind(self, relay: RelayClient, state_dir: Path) -> None:
-        """The node's relay (bundles come from there) and its state directory (they are kept there)."""
-        from gridtask.bundles import BundleCache
-
+        """The node's relay (bundles come from there) and its state directory (they are kept in
+        its ``bundles`` folder, which the source executor's cache shares: ``BundleCache``)."""
         self._cache = BundleCache(state_dir / "bundles", relay)
         self._scratch = state_dir / "scripts"
 
@@ -76,11 +75,11 @@ class ScriptExecutor:
         with tempfile.TemporaryDirectory(dir=self._scratch, prefix="script-") as tmp:
             work = Path(tmp) / "work"
             shutil.copytree(image, work, symlinks=True)
-            _make_writable(work)
+            make_writable(work)
             try:
                 return (await _run_script(spec, work)).to_json()
             finally:
-                _make_writable(work)  # whatever the payload left read-only, so the clean-up can remove it
+                make_writable(work)  # whatever the payload left read-only, so the clean-up can remove it
 
     async def _image(self, image: str) -> Path:
         """The unpacked bundle. The creator's fault (a task error): an image nobody published
@@ -160,15 +159,3 @@ def _read_download(work: Path, command: Download) -> tuple[bytes | None, str]:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
-
-
-def _make_writable(root: Path) -> None:
-    """Owner-writable (and searchable) throughout: a copied bundle is read-only, as is what a
-    payload may chmod; the sandbox's user and the clean-up both need to write there."""
-    for folder, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(folder) / name
-            if not path.is_symlink():
-                mode = path.stat().st_mode
-                path.chmod(mode | stat.S_IWUSR | stat.S_IRUSR | (stat.S_IXUSR if stat.S_ISDIR(mode) else 0))
-    root.chmod(root.stat().st_mode | stat.S_IWUSR | stat.S_IRUSR | stat.S_IXUSR)

@@ -117,8 +117,8 @@ class SourceExecutor:
     # ------------------------------------------------------------ which sources
 
     def bind(self, relay: RelayClient, state_dir: Path) -> None:
-        """The node's relay (bundles come from there) and its state directory (they are kept there):
-        the one bundle cache every sandboxed executor of the node shares."""
+        """The node's relay (bundles come from there) and its state directory (they are kept in
+        its ``bundles`` folder, which the script executor's cache shares: ``BundleCache``)."""
         from gridtask.bundles import BundleCache
 
         self._cache = BundleCache(state_dir / "bundles", relay)
