@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gridtask.chain.client import GROUP_SIZE
 from gridtask.exceptions import (
@@ -107,9 +107,8 @@ class Fragment:
             raise
         held = job.budget.shrink(held, fee * len(handle.members))
         self.task_id, self.node = handle.task_id, handle.node
-        job.emit(events.FeeEscrowed(job.id, script=self.script, task_id=handle.task_id, amount=held))
-        job.emit(events.ScriptSent(job.id, script=self.script, task_id=handle.task_id, node=handle.node,
-                                   attempt=attempt))
+        self._emit(events.FeeEscrowed, handle, amount=held)
+        self._emit(events.ScriptSent, handle, attempt=attempt)
         follow = STAGES * handle.stage_timeout + FOLLOW_MARGIN_S
         try:
             output = await job.client.result(handle, timeout=follow)
@@ -119,10 +118,14 @@ class Fragment:
             raise
         self.node = handle.node
         job.budget.settle(held, fee)
-        job.emit(events.FeePaid(job.id, script=self.script, task_id=handle.task_id, node=handle.node, amount=fee))
+        self._emit(events.FeePaid, handle, amount=fee)
         if held > fee:
-            job.emit(events.FeeRefunded(job.id, script=self.script, task_id=handle.task_id, amount=held - fee))
+            self._emit(events.FeeRefunded, handle, amount=held - fee)
         return result
+
+    def _emit(self, kind: type[events._ScriptTry], handle: TaskHandle, **fields: Any) -> None:
+        """An event about this try: the script, its task on chain and the node it went to."""
+        self.job.emit(kind(self.job.id, script=self.script, task_id=handle.task_id, node=handle.node, **fields))
 
     def _failed(self, handle: TaskHandle, held: int, exc: BaseException) -> None:
         """Settle a try that failed: refunded on chain unless the node may still be paid."""
@@ -134,7 +137,7 @@ class Fragment:
             isinstance(exc, ResultMismatch) and not exc.disputed)
         job.budget.settle(held, 0 if refunded else held)
         if refunded:
-            job.emit(events.FeeRefunded(job.id, script=self.script, task_id=handle.task_id, amount=held))
+            self._emit(events.FeeRefunded, handle, amount=held)
         node = handle.node
         if node and node not in self.avoid:
             self.avoid.append(node)
@@ -143,8 +146,7 @@ class Fragment:
             len(self.errors) < job.golem.max_fragment_tries
         log.warning("job %s: script %d failed on node %s: %s: %s%s", job.id, self.script.id, node or "(none)",
                     type(exc).__name__, exc, "; trying another node" if retrying else "")
-        job.emit(events.ScriptFailed(job.id, script=self.script, task_id=handle.task_id, node=node,
-                                     reason=f"{type(exc).__name__}: {exc}", retrying=retrying))
+        self._emit(events.ScriptFailed, handle, reason=f"{type(exc).__name__}: {exc}", retrying=retrying)
 
 
 def _script_seconds(stage_timeout: int) -> int:

@@ -87,26 +87,29 @@ class ScriptEvent(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScriptSent(ScriptEvent):
-    """The script became a gridtask task (``task_id`` on chain) and ``node`` was selected for it."""
+class _ScriptTry(ScriptEvent):
+    """About one try of the script: its gridtask task (``task_id`` on chain) and the node it ran on."""
 
     task_id: str = ""
     node: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptSent(_ScriptTry):
+    """The script became a gridtask task (``task_id`` on chain) and ``node`` was selected for it."""
+
     attempt: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScriptFinished(ScriptEvent):
-    task_id: str = ""
-    node: str = ""
+class ScriptFinished(_ScriptTry):
+    pass
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScriptFailed(ScriptEvent):
+class ScriptFailed(_ScriptTry):
     """One try of the script failed on ``node`` (``retrying``: it goes to another node next)."""
 
-    task_id: str = ""
-    node: str = ""
     reason: str = ""
     retrying: bool = False
 
@@ -128,23 +131,19 @@ class CommandExecuted(CommandEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeeEscrowed(ScriptEvent):
-    task_id: str = ""
+class FeeEscrowed(_ScriptTry):
     amount: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeePaid(ScriptEvent):
+class FeePaid(_ScriptTry):
     """The node was paid for the fragment (Golem's accepted invoice)."""
 
-    task_id: str = ""
-    node: str = ""
     amount: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeeRefunded(ScriptEvent):
-    task_id: str = ""
+class FeeRefunded(_ScriptTry):
     amount: int = 0
 
 
