@@ -100,3 +100,14 @@ def test_sources_option() -> None:
     assert named is not None and [a.lower() for a in named] == ["0x" + "ab" * 20]
     with pytest.raises(ValueError, match="neither 'all' nor a source address"):
         parse_sources(["everything"])
+
+
+async def test_a_call_to_an_inactivated_source_is_refused(executor: SourceExecutor) -> None:
+    """A core client can still send a task to a source its owner inactivated: the node refuses it."""
+    address = "0x" + "9a" * 20
+    served = executor.served[MODEL]
+    executor.served[source_model(address)] = ServedSource(address, served.bundle_hash, served.path, served.manifest,
+                                                          active=False)
+    with pytest.raises(InvalidTaskParameters, match="inactivated") as caught:
+        await executor.run(source_model(address), {"source": address, "function": "add", "data": {"a": 1, "b": 1}})
+    assert caught.value.code == TaskErrorCode.UNKNOWN_FUNCTION
