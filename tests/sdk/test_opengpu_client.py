@@ -15,3 +15,13 @@ def test_a_source_is_its_address() -> None:
     assert repr(source) == f"Source({source.address!r})"
     assert source != ogpu.client.Source("0x" + "cd" * 20)
     assert source != source.address  # a handle, not a string
+
+
+def test_a_registry_record_is_read_by_field_name() -> None:
+    """The SDK and the node read ``sources(address)`` through one table of struct Source's names."""
+    from gridtask.sdk.opengpu.registry import is_registered, source_record
+
+    raw = ("0x" + "00" * 19 + "01", b"\x02" * 32, "n", "d", "", 1, 7, 0, 3600, 0, 1, 99)
+    record = source_record(raw)
+    assert (record["minPayment"], record["status"], record["maxExpiryDuration"]) == (7, 1, 3600)
+    assert is_registered(record) and not is_registered(source_record(("0x" + "00" * 20, *raw[1:])))

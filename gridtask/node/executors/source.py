@@ -41,6 +41,7 @@ from gridtask.relay.client import RelayClient
 if TYPE_CHECKING:
     from gridtask.bundles import BundleCache
 from gridtask.sdk.opengpu import service
+from gridtask.sdk.opengpu.registry import REGISTRY, SourceStatus, is_registered, source_record
 from gridtask.types import TaskErrorCode, TaskType
 
 log = logging.getLogger("gridtask.node.source")
@@ -61,9 +62,6 @@ _EXIT_CODES = {
 _SOURCE_EVENTS = ("SourcePublished(address,address,bytes32,uint8)", "SourceUpdated(address,address,bytes32)",
                   "SourceInactivated(address,address)")
 """The registry's events that change what a node serves (one log query for all three)."""
-
-_MIN_PAYMENT = 6
-"""Where ``minPayment`` is in the registry's ``sources(address)`` tuple (``struct Source``)."""
 
 ServeModels = Callable[[list[str]], Awaitable[None]]
 
@@ -111,7 +109,7 @@ class SourceExecutor:
         self._cache: BundleCache | None = None
         self._w3 = AsyncWeb3(AsyncHTTPProvider(network.rpc_url))
         self._registry = self._w3.eth.contract(address=to_checksum_address(network.source_registry),
-                                               abi=artifact.abi("SourceRegistry"))
+                                               abi=artifact.abi(REGISTRY))
         self._next_block = network.deploy_block or 0
 
     # ------------------------------------------------------------ which sources
@@ -165,11 +163,12 @@ class SourceExecutor:
 
     async def _load(self, address: str) -> str | None:
         """Fetch, verify, unpack and check one source; its model name, or None when it cannot run."""
-        raw = await self._registry.functions.sources(address).call()
-        if int(raw[0], 16) == 0:
+        record = await self._record(address)
+        if not is_registered(record):
             log.warning("source %s: not in the registry", address)
             return None
-        model, bundle_hash, active = source_model(address), bytes(raw[1]).hex(), raw[10] == 0
+        model, bundle_hash = source_model(address), bytes(record["bundleHash"]).hex()
+        active = record["status"] == SourceStatus.ACTIVE
         known = self.served.get(model)
         if known is not None and known.bundle_hash == bundle_hash:
             known.active = active
@@ -185,6 +184,10 @@ class SourceExecutor:
         self.served[model] = ServedSource(address, bundle_hash, path, manifest, active)
         log.info("source %s: serving %s (bundle %s)", address, sorted(manifest["functions"]), bundle_hash[:12])
         return model
+
+    async def _record(self, address: str) -> dict[str, Any]:
+        """The registry's record of ``address`` now (``struct Source`` by field name)."""
+        return source_record(await self._registry.functions.sources(address).call())
 
     async def _unpacked(self, bundle_hash: str) -> Path:
         """The bundle, fetched once from the relay, verified by its hash and unpacked read-only."""
@@ -207,8 +210,7 @@ class SourceExecutor:
         served = self.served.get(model)
         if served is None:
             return  # ``run`` refuses it with its own code
-        raw = await self._registry.functions.sources(served.address).call()
-        minimum = int(raw[_MIN_PAYMENT])
+        minimum = int((await self._record(served.address))["minPayment"])
         if fee < minimum:
             raise InvalidTaskParameters(f"source {served.address}: the task pays {fee} wei, under the source's "
                                         f"minPayment of {minimum} wei", code=TaskErrorCode.INVALID_PARAMETERS)

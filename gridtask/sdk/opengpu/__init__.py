@@ -7,6 +7,6 @@ A layer over ``gridtask.sdk.Client`` (the core never imports it): a source is re
 task of ``TaskType.SOURCE`` that only nodes serving the source run, in their sandbox.
 """
 
-from gridtask.sdk.opengpu import client, errors, events, manifest, service
+from gridtask.sdk.opengpu import client, errors, events, manifest, registry, service
 
-__all__ = ["client", "errors", "events", "manifest", "service"]
+__all__ = ["client", "errors", "events", "manifest", "registry", "service"]

@@ -73,12 +73,12 @@ from gridtask.sdk.opengpu.errors import (
     TxReceiptTimeoutError,
 )
 from gridtask.sdk.opengpu.manifest import check_call, pack_source, read_manifest
+from gridtask.sdk.opengpu.registry import REGISTRY, SourceStatus, is_registered, source_record
 from gridtask.types import TaskState, TaskType
 
 log = logging.getLogger("gridtask.sdk.opengpu")
 T = TypeVar("T")
 
-REGISTRY = "SourceRegistry"
 DEFAULT_RESPONSES = 2
 """How many nodes answer a MANUAL_CONFIRMATION task unless ``TaskInfo.responses`` says."""
 GAS_RESERVE = 10**16
@@ -146,11 +146,6 @@ class TaskStatus(IntEnum):
     EXPIRED = 4
     FINALIZED = 5
     FAILED = 6
-
-
-class SourceStatus(IntEnum):
-    ACTIVE = 0
-    INACTIVE = 1
 
 
 class ResponseStatus(IntEnum):
@@ -257,11 +252,13 @@ class _Registry(ChainClient):
         self.contract = self.w3.eth.contract(address=self.address, abi=artifact.abi(REGISTRY))
 
     async def source(self, address: str) -> SourceParams:
-        raw = await self.contract.functions.sources(to_checksum_address(address)).call()
-        if int(raw[0], 16) == 0:
+        r = source_record(await self.contract.functions.sources(to_checksum_address(address)).call())
+        if not is_registered(r):
             raise SourceNotFoundError(f"no source at {address} in the SourceRegistry {self.address}")
-        return SourceParams(to_checksum_address(address), raw[0], "0x" + bytes(raw[1]).hex(), raw[2], raw[3], raw[4],
-                            raw[5], raw[6], raw[7], raw[8], DeliveryMethod(raw[9]), SourceStatus(raw[10]), raw[11])
+        return SourceParams(to_checksum_address(address), r["owner"], "0x" + bytes(r["bundleHash"]).hex(), r["name"],
+                            r["description"], r["logoUrl"], r["imageEnvironments"], r["minPayment"],
+                            r["minAvailableLockup"], r["maxExpiryDuration"], DeliveryMethod(r["deliveryMethod"]),
+                            SourceStatus(r["status"]), r["lastUpdateTime"])
 
     async def transact(self, function: str, *args: Any) -> Any:
         return await self._transact(function, list(args), gas=600_000)
