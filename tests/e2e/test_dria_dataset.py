@@ -99,8 +99,10 @@ async def test_an_interrupted_job_run_again_never_runs_a_finished_row_twice(tiny
     command = [sys.executable, str(EXAMPLE), "--instructions", str(rows), "--path", str(path), "--no-tables",
                "--batch-size", "2"]
     async with Client(config=net.config) as client:
+        # a shell that started pytest in the background (``&``) hands its children SIGINT ignored,
+        # and Python keeps it ignored: give the example a terminal's Ctrl-C
         proc = subprocess.Popen(command, env=example_env(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             for _ in range(600):  # Ctrl-C once a few rows are finished and others are in flight
                 if len(journal_records(path)) >= 5:
