@@ -250,10 +250,10 @@ class Chain:
         key = task_key(str(self.creator), commitment)
         self.openings[key] = (task_id, nonce)
         gas = self.tx(self.creator, "createTask", 0, commitment, nonce, [b32(m) for m in t.models], t.min_vram,
-                      b32(t.gpu), PARAMS_HASH, t.size, TIMEOUT, value=t.fee, label=label or "createTask")
+                      b32(t.gpu), PARAMS_HASH, t.size, TIMEOUT, False, value=t.fee, label=label or "createTask")
         self.next_block()
         start = self.tx(self.creator, "startTask", key, [b32(m) for m in t.models], t.min_vram, b32(t.gpu),
-                        list(exclude), label="_start")
+                        list(exclude), False, label="_start")
         if label is None:
             self.gas[f"startTask ({'queued' if self.task(key)[0] == QUEUED else 'started'})"].append(start)
         return key, gas + start

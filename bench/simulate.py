@@ -433,14 +433,14 @@ class Simulation:
         self.tasks.append(t)
         self.by_key[t.key] = t
         r = self.tx(self.e.creator, "createTask", 0, commitment, t.nonce, [self.b32[m] for m in req.models],
-                    req.min_vram, gas.b32(req.gpu), gas.PARAMS_HASH, req.size, gas.TIMEOUT, value=req.fee)
+                    req.min_vram, gas.b32(req.gpu), gas.PARAMS_HASH, req.size, gas.TIMEOUT, False, value=req.fee)
         t.gas += r.gas
         return t
 
     def start(self, t: SimTask) -> None:
         t.start_call = self.block
         r = self.tx(self.e.creator, "startTask", t.key, [self.b32[m] for m in t.req.models], t.req.min_vram,
-                    gas.b32(t.req.gpu), [])
+                    gas.b32(t.req.gpu), [], False)
         t.gas += r.gas
         self.events(r)
         if t.node < 0:

@@ -612,26 +612,29 @@ class ChainClient:
     async def create_task(
         self, *, task_type: int, commitment: bytes, nonce: bytes, models: Sequence[str | bytes],
         min_vram: int, required_gpu: str | bytes, params_hash: bytes, task_size: int, timeout: int, fee: int,
+        any_model: bool = False,
     ) -> TxReceipt:
         """Create a task, paying ``fee`` into escrow (state CREATED); ``start_task``, in a later
-        block, selects its node."""
+        block, selects its node. ``any_model``: the models are alternatives (a node serving any
+        one of them runs it) instead of all required; ``TaskCreated`` carries the flag."""
         return await self._transact(
             "createTask", [int(task_type), commitment, nonce, [_b32(m) for m in models], min_vram,
-                           _gpu(required_gpu), params_hash, task_size, timeout], gas=GAS_LIMIT, value=fee)
+                           _gpu(required_gpu), params_hash, task_size, timeout, bool(any_model)],
+            gas=GAS_LIMIT, value=fee)
 
     async def start_task(
         self, key: bytes, models: Sequence[str | bytes], min_vram: int, required_gpu: str | bytes,
-        exclude: Sequence[str] = (),
+        exclude: Sequence[str] = (), any_model: bool = False,
     ) -> TxReceipt:
         """Select a node for a CREATED task (or queue it), in a block after its creation: the
         creation block's hash, unknown when the task was created, seeds the selection and the
-        sampling. The requirements must be those given at creation; ``exclude`` (at most
-        ``MAX_EXCLUDE`` nodes) never run it."""
+        sampling. The requirements (``any_model`` among them) must be those given at creation;
+        ``exclude`` (at most ``MAX_EXCLUDE`` nodes) never run it."""
         if len(exclude) > MAX_EXCLUDE:
             raise ValidationError(f"exclude: at most {MAX_EXCLUDE} nodes per task (got {len(exclude)})")
         return await self._transact(
             "startTask", [key, [_b32(m) for m in models], min_vram, _gpu(required_gpu),
-                          [to_checksum_address(a) for a in exclude]], gas=GAS_LIMIT)
+                          [to_checksum_address(a) for a in exclude], bool(any_model)], gas=GAS_LIMIT)
 
     async def validate_single_task(self, key: bytes, task_id_hash: bytes, nonce: bytes) -> TxReceipt:
         """The creator accepts the node's score of a task that was not sampled, opening its

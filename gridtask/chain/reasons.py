@@ -82,6 +82,7 @@ REASONS: dict[int, str] = {
     602: "models: too many models",
     603: "models: empty model ID",
     604: "models: duplicate model",
+    605: "models: reserved model ID",
 }
 
 _BY_TEXT = {text: code for code, text in REASONS.items()}

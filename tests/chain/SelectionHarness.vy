@@ -66,3 +66,22 @@ def draw(
             break
         out.append(selection.select(keccak256(abi_encode(first + i)), key, models, min_vram, gpu, exclude))
     return out
+
+
+@external
+@view
+def draw_any(
+    first: uint256,
+    count: uint256,
+    models: DynArray[bytes32, 4],
+    min_vram: uint256,
+    gpu: bytes32,
+    exclude: DynArray[address, 2],
+) -> DynArray[address, 8192]:
+    """@dev As `draw`, for an any-of task (selection.select_any)."""
+    out: DynArray[address, 8192] = []
+    for i: uint256 in range(8192):
+        if i >= count:
+            break
+        out.append(selection.select_any(keccak256(abi_encode(first + i)), models, min_vram, gpu, exclude))
+    return out

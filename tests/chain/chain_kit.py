@@ -276,15 +276,15 @@ def requirements(models=("llama3-8b",), min_vram=0, gpu=None) -> tuple[list[byte
     return [b32(m) for m in models], min_vram, b32(gpu)
 
 
-def start_task(net, who, key, models=("llama3-8b",), min_vram=0, gpu=None, exclude=()):
+def start_task(net, who, key, models=("llama3-8b",), min_vram=0, gpu=None, exclude=(), any_model=False):
     """startTask with the requirements given at creation."""
     with boa.env.prank(who):
-        net.startTask(key, *requirements(models, min_vram, gpu), [str(x) for x in exclude])
+        net.startTask(key, *requirements(models, min_vram, gpu), [str(x) for x in exclude], any_model)
 
 
 def create_task(net, creator, models=("llama3-8b",), fee=ETHER // 100, min_vram=0, gpu=None,
                 size=1, timeout=60, task_type=0, nonce=None, commitment=None,
-                params_hash=b"\x22" * 32, task_id=None, start=True, exclude=()) -> bytes:
+                params_hash=b"\x22" * 32, task_id=None, start=True, exclude=(), any_model=False) -> bytes:
     """createTask with a fresh nonce and task ID (unless given), then, unless start=False,
     one block later, startTask by the creator; returns the task's key."""
     nonce = nonce if nonce is not None else fresh_nonce()
@@ -294,12 +294,12 @@ def create_task(net, creator, models=("llama3-8b",), fee=ETHER // 100, min_vram=
         commitment = commitment_of(task_id, nonce)
     with boa.env.prank(creator):
         net.createTask(task_type, commitment, nonce, [b32(m) for m in models], min_vram, b32(gpu),
-                       params_hash, size, timeout, value=fee)
+                       params_hash, size, timeout, any_model, value=fee)
     key = key_of(creator, commitment)
     OPENINGS[key] = (task_id, nonce)
     if start:
         mine()
-        start_task(net, creator, key, models, min_vram, gpu, exclude)
+        start_task(net, creator, key, models, min_vram, gpu, exclude, any_model)
     return key
 
 
@@ -414,7 +414,7 @@ class StorageReader:
         return self._get(self._entry("model_node_count", b32(model)))
 
     def queued_count(self) -> int:
-        return self._get(self.queued_count_slot)
+        return self._get(self.queued_count_slot) & (2**128 - 1)  # (+ 2**128 per any-of task)
 
     def model_entries(self, model: str) -> list[tuple[str, int, int]]:
         """The model's array of active nodes as stored: (address, its 1-based position as

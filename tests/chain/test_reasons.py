@@ -47,4 +47,5 @@ def test_expand_and_code_of_are_inverse_and_leave_other_text_alone() -> None:
 def test_the_contract_reverts_with_the_code(net, creator) -> None:
     """The real bytes: a zero-fee task reverts with Error("E201"), not the long text."""
     with boa.env.prank(creator), boa.reverts("E201"):
-        net.createTask(0, b"\x01" * 32, b"\x02" * 32, [kit.b32("m")], 0, kit.b32(None), b"\x03" * 32, 1, 60, value=0)
+        net.createTask(0, b"\x01" * 32, b"\x02" * 32, [kit.b32("m")], 0, kit.b32(None), b"\x03" * 32, 1, 60, False,
+                       value=0)

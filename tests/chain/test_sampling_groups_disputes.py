@@ -234,7 +234,7 @@ GRINDER = """
 interface TaskNetwork:
     def createTask(task_type: uint256, commitment: bytes32, nonce: bytes32,
                    model_ids: DynArray[bytes32, 16], min_vram: uint256, required_gpu: bytes32,
-                   params_hash: bytes32, task_size: uint256, timeout: uint256): payable
+                   params_hash: bytes32, task_size: uint256, timeout: uint256, any_model: bool): payable
     def getTask(key: bytes32) -> (address, address, uint256, uint256, uint256, uint256, bytes32, bytes32): view
 
 net: TaskNetwork
@@ -255,7 +255,7 @@ def grind(model: bytes32, tries: uint256):
         nonce: bytes32 = keccak256(convert(i, bytes32))
         commitment: bytes32 = keccak256(concat(keccak256(b"id"), nonce))
         extcall self.net.createTask(
-            0, commitment, nonce, [model], 0, empty(bytes32), empty(bytes32), 1, 60, value=10**15
+            0, commitment, nonce, [model], 0, empty(bytes32), empty(bytes32), 1, 60, False, value=10**15
         )
         key: bytes32 = keccak256(concat(convert(self, bytes20), commitment))
         node: address = (staticcall self.net.getTask(key))[1]
@@ -265,8 +265,8 @@ def grind(model: bytes32, tries: uint256):
         nobody: DynArray[address, 2] = []
         vram: uint256 = 0
         call: Bytes[512] = abi_encode(
-            key, models, vram, empty(bytes32), nobody,
-            method_id=method_id("startTask(bytes32,bytes32[],uint256,bytes32,address[])"),
+            key, models, vram, empty(bytes32), nobody, False,
+            method_id=method_id("startTask(bytes32,bytes32[],uint256,bytes32,address[],bool)"),
         )
         ok: bool = raw_call(self.net.address, call, revert_on_failure=False)
         if not ok:

@@ -57,7 +57,7 @@ def _create_raw(net, creator, *, fee=10**15, nonce=None, commitment=None, models
     ids = raw_models if raw_models is not None else [b32(m) for m in models]
     with boa.env.prank(creator):
         net.createTask(task_type, commitment, nonce, ids, 0, b32(None), b"\x01" * 32, size, timeout,
-                       value=fee)
+                       False, value=fee)
     key = kit.key_of(creator, commitment)
     if start:
         kit.mine()
@@ -716,7 +716,7 @@ CONTRACT_CREATOR = """
 interface TaskNetwork:
     def createTask(task_type: uint256, commitment: bytes32, nonce: bytes32,
                    model_ids: DynArray[bytes32, 16], min_vram: uint256, required_gpu: bytes32,
-                   params_hash: bytes32, task_size: uint256, timeout: uint256): payable
+                   params_hash: bytes32, task_size: uint256, timeout: uint256, any_model: bool): payable
     def cancelTask(key: bytes32): nonpayable
     def withdraw(): nonpayable
     def withdrawTo(recipient: address): nonpayable
@@ -731,7 +731,7 @@ def __init__(net: address):
 @external
 def create(commitment: bytes32, nonce: bytes32, model: bytes32, fee: uint256):
     extcall self.net.createTask(0, commitment, nonce, [model], 0, empty(bytes32),
-                                keccak256(nonce), 1, 60, value=fee)
+                                keccak256(nonce), 1, 60, False, value=fee)
 
 @external
 def cancel(key: bytes32):

@@ -18,7 +18,12 @@
         Gas stays flat as the network grows: nodes sit in one array per model
         they serve, selection probes a bounded number of random entries of the
         smallest array among the task's models, and the queue is a bucketed
-        FIFO with a sweep (see task_queue.vy). What a task requires (models,
+        FIFO with a sweep (see task_queue.vy). A task says whether it needs every
+        listed model (all-of, the default) or any one of them (`any_model`, issue
+        9): an any-of task is drawn over the union of its models' arrays
+        (selection.select_any: exactly stake-proportional, no bias towards nodes
+        that serve several of them) and waits in one any-of queue (ANY_QUEUE) that
+        every idle node also looks at. What a task requires (models, any_model,
         VRAM, GPU) is kept in the `TaskCreated` event; storage holds only its
         hash (in the score slot, until the node scores), and the requirements
         themselves only while the task waits in the queue.
@@ -107,8 +112,11 @@ event TaskCreated:
     min_vram: uint256
     required_gpu: bytes32
     params_hash: bytes32
+    any_model: bool
 
-# @notice No node could take the task now; it waits for one.
+# @notice No node could take the task now; it waits for one. `key_model` names the queue's
+#         model: for an any-of task one such event per listed model, so that every node
+#         serving one of them hears of it (the task waits once, in the any-of queue).
 event TaskQueued:
     commitment: indexed(bytes32)
     creator: indexed(address)
@@ -237,6 +245,11 @@ NO_MAJORITY: constant(uint256) = 2
 TOO_FEW: constant(uint256) = 3
 
 RESULT_KEY_TAG: constant(Bytes[20]) = b"gridtask-result-key:"
+# @notice The queue of any-of tasks (every idle node looks at it too): a key no model may use.
+ANY_QUEUE: constant(bytes32) = task_queue.ANY_QUEUE
+# @dev Set in a waiting task's Wanted.fee_per_unit (fees fit 96 bits): an any-of task. A flag
+#      in a slot every look reads anyway, not a field of its own (a cold read per look).
+ANY_FLAG: constant(uint256) = 2**255
 
 
 # ---------------------------------------------------------------- storage
@@ -562,6 +575,7 @@ def createTask(
     params_hash: bytes32,
     task_size: uint256,
     timeout: uint256,
+    any_model: bool,
 ):
     """
     @notice Create a task with `msg.value` as its fee, escrowed until it ends. Nothing
@@ -570,12 +584,15 @@ def createTask(
     @param commitment keccak(task ID ‖ nonce). The task's key on chain, used by every
            other function and event, is keccak(msg.sender ‖ commitment).
     @param nonce Fresh for every task; never accepted twice from the same creator.
-    @param model_ids The models the node must serve (1 to MAX_TASK_MODELS, distinct).
+    @param model_ids The models the node must serve (1 to MAX_TASK_MODELS, distinct): every
+           one of them, or with `any_model` any one of them (alternatives).
     @param min_vram The least VRAM (MiB) the node must have; 0 with no GPU = a CPU task.
     @param required_gpu The GPU the node must have, or empty for any.
     @param params_hash keccak(parameters ‖ nonce), checked by the node.
     @param task_size Units of work (>= 1); the queue ranks tasks by fee per unit.
     @param timeout Seconds allowed for each stage.
+    @param any_model True: the models are alternatives (see selection.select_any); false:
+           the node must serve them all.
     """
     if msg.value <= 0:
         errors.fail(201)  # tasks: zero fee
@@ -610,11 +627,11 @@ def createTask(
         CREATED | ((block.timestamp + timeout) << packing.DEADLINE_SHIFT) | (timeout << packing.TIMEOUT_SHIFT)
         | (block.number << packing.RAND_SHIFT) | (task_type << packing.TYPE_SHIFT) | (task_size << packing.SIZE_SHIFT)
     )
-    self.tasks[key].score = self._req_hash(models, min_vram, required_gpu)
+    self.tasks[key].score = self._req_hash(models, min_vram, required_gpu, any_model)
     log TaskCreated(
         commitment=key, creator=msg.sender, task_type=task_type, nonce=nonce,
         fee=msg.value, task_size=task_size, timeout=timeout, model_ids=models,
-        min_vram=min_vram, required_gpu=required_gpu, params_hash=params_hash,
+        min_vram=min_vram, required_gpu=required_gpu, params_hash=params_hash, any_model=any_model,
     )
 
 
@@ -625,6 +642,7 @@ def startTask(
     min_vram: uint256,
     required_gpu: bytes32,
     exclude: DynArray[address, MAX_EXCLUDE],
+    any_model: bool,
 ):
     """
     @notice Select the task's node, from blockhash(creation block) and the key, or
@@ -636,6 +654,7 @@ def startTask(
     @param required_gpu The GPU given at creation.
     @param exclude Nodes that must not run the task (the creator's nodes of its two
            most recent tasks, so no node runs two members of a group); creator only.
+    @param any_model Whether the models are alternatives, as given at creation.
     """
     cf: uint256 = self._cf(key)
     meta: uint256 = self.tasks[key].meta
@@ -651,7 +670,7 @@ def startTask(
             errors.fail(214)  # tasks: only the creator may exclude nodes
         if block.number <= created + START_GRACE:
             errors.fail(215)  # tasks: only the creator may start it this early
-    if self._req_hash(model_ids, min_vram, required_gpu) != self.tasks[key].score:
+    if self._req_hash(model_ids, min_vram, required_gpu, any_model) != self.tasks[key].score:
         errors.fail(216)  # tasks: requirements differ from creation
 
     entropy: bytes32 = blockhash(created)
@@ -660,8 +679,13 @@ def startTask(
     ) | packing.STARTED_FLAG
     seed: bytes32 = keccak256(abi_encode(entropy, key))
     deadline: uint256 = block.timestamp + packing.timeout(meta)
-    key_model: bytes32 = selection.key_model(model_ids)
-    node: address = selection.select(seed, key_model, model_ids, min_vram, required_gpu, exclude)
+    key_model: bytes32 = ANY_QUEUE
+    node: address = empty(address)
+    if any_model:
+        node = selection.select_any(seed, model_ids, min_vram, required_gpu, exclude)
+    else:
+        key_model = selection.key_model(model_ids)
+        node = selection.select(seed, key_model, model_ids, min_vram, required_gpu, exclude)
     if node != empty(address):
         self.tasks[key].node = node
         self.tasks[key].meta = packing.stage(meta, STARTED, deadline)
@@ -671,11 +695,15 @@ def startTask(
     self.tasks[key].meta = packing.stage(meta, QUEUED, deadline)
     fee_per_unit: uint256 = packing.fee(cf) // ((meta >> packing.SIZE_SHIFT) & packing.SIZE_MASK)
     self.wanted[key] = Wanted(
-        models=model_ids, min_vram=min_vram, gpu=required_gpu, fee_per_unit=fee_per_unit,
-        exclude=exclude,
+        models=model_ids, min_vram=min_vram, gpu=required_gpu,
+        fee_per_unit=fee_per_unit | convert(any_model, uint256) << 255, exclude=exclude,
     )
     task_queue.push(key, key_model, fee_per_unit)
-    log TaskQueued(commitment=key, creator=creator, key_model=key_model, fee_per_unit=fee_per_unit)
+    heard: DynArray[bytes32, MAX_TASK_MODELS] = [key_model]
+    if any_model:
+        heard = model_ids  # every node serving one of them hears of it
+    for m: bytes32 in heard:
+        log TaskQueued(commitment=key, creator=creator, key_model=m, fee_per_unit=fee_per_unit)
 
 
 @external
@@ -1121,7 +1149,7 @@ def queuedCount() -> uint256:
     @notice How many tasks wait in the queue.
     @return The number of queued tasks.
     """
-    return task_queue.queued_count
+    return task_queue.queued_count & (task_queue.ANY_ONE - 1)
 
 
 # ---------------------------------------------------------------- internals: checks
@@ -1139,6 +1167,8 @@ def _check_models(models: DynArray[bytes32, MAX_MODELS_INPUT], limit: uint256):
             break
         if models[i] == empty(bytes32):
             errors.fail(603)  # models: empty model ID
+        if models[i] == ANY_QUEUE:
+            errors.fail(605)  # models: reserved model ID
         for j: uint256 in range(MAX_MODELS_INPUT):
             if j >= i:
                 break
@@ -1251,10 +1281,10 @@ def _sampled(id_hash: bytes32, meta: uint256) -> bool:
 @internal
 @pure
 def _req_hash(
-    models: DynArray[bytes32, MAX_TASK_MODELS], min_vram: uint256, gpu: bytes32
+    models: DynArray[bytes32, MAX_TASK_MODELS], min_vram: uint256, gpu: bytes32, any_model: bool
 ) -> bytes32:
     """@dev What startTask checks its requirements against."""
-    return keccak256(abi_encode(models, min_vram, gpu))
+    return keccak256(abi_encode(models, min_vram, gpu, any_model))
 
 
 # ---------------------------------------------------------------- internals: groups and stakes
@@ -1333,18 +1363,25 @@ def _withdraw(recipient: address):
 def _take_queued(node: address) -> bool:
     """
     @dev Start the best-paying task that `_scan` finds for the node among the models
-    it serves. Flat gas: at most MAX_NODE_MODELS * (QUEUE_SCAN + SWEEP_SCAN) tasks are
-    looked at, however long the queue.
+    it serves, and in the any-of queue when it holds something. Flat gas: at most
+    (MAX_NODE_MODELS + 1) * (QUEUE_SCAN + SWEEP_SCAN) tasks are looked at, however long
+    the queue.
     """
-    if task_queue.queued_count == 0:
+    count: uint256 = task_queue.queued_count
+    if count == 0:
         return False
     info: uint256 = node_registry.node_info[node]
     best: bytes32 = empty(bytes32)
     best_fee: uint256 = 0
+    queues: DynArray[bytes32, MAX_NODE_MODELS + 1] = []
     for m: bytes32 in node_registry.node_models[node]:
+        queues.append(m)
+    if count >= task_queue.ANY_ONE:
+        queues.append(ANY_QUEUE)
+    for m: bytes32 in queues:
         found: bytes32 = self._scan(node, info, m)
         if found != empty(bytes32):
-            fee: uint256 = self.wanted[found].fee_per_unit
+            fee: uint256 = self.wanted[found].fee_per_unit & (ANY_FLAG - 1)
             if best == empty(bytes32) or fee > best_fee:
                 best = found
                 best_fee = fee
@@ -1402,6 +1439,8 @@ def _runnable(node: address, info: uint256, model: bytes32, key: bytes32) -> boo
         self._expire(key)
         return False
     want: Wanted = self.wanted[key]
+    if want.fee_per_unit & ANY_FLAG != 0:
+        return selection.matches_any(node, info, want.models, want.min_vram, want.gpu, want.exclude)
     return selection.matches(node, info, model, want.models, want.min_vram, want.gpu, want.exclude)
 
 

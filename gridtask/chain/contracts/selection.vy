@@ -117,6 +117,123 @@ def select(
 
 @internal
 @view
+def select_any(
+    seed: bytes32,
+    models: DynArray[bytes32, MAX_TASK_MODELS],
+    min_vram: uint256,
+    gpu: bytes32,
+    exclude: DynArray[address, MAX_EXCLUDE],
+) -> address:
+    """
+    @dev An any-of task's node: one that serves at least one of `models` (and fits the rest),
+    drawn with probability exactly proportional to its weight among every idle node that
+    fits, over the union of the models' arrays; empty (queued) when none is found. The rule
+    of `select` over the concatenation of the k arrays, N entries in all, where a node that
+    serves c of the models stands c times. Stage 1: uniform probes of the N entries; a fitting
+    node j is reached with probability c_j/N and accepted with probability
+    w_j / (M * c_j), M the largest of the arrays' marks: P(j) = w_j / (N * M) per probe,
+    proportional to w_j, with no bias towards nodes that serve several of the models.
+    RANDOM_PROBES probes when N > MAX_PROBES (then queued if none accepts; a node serving
+    several models needs c_j times more probes to be accepted than in `select`, so the
+    chance of queueing is higher there, never the choice), else SHORT_PROBES and then
+    stage 2: one weighted-reservoir pass over all N entries that counts a node only in the
+    array of the first listed model it serves (each node once): exact, and it finds a node
+    whenever one fits. Gas: k reads of counts and marks, and per probe that passes the
+    entry's filters up to k reads of node_model_pos.
+    """
+    counts: uint256[MAX_TASK_MODELS] = empty(uint256[MAX_TASK_MODELS])
+    n: uint256 = 0
+    mark: uint256 = 0
+    for k: uint256 in range(MAX_TASK_MODELS):
+        if k >= len(models):
+            break
+        counts[k] = node_registry.model_node_count[models[k]]
+        n += counts[k]
+        mark = max(mark, node_registry.model_max_weight[models[k]])
+    if n == 0:
+        return empty(address)
+    chosen: address = empty(address)
+    total: uint256 = 0
+    probes: uint256 = SHORT_PROBES
+    if n > MAX_PROBES:
+        probes = RANDOM_PROBES
+    want: uint256 = min_vram << packing.ENTRY_VRAM_SHIFT
+    tag: uint256 = 0
+    if gpu != empty(bytes32):
+        tag = packing.tag(gpu) << packing.ENTRY_TAG_SHIFT
+    for i: uint256 in range(RANDOM_PROBES):
+        if i >= probes + n:
+            break
+        r: uint256 = convert(keccak256(abi_encode(seed, i)), uint256)
+        index: uint256 = r % n if i < probes else i - probes
+        which: uint256 = 0
+        for k: uint256 in range(MAX_TASK_MODELS):
+            if index < counts[k]:
+                which = k
+                break
+            index -= counts[k]
+        word: uint256 = node_registry.model_nodes[models[which]][index + 1]
+        if word & (packing.VRAM_MASK << packing.ENTRY_VRAM_SHIFT) < want:
+            continue
+        if tag != 0 and word & (packing.TAG_MASK << packing.ENTRY_TAG_SHIFT) != tag:
+            continue
+        node: address = convert(word & packing.ADDRESS_MASK, address)
+        info: uint256 = node_registry.node_info[node]
+        if not self.matches(node, info, empty(bytes32), [], min_vram, gpu, exclude):
+            continue
+        # c: how many of the models it serves; first: the first of them in the list
+        c: uint256 = 0
+        first: uint256 = which
+        for k: uint256 in range(MAX_TASK_MODELS):
+            if k >= len(models):
+                break
+            if self.serves(node, info, models[k]):
+                if c == 0:
+                    first = k
+                c += 1
+        weight: uint256 = (info >> packing.WEIGHT_SHIFT) & packing.WEIGHT_MASK
+        if i < probes:
+            if (r >> 128) % (mark * c) < weight:
+                return node
+            continue
+        if first != which:
+            continue  # counted in an earlier array of the pass
+        total += weight
+        if (r >> 128) % total < weight:
+            chosen = node
+    return chosen
+
+
+@internal
+@view
+def serves(node: address, info: uint256, model: bytes32) -> bool:
+    """@dev The active node serves `model` (the filter in `info` settles most refusals)."""
+    if (info >> packing.BLOOM_SHIFT) & packing.bloom_bit(model) == 0:
+        return False
+    return node_registry.node_model_pos[node][model] != 0
+
+
+@internal
+@view
+def matches_any(
+    node: address,
+    info: uint256,
+    models: DynArray[bytes32, MAX_TASK_MODELS],
+    min_vram: uint256,
+    gpu: bytes32,
+    exclude: DynArray[address, MAX_EXCLUDE],
+) -> bool:
+    """@dev An any-of task's match: idle, not excluded, VRAM, GPU, and one of the models."""
+    if not self.matches(node, info, empty(bytes32), [], min_vram, gpu, exclude):
+        return False
+    for m: bytes32 in models:
+        if self.serves(node, info, m):
+            return True
+    return False
+
+
+@internal
+@view
 def matches(
     node: address,
     info: uint256,
@@ -143,9 +260,6 @@ def matches(
         if node_registry.nodes[node].gpu != gpu:
             return False
     for m: bytes32 in models:
-        if m != key_model:
-            if (info >> packing.BLOOM_SHIFT) & packing.bloom_bit(m) == 0:
-                return False
-            if node_registry.node_model_pos[node][m] == 0:
-                return False
+        if m != key_model and not self.serves(node, info, m):
+            return False
     return True

@@ -33,7 +33,13 @@ tails: HashMap[bytes32, HashMap[uint256, bytes32]]
 # @notice Bit b set = bucket b of that model holds at least one task.
 bitmap: HashMap[bytes32, uint256]
 
-# @notice How many tasks wait, all models together.
+# @notice The queue of any-of tasks (TaskNetwork's ANY_QUEUE): a key no model may use.
+ANY_QUEUE: constant(bytes32) = keccak256("gridtask: the any-of queue")
+# @notice queued_count counts the any-of queue's tasks again in units of this, so that the
+#         one read that says whether anything waits also says whether any-of tasks do.
+ANY_ONE: constant(uint256) = 2**128
+
+# @notice How many tasks wait, all models together (+ ANY_ONE per any-of task).
 queued_count: uint256
 
 # @notice Per model, the task the next sweep starts at; empty = the sweep starts over,
@@ -53,7 +59,7 @@ def push(task: bytes32, model: bytes32, fee_per_unit: uint256):
     else:
         self.entries[tail].next = task
     self.tails[model][bucket] = task
-    self.queued_count += 1
+    self.queued_count += 1 + (convert(model == ANY_QUEUE, uint256) << 128)
 
 
 @internal
@@ -74,7 +80,7 @@ def remove(task: bytes32):
     if self.heads[entry.model][entry.bucket] == empty(bytes32):
         self.bitmap[entry.model] &= ~(1 << entry.bucket)
     self.entries[task] = empty(Entry)
-    self.queued_count -= 1
+    self.queued_count -= 1 + (convert(entry.model == ANY_QUEUE, uint256) << 128)
 
 
 @internal
