@@ -1,4 +1,4 @@
-"""Dria's API on a real devnet: every singleton, model alternatives, execute of a list with
+"""Dria's API on a real devnet: every singleton, model alternatives (one any-of task), execute of a list with
 a slow and a failing task, and the seed example with only its imports changed.
 
 One devnet for the module: two nodes serving the tiny model (``tiny-llm``); one serving the
@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from gridtask.chain.client import to_bytes32
 from gridtask.config import save_config, secret_value
 from gridtask.devnet import DEVNET_MODELS_DIR, Devnet
-from gridtask.exceptions import ResultParseError, TaskErrored, TaskTimeout
+from gridtask.exceptions import ResultParseError, TaskAborted, TaskErrored, TaskTimeout
 from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
 from gridtask.sdk import Client
 from gridtask.sdk.dria import Dria, Model, Task
@@ -46,7 +46,7 @@ from gridtask.sdk.dria.factory import (
     Simple,
     SingletonTemplate,
 )
-from gridtask.types import TaskState
+from gridtask.types import TaskState, TaskType
 from gridtask.workflows import Edge, WorkflowBuilder, Write
 
 from .conftest import assert_conserved, start_devnet
@@ -180,18 +180,59 @@ async def test_every_singleton_runs_on_the_tiny_model_at_once(dria_net: Net) -> 
     await assert_conserved(dria_net.devnet)
 
 
-async def test_alternatives_go_to_the_model_most_nodes_serve(dria_net: Net) -> None:
-    """``[LLAMA, TINY_LLM]``: two nodes serve tiny-llm, one the llama name, so tiny-llm
-    runs it; a group (``Model.SMALL``) expands to its members the same way; a model only one
-    node serves runs there when it is the only alternative."""
+UNSERVED = Model.GEMMA2_9B_OL.value  # no node of this devnet serves it
+
+
+def node_of(net: Net, index: int) -> str:
+    return net.devnet.node_identities[index].address
+
+
+async def created_by(client: Client, task_id: str) -> Any:
+    """The task's TaskCreated log."""
+    return next(e for e in await client.events(task_id) if e.name == "TaskCreated")
+
+
+async def test_alternatives_go_on_chain_as_one_any_of_task_and_the_result_names_the_model(dria_net: Net) -> None:
+    """``[UNSERVED, "scripted"]``: one task, any-of, listing both; only node2 serves
+    ``scripted``, so it runs there and the result says ``scripted``."""
     dria = dria_for(dria_net)
-    simple = Simple(prompt="Hi")
-    results = await dria.execute([Task(workflow=simple.workflow(), models=[Model.LLAMA3_1_8B_FP16, Model.TINY_LLM]),
-                                  Task(workflow=simple.workflow(), models=[Model.SMALL]),
-                                  Task(workflow=simple.workflow(), models=[Model.LLAMA3_1_8B_FP16])], timeout=180)
-    assert [r.model for r in results] == [TINY_LLM, TINY_LLM, LLAMA]
-    # same weights under two names: the same text
-    assert results[0].result == results[2].result
+    results = await dria.execute(Task(workflow=Simple(prompt="Hi").workflow(), models=[UNSERVED, "scripted"]),
+                                 timeout=120)
+    assert len(results) == 1 and results[0].model == "scripted" and results[0].result == "re: Hi"
+    assert results[0].node == node_of(dria_net, 2)
+    async with Client(config=dria_net.config) as client:
+        created = await created_by(client, results[0].id)
+        assert [bytes(m) for m in created.args["model_ids"]] == [to_bytes32(UNSERVED), to_bytes32("scripted")]
+        assert created.args["any_model"] is True
+
+
+async def test_the_core_client_submits_an_any_of_task(dria_net: Net) -> None:
+    """``Client.submit(..., any_model=True)``: the parameters name the first listed model the
+    node the contract picked serves (the hash committed at creation covers them with the
+    model left open: the node checks it and runs them)."""
+    async with Client(config=dria_net.config) as client:
+        handle = await client.submit(TaskType.LLM, [UNSERVED, "scripted"], {"prompt": "any of"}, any_model=True)
+        output = await client.result(handle, timeout=120)
+        assert "re: any of" in str(output)
+        assert handle.model_run == "scripted" and handle.node == node_of(dria_net, 2)
+        info = await client.task(handle.task_id)
+        assert info is not None and info.state == TaskState.SUCCESS
+
+
+async def test_an_all_of_task_still_needs_one_node_serving_every_model(dria_net: Net) -> None:
+    """``[TINY_LLM, LLAMA]`` without ``any_model``: each is served, by different nodes, none
+    serves both: it waits in the queue until its deadline, then is aborted and refunded."""
+    async with Client(config=dria_net.config) as client:
+        owed = await client.chain.balance_of()
+        handle = await client.submit(TaskType.LLM, [TINY_LLM, LLAMA], {"prompt": "all of"}, fee=77 * 10**9,
+                                     stage_timeout=5)
+        info = await client.task(handle.task_id)
+        assert info is not None and info.state == TaskState.QUEUED
+        assert (await created_by(client, handle.task_id)).args["any_model"] is False
+        with pytest.raises(TaskAborted, match="no progress by the QUEUED deadline"):
+            await client.result(handle, timeout=60)
+        assert await client.chain.balance_of() == owed + 77 * 10**9
+    await assert_conserved(dria_net.devnet)
 
 
 async def test_a_list_with_a_slow_and_a_failing_task_returns_what_finished(dria_net: Net) -> None:

@@ -17,7 +17,7 @@ from gridtask.exceptions import ConfigError, ResultParseError, TaskAborted, Task
 from gridtask.sdk import Model as SdkModel
 from gridtask.sdk import Simple as SdkSimple
 from gridtask.sdk.dria import SINGLETONS, DatasetGenerator, Dria, DriaDataset, ExecuteResults, Model, Task, TaskResult
-from gridtask.sdk.dria.client import TaskFailure, choose_model
+from gridtask.sdk.dria.client import TaskFailure, on_chain
 from gridtask.sdk.dria.factory import (
     QA,
     Answer,
@@ -63,11 +63,6 @@ def test_bad_model_names_are_refused_before_anything_is_paid() -> None:
         Model.expand([])
     with pytest.raises(ValueError):
         Task(workflow=Simple(prompt="a").workflow(), models=[])
-
-
-def test_choose_model_takes_the_most_served_alternative_and_the_first_among_equals() -> None:
-    assert choose_model(["a", "b", "c"], {"a": 1, "b": 3, "c": 3}) == "b"
-    assert choose_model(["a", "b"], {}) == "a"  # none served: the first, it queues
 
 
 def test_the_sdk_reexports_the_dria_types() -> None:
@@ -185,14 +180,15 @@ def test_an_answer_a_parser_cannot_read_is_a_typed_error_naming_the_task(singlet
 
 
 class Handle:
-    def __init__(self, n: int, model: str) -> None:
+    def __init__(self, n: int, model_run: str) -> None:
         self.task_id = f"0x{n:064x}"
-        self.node, self.fee, self.group, self.model = "0x" + "11" * 20, 1, None, model
+        self.node, self.fee, self.group, self.model_run = "0x" + "11" * 20, 1, None, model_run
 
 
 class FakeClient:
     """The core client's surface that ``Dria`` uses; ``delays[prompt]`` makes a task slow,
-    ``errors[prompt]`` makes it fail."""
+    ``errors[prompt]`` makes it fail. ``counts[model]``: the nodes serving it (no node serves
+    two); an any-of task runs the first listed that a node serves."""
 
     def __init__(self, counts: dict[str, int], delays: dict[str, float] | None = None,
                  errors: dict[str, Exception] | None = None) -> None:
@@ -200,23 +196,23 @@ class FakeClient:
 
         self.state = ClientState.OPENED
         self.counts, self.delays, self.errors = counts, delays or {}, errors or {}
-        self.submitted: list[tuple[str, str]] = []
+        self.submitted: list[tuple[str, list[str], bool]] = []
         self.chain = self
         self.running = self.most_running = 0
 
     async def open(self) -> None:
         return None
 
-    async def serving(self, models: list[str]) -> int:
-        assert len(models) == 1  # one look-up per alternative
-        return self.counts.get(models[0], 0)
+    async def serving(self, models: list[str], *, any_model: bool = False) -> int:
+        assert any_model or len(models) == 1  # one model, or a list of alternatives
+        return sum(self.counts.get(m, 0) for m in models)
 
-    async def submit(self, task_type: TaskType, model: str, inputs: dict[str, Any], **kw: Any) -> Handle:
+    async def submit(self, task_type: TaskType, models: list[str], inputs: dict[str, Any], **kw: Any) -> Handle:
         assert task_type == TaskType.LLM
         prompt = inputs["workflow"]["external_memory"]["prompt"]
-        self.submitted.append((prompt, model))
+        self.submitted.append((prompt, models, kw.get("any_model", False)))
         self.excluded = list(kw.get("exclude", ()))
-        handle = Handle(len(self.submitted), model)
+        handle = Handle(len(self.submitted), next(m for m in models if self.counts.get(m)))
         handle.prompt = prompt  # type: ignore[attr-defined]
         return handle
 
@@ -237,11 +233,30 @@ def tasks(*prompts: str, models: list[Model | str] | None = None) -> list[Task]:
     return [Task(workflow=Simple(prompt=p).workflow(), models=models or [Model.SMALL]) for p in prompts]
 
 
-async def test_execute_picks_the_most_served_alternative_and_says_which() -> None:
-    client = FakeClient({"tiny-llm": 1, "llama3.1:8b-instruct-fp16": 4})
+async def test_execute_sends_the_alternatives_as_one_any_of_task_and_says_which_ran() -> None:
+    """Model.SMALL has more members than a task lists on chain: the served one is among the
+    four sent, in the group's order, as one any-of task; the result names the model that ran."""
+    client = FakeClient({"llama3.1:8b-instruct-fp16": 4})
     results = await Dria(client=client).execute(tasks("a"), timeout=5)  # type: ignore[arg-type]
-    assert results[0].model == "llama3.1:8b-instruct-fp16" and client.submitted == [("a", results[0].model)]
+    small = Model.expand([Model.SMALL])
+    assert client.submitted == [("a", [*small[:3], "llama3.1:8b-instruct-fp16"], True)]
+    assert results[0].model == "llama3.1:8b-instruct-fp16"
     assert results[0].result == "answer to a" and results[0].memory["response"] == "answer to a"
+    await Dria(client=client).execute(tasks("b", models=["tiny-llm", "llama3.1:8b-instruct-fp16"]), timeout=5)
+    assert client.submitted[1] == ("b", ["tiny-llm", "llama3.1:8b-instruct-fp16"], True)  # two: as listed
+
+
+async def test_a_group_from_the_start_is_refused_for_a_task_with_alternatives() -> None:
+    client = FakeClient({"tiny-llm": 1})
+    with pytest.raises(ValidationError, match="validate='always' runs each task as a group"):
+        await Dria(client=client).execute(tasks("a"), timeout=5, validate="always")  # type: ignore[arg-type]
+    assert client.submitted == []
+
+
+def test_a_long_list_of_alternatives_keeps_the_served_ones_in_its_order() -> None:
+    assert on_chain(["a", "b", "c", "d", "e", "f"], {"f": 1, "b": 2}) == ("a", "b", "c", "f")
+    assert on_chain(["a", "b", "c", "d", "e"], {}) == ("a", "b", "c", "d")  # none served: the first four
+    assert on_chain(["a", "b"], {}) == ("a", "b")
 
 
 async def test_a_slow_task_holds_only_its_own_slot_and_the_timeout_names_it() -> None:

@@ -4,7 +4,7 @@
     results = await dria.execute(Task(workflow=..., models=[Model.TINY_LLM]), timeout=45)
 
 The core client does not know this module: ``Dria`` only calls its public methods
-(``submit``, ``result``) and the one "how many nodes serve this model" look-up.
+(``submit``, ``result``) and the one "how many nodes serve these models" look-up.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from gridtask.chain.models import ZERO_ADDRESS
 from gridtask.exceptions import ConfigError, TaskTimeout, ValidationError
 from gridtask.limits import check_positive, check_validate_mode
+from gridtask.sdk._checks import MAX_TASK_MODELS
 from gridtask.sdk._client import Client, ClientState
 from gridtask.sdk._handle import TaskHandle
 from gridtask.sdk.dria.models import Task, TaskResult
@@ -73,10 +74,15 @@ async def served_counts(client: Client, models: Sequence[str]) -> dict[str, int]
     return {m: await client.serving([m]) for m in models}
 
 
-def choose_model(models: Sequence[str], counts: dict[str, int]) -> str:
-    """The alternative most nodes serve (the first listed among equals, the first of all
-    when none is served yet: the task then waits in the queue for a node)."""
-    return max(models, key=lambda m: (counts.get(m, 0), -models.index(m)))
+def on_chain(alternatives: Sequence[str], counts: dict[str, int]) -> tuple[str, ...]:
+    """The alternatives a task lists on chain, in the order given: all of them, or, when there
+    are more than a task takes (``MAX_TASK_MODELS``, a group such as ``Model.SMALL``), the
+    first ones some node serves now, then the first others (a node that joins may serve them)."""
+    if len(alternatives) <= MAX_TASK_MODELS:
+        return tuple(alternatives)
+    ranked = sorted(alternatives, key=lambda m: (not counts.get(m), alternatives.index(m)))
+    kept = set(ranked[:MAX_TASK_MODELS])
+    return tuple(m for m in alternatives if m in kept)
 
 
 class Dria:
@@ -87,9 +93,11 @@ class Dria:
     ``GRIDTASK_PRIVATE_KEY``. ``client``: a core ``Client`` to use instead (its owner
     opens and closes it). Other keyword arguments go to ``Client``.
 
-    A task's models are alternatives. The contract runs a task with several models only on
-    a node that serves all of them, so each task is sent with ONE of its models: the one
-    the most registered nodes serve now (``choose_model``); ``TaskResult.model`` says which.
+    A task's models are alternatives: a task listing several (or a group such as
+    ``Model.SMALL``) goes on chain as ONE any-of task (``Client.submit(any_model=True)``): the
+    contract gives it to an idle node serving at least one of them, which runs the first
+    listed that it serves; ``TaskResult.model`` says which ran. A task takes at most
+    ``MAX_TASK_MODELS`` on chain: of a longer list, the first that nodes serve (``on_chain``).
     """
 
     def __init__(self, rpc_token: str | None = None, *, client: Client | None = None,
@@ -111,7 +119,7 @@ class Dria:
                               f"(0x + 64 hex digits), not a Dria RPC token ({exc})") from None
         self._owned = client is None
         self._depth = 0  # nested ``async with dria`` blocks: the outermost one closes
-        self._slots: dict[str, asyncio.Semaphore] = {}  # per model, for the open session
+        self._slots: dict[tuple[str, ...], asyncio.Semaphore] = {}  # per list of models, for the open session
         self.batch_size = batch_size
 
     @property
@@ -154,11 +162,13 @@ class Dria:
         """Run a task, or a list of tasks concurrently, and return their results.
 
         A list runs each task on its own (a slow one holds only its own slot), at most
-        ``PER_NODE`` per node serving its model and ``batch_size`` per model at a time. At
+        ``PER_NODE`` per node serving one of its models and ``batch_size`` per list of models
+        at a time. At
         ``timeout`` seconds it returns what finished; ``results.failures`` names every task
         that did not, with its error (``TaskTimeout`` for one still running, with its key on
         chain). A single ``Task`` (not in a list) raises its error instead. ``validate`` and
-        ``exclude`` (nodes that must not run these tasks): as ``Client.submit``.
+        ``exclude`` (nodes that must not run these tasks): as ``Client.submit`` (``"always"``
+        only for tasks of one model).
         """
         check_positive("timeout", timeout, "seconds")
         validate = check_validate_mode(validate)
@@ -167,15 +177,21 @@ class Dria:
         if not tasks or not all(isinstance(t, Task) for t in tasks):
             raise ValidationError("execute takes a Task or a non-empty list of Task objects")
         alternatives = [t.model_names for t in tasks]  # checks every name before anything is paid
+        if validate == "always" and any(len(names) > 1 for names in alternatives):
+            raise ValidationError("validate='always' runs each task as a group of three from the start, on one "
+                                  "model: give each task one model, or validate='sampled' (a sampled task's group "
+                                  "runs the model its first node ran)")
         deadline = time.monotonic() + timeout
         async with self._session() as client:
             counts = await served_counts(client, sorted({m for names in alternatives for m in names}))
+            listed = [on_chain(names, counts) for names in alternatives]
+            serving = {names: await client.serving(list(names), any_model=True) for names in set(listed)}
             handles: dict[int, TaskHandle] = {}
 
             async def one(index: int) -> TaskResult:
-                model = choose_model(alternatives[index], counts)
-                async with self._model_slots(model, counts.get(model, 0)):
-                    return await self._run(client, tasks[index], model, deadline, validate, exclude,
+                names = listed[index]
+                async with self._model_slots(names, serving[names]):
+                    return await self._run(client, tasks[index], names, deadline, validate, exclude,
                                            lambda handle: handles.__setitem__(index, handle))
 
             runs = [asyncio.create_task(one(i)) for i in range(len(tasks))]
@@ -205,22 +221,22 @@ class Dria:
                         failure.error)
         return ExecuteResults(results, failures)
 
-    def _model_slots(self, model: str, serving: int) -> asyncio.Semaphore:
-        """Slots for tasks on ``model``: ``PER_NODE`` per node serving it, at most
+    def _model_slots(self, models: tuple[str, ...], serving: int) -> asyncio.Semaphore:
+        """Slots for tasks on ``models``: ``PER_NODE`` per node serving one of them, at most
         ``batch_size``, shared by every ``execute`` of this session (a dataset's rows)."""
-        slots = self._slots.get(model)
+        slots = self._slots.get(models)
         if slots is None:
-            slots = self._slots[model] = asyncio.Semaphore(max(1, min(self.batch_size, PER_NODE * serving)))
+            slots = self._slots[models] = asyncio.Semaphore(max(1, min(self.batch_size, PER_NODE * serving)))
         return slots
 
     @staticmethod
-    async def _run(client: Client, task: Task, model: str, deadline: float, validate: str,
+    async def _run(client: Client, task: Task, models: tuple[str, ...], deadline: float, validate: str,
                    exclude: Sequence[str], created: Any) -> TaskResult:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TaskTimeout("the timeout passed before this task could start")
-        handle: TaskHandle = await client.submit(TaskType.LLM, model, {"workflow": task.workflow},
-                                                 validate=validate, exclude=exclude)
+        handle: TaskHandle = await client.submit(TaskType.LLM, list(models), {"workflow": task.workflow},
+                                                 validate=validate, exclude=exclude, any_model=True)
         task.id = handle.task_id
         created(handle)
         output = await client.result(handle, timeout=max(deadline - time.monotonic(), 0.001))
@@ -230,7 +246,7 @@ class Dria:
             text, memory = output, {}
         return TaskResult(
             id=handle.task_id, task_input=task.workflow, step_name=task.step_name, result=text,
-            model=model, node=handle.node, fee=handle.fee, memory=memory,
+            model=handle.model_run, node=handle.node, fee=handle.fee, memory=memory,
             group=handle.group.describe() if handle.group else "",
         )
 
@@ -241,4 +257,4 @@ def _node_of(handle: TaskHandle | None) -> str:
     return "" if node in ("", ZERO_ADDRESS) else node
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Dria", "ExecuteResults", "TaskFailure", "choose_model", "served_counts"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Dria", "ExecuteResults", "TaskFailure", "on_chain", "served_counts"]
