@@ -150,8 +150,7 @@ class NodeDaemon:
         does not answer is waited for, not fatal: a node started before its chain (or during
         an outage, or by a service manager at boot) comes up when the chain does."""
         await self.load_models()
-        await self._prepare_executors()
-        for step in (self.follower.start, self._join_and_recover):
+        for step in (self._prepare_executors, self.follower.start, self._join_and_recover):
             async for attempt in retry.CHAIN_UNREACHABLE.attempts(deadline=math.inf, stop=self.should_exit):
                 with attempt:
                     await step()
@@ -249,7 +248,9 @@ class NodeDaemon:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S)
-        for close in (self.follower.stop, self.relay.aclose, self.chain.aclose):
+        # executors that hold connections of their own (the source executor's registry reader)
+        closers = [e.aclose for e in self.executors.executors() if hasattr(e, "aclose")]
+        for close in (self.follower.stop, self.relay.aclose, self.chain.aclose, *closers):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(close(), CLOSE_TIMEOUT_S)
         log.info("node %s: stopped", self.address)

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from gridtask.chain import artifact
 from gridtask.config import NetworkConfig
-from gridtask.exceptions import RelayError, ValidationError
+from gridtask.exceptions import ChainUnreachable, RelayError, ValidationError
 from gridtask.limits import check_source_call, source_model
 from gridtask.node.executors.base import InvalidTaskParameters, task_fault
 from gridtask.relay.client import RelayClient
@@ -112,6 +113,10 @@ class SourceExecutor:
                                                abi=artifact.abi(REGISTRY))
         self._next_block = network.deploy_block or 0
 
+    async def aclose(self) -> None:
+        """Close the registry reader's HTTP session (the node calls it when it stops)."""
+        await self._w3.provider.disconnect()
+
     # ------------------------------------------------------------ which sources
 
     def bind(self, relay: RelayClient, state_dir: Path) -> None:
@@ -139,7 +144,14 @@ class SourceExecutor:
                 log.warning("sources: following the registry failed (%r); trying again", exc)
 
     async def _catch_up(self) -> list[str]:
-        """Read the registry's events since the last look; load each new source (or new bundle)."""
+        """Read the registry's events since the last look; load each new source (or new bundle).
+        A chain that does not answer is ``ChainUnreachable``: the node's start-up waits for it."""
+        try:
+            return await self._read_registry()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ChainUnreachable(f"chain unreachable at {self.network.rpc_url} (source registry): {exc!r}") from exc
+
+    async def _read_registry(self) -> list[str]:
         head = int(await self._w3.eth.block_number)
         if head < self._next_block:
             return []
