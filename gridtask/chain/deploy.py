@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eth_abi import encode
@@ -60,30 +61,34 @@ async def deploy(rpc_url: str, deployer: Identity, relay_address: str, params: N
     """Deploy the ScoreVerifier, then TaskNetwork pointing at it; return TaskNetwork's checksum
     address. Settings the constructor refuses raise ``ConfigError`` with its reason, found by a
     dry run before anything is sent (so they cost nothing)."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
-    try:
+    async def steps(w3: AsyncWeb3) -> str:
         verifier_code = artifact.bytecode(VERIFIER)
         await _dry_run(w3, deployer, params, relay_address, verifier_code)
         verifier = await _create(w3, deployer, VERIFIER, HexStr(verifier_code))
         return await _create(w3, deployer, NETWORK, _network_code(params, relay_address, verifier))
-    except (ConfigError, ChainError):
-        raise
-    except Exception as exc:
-        raise ChainError(f"could not deploy TaskNetwork on {rpc_url}: {exc!r}") from exc
-    finally:
-        await w3.provider.disconnect()
+
+    return await _deploying(rpc_url, "TaskNetwork", steps)
 
 
 async def deploy_source_registry(rpc_url: str, deployer: Identity) -> str:
     """Deploy the SourceRegistry (OpenGPU-style sources, beside TaskNetwork: no constructor
     arguments, it holds no money) and return its checksum address."""
+    async def steps(w3: AsyncWeb3) -> str:
+        return await _create(w3, deployer, SOURCES, HexStr(artifact.bytecode(SOURCES)))
+
+    return await _deploying(rpc_url, "SourceRegistry", steps)
+
+
+async def _deploying(rpc_url: str, what: str, steps: Callable[[AsyncWeb3], Awaitable[str]]) -> str:
+    """Run ``steps`` on a connection of its own: a failure that is not already a config or chain
+    error becomes a ChainError naming ``what``; the connection is closed either way."""
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     try:
-        return await _create(w3, deployer, SOURCES, HexStr(artifact.bytecode(SOURCES)))
+        return await steps(w3)
     except (ConfigError, ChainError):
         raise
     except Exception as exc:
-        raise ChainError(f"could not deploy SourceRegistry on {rpc_url}: {exc!r}") from exc
+        raise ChainError(f"could not deploy {what} on {rpc_url}: {exc!r}") from exc
     finally:
         await w3.provider.disconnect()
 
