@@ -159,7 +159,7 @@ async def test_a_restarted_follower_notices_a_reorg_at_its_saved_cursor(chain: C
     commitment = task_commitment(os.urandom(32), nonce := os.urandom(32))
     data = chain.client.contract.encode_abi("createTask", args=[
         int(TaskType.ECHO), commitment, nonce, [b"nobody-serves-it".ljust(32, b"\0")], 0, bytes(32),
-        os.urandom(32), 1, 60])
+        os.urandom(32), 1, 60, False])
     dev_account = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first unlocked account
     tx = {"from": dev_account, "to": chain.client.address, "data": data, "value": hex(10**15), "gas": hex(2_000_000)}
     chain.rpc("anvil_reorg", 2, [[tx, 0]])

@@ -142,12 +142,12 @@ class ContractChain:
         commitment = task_commitment(keccak(b"task" + nonce), nonce)
         with env.prank(creator.address):
             self.contract.createTask(
-                0, commitment, nonce, [_b32(model)], 0, b"\0" * 32, b"\x22" * 32, 1, 600, value=ETHER // 100
+                0, commitment, nonce, [_b32(model)], 0, b"\0" * 32, b"\x22" * 32, 1, 600, False, value=ETHER // 100
             )
         task_id = task_key(creator.address, commitment)
         env.time_travel(blocks=1)  # the creation block's hash selects the node
         with env.prank(creator.address):
-            self.contract.startTask(task_id, [_b32(model)], 0, b"\0" * 32, [])
+            self.contract.startTask(task_id, [_b32(model)], 0, b"\0" * 32, [], False)
         if node is None:
             assert TaskState(self.contract.getTask(task_id)[3]) == TaskState.QUEUED
             return task_id
