@@ -1184,7 +1184,8 @@ def _models_changed(
     removed: DynArray[bytes32, MAX_NODE_MODELS],
 ):
     """@dev The caller now serves `models`: the arrays follow, the event says what changed,
-    and an idle node takes queued work (of a model it added) at once."""
+    and an idle node looks at the queues of what it now serves at once (after an add it may
+    start a task; either way the look moves the sweep cursors and ends expired tasks)."""
     node_registry.set_models(msg.sender, info, models)
     log NodeModelsChanged(node=msg.sender, added=added, removed=removed)
     if info & packing.STATE_MASK == IDLE:
