@@ -11,7 +11,7 @@ A script's inputs::
      "commands": [{"op": "run", "cmd": "/bin/sh", "args": ["-c", "echo hi"], "env": {"K": "V"}},
                   {"op": "upload", "path": "in/words.json", "data": "<base64>"},
                   {"op": "download", "path": "out/result.json", "limit": 65536}],
-     "timeout": 20, "memory_mib": 512, "disk_mib": 64}
+     "timeout": 20, "memory_mib": 512, "disk_mib": 64, "cpu_threads": 1}
 
 The VM's file system is one private, writable work directory, ``/work`` inside the sandbox
 (the commands' working directory): the bundle's files are laid out there first, then every
@@ -53,6 +53,7 @@ MAX_MEMORY_MIB = 4096
 MAX_DISK_MIB = 4096
 """The most disk a node's sandbox gives one script's work directory (``min_storage_gib`` up to 4 GiB)."""
 MAX_CPU_THREADS = 16
+"""The most CPU threads a script may ask for (``min_cpu_threads``); a node with fewer refuses it."""
 DEFAULT_MEMORY_MIB = 512
 DEFAULT_DISK_MIB = 256
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -92,6 +93,7 @@ class ScriptSpec:
     timeout: int
     memory_mib: int = DEFAULT_MEMORY_MIB
     disk_mib: int = DEFAULT_DISK_MIB
+    cpu_threads: int = 1
 
     def to_inputs(self) -> dict[str, Any]:
         """The task's inputs (what ``check_script`` reads back)."""
@@ -104,7 +106,7 @@ class ScriptSpec:
             else:
                 commands.append({"op": "download", "path": c.path, "limit": c.limit})
         return {"image": self.image, "commands": commands, "timeout": self.timeout,
-                "memory_mib": self.memory_mib, "disk_mib": self.disk_mib}
+                "memory_mib": self.memory_mib, "disk_mib": self.disk_mib, "cpu_threads": self.cpu_threads}
 
 
 def check_image(image: object) -> str:
@@ -181,7 +183,7 @@ def check_script(inputs: object) -> ScriptSpec:
     """A script's inputs, checked (``ValidationError`` naming the field and the limit)."""
     if not isinstance(inputs, dict):
         raise ValidationError(f"inputs: must be an object (got {type(inputs).__name__})")
-    unknown = set(inputs) - {"image", "commands", "timeout", "memory_mib", "disk_mib"}
+    unknown = set(inputs) - {"image", "commands", "timeout", "memory_mib", "disk_mib", "cpu_threads"}
     if unknown:
         raise ValidationError(f"inputs: unknown fields {sorted(unknown)}")
     image = check_image(inputs.get("image"))
@@ -199,6 +201,7 @@ def check_script(inputs: object) -> ScriptSpec:
         image=image, commands=commands, timeout=_int(inputs, "timeout", 1, MAX_SCRIPT_TIMEOUT_S),
         memory_mib=_int(inputs, "memory_mib", 16, MAX_MEMORY_MIB, DEFAULT_MEMORY_MIB),
         disk_mib=_int(inputs, "disk_mib", 1, MAX_DISK_MIB, DEFAULT_DISK_MIB),
+        cpu_threads=_int(inputs, "cpu_threads", 1, MAX_CPU_THREADS, 1),
     )
 
 

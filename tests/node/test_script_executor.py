@@ -109,6 +109,19 @@ async def test_a_path_outside_the_work_dir_is_refused_as_the_tasks_fault(executo
         await executor.run("vm", script({"op": "upload", "path": "../x", "data": ""}))
 
 
+async def test_a_script_needing_more_cpu_threads_than_the_node_has_is_refused_before_it_runs(
+        executor: ScriptExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vm.repo(min_cpu_threads=...)``: a node with fewer threads refuses the script (a task error,
+    refunded; the Golem SDK sends it to another node), before the bundle is even fetched."""
+    monkeypatch.setattr("gridtask.node.executors.script.cpu_threads", lambda: 2)
+    with pytest.raises(InvalidTaskParameters, match="needs 3 CPU threads; this node has 2") as caught:
+        await executor.run("vm", {**script(run("/bin/true")), "cpu_threads": 3})
+    assert caught.value.code == TaskErrorCode.INVALID_PARAMETERS
+    assert executor._cache.asked == []
+    done = await executor.run("vm", {**script(run("/bin/echo", "ok")), "cpu_threads": 2})
+    assert ScriptResult.from_json(done).results[0].stdout == "ok\n"
+
+
 # ---------------------------------------------------------------- whose fault a bad bundle is
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,21 @@ def test_every_model_fits_on_chain_and_every_group_is_refused_as_a_model_id() ->
             assert model.model_id == to_bytes32(model.value)
     for group in ("SMALL", "MID", "LARGE", "EMBEDDING", "CODER", "REASONING", "OLLAMA", "OPENAI"):
         assert Model[group].is_group
+
+
+def test_every_dria_model_name_that_fits_on_chain_is_ours_with_the_same_value() -> None:
+    """Dria 0.0.124's ``Model`` (names and values copied from the published package): each
+    that fits a 32-byte model ID is here; the longer ones are the documented exceptions."""
+    published = json.loads((Path(__file__).parent / "dria_0_0_124_models.json").read_text())["models"]
+    too_long = {name for name, value in published.items() if len(value.encode()) > 32}
+    assert too_long == {"NOUS_THETA", "PHI3_MEDIUM_128K", "LLAMA_3_1_70B_OR", "LLAMA_3_1_405B_OR",
+                        "LLAMA_3_1_70B_OR_F", "LLAMA_3_3_70B_OR", "ANTHROPIC_HAIKU_3_5_OR",
+                        "NOUS_HERMES_405B_OR", "DEEPSEEK_R1_70B_OR"}
+    for name, value in published.items():
+        if name not in too_long:
+            assert Model[name].value == value, name
+    assert Model.DEEPSEEK_2_5_OR is Model.DEEPSEEK_CHAT_OR  # Dria's two names for one model
+    assert Model.QWEN2_5_CODER_32B_OR in Model.CODER.members()
 
 
 def test_bad_model_names_are_refused_before_anything_is_paid() -> None:
@@ -296,6 +312,24 @@ def test_rpc_token_is_the_paying_key_and_anything_else_is_a_clear_error(tmp_path
         Dria(rpc_token="dria-community-token", **config)
     with pytest.raises(ValidationError, match="either a client or the options"):
         Dria(rpc_token=key, client=dria.client)
+
+
+def test_drias_api_mode_and_log_level_are_taken_as_dria_takes_them(tmp_path: Path) -> None:
+    config = {"config_path": tmp_path / "none.json", "rpc_url": "http://127.0.0.1:9", "contract": "0x" + "00" * 20,
+              "relay_url": "http://127.0.0.1:9"}
+    logger = logging.getLogger("gridtask")
+    before = logger.level
+    try:
+        dria = Dria("0x" + "42" * 32, True, logging.WARNING, **config)  # Dria's own positional order
+        assert dria.api_mode is True and logger.level == logging.WARNING
+        Dria("0x" + "42" * 32, **config)  # no log_level: the level the program set stays
+        assert logger.level == logging.WARNING
+        with pytest.raises(ValidationError, match="log_level: a logging level"):
+            Dria("0x" + "42" * 32, log_level="LOUD", **config)
+        with pytest.raises(ValidationError, match="api_mode: must be True or False"):
+            Dria("0x" + "42" * 32, api_mode="yes", **config)  # type: ignore[arg-type]
+    finally:
+        logger.setLevel(before)
 
 
 async def test_a_single_task_raises_its_own_error() -> None:

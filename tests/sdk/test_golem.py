@@ -246,6 +246,19 @@ async def test_the_budget_is_never_passed_when_the_network_may_sample_a_group() 
         await collect(golem, echo_worker, ["one more than the budget holds"] * 1)
 
 
+async def test_the_payloads_needs_travel_with_every_script() -> None:
+    """What ``vm.repo`` asks for is in the inputs each node checks (``check_script``), not only
+    in the SDK: memory and disk size the sandbox, CPU threads decide which node may run it."""
+    seen: list[dict] = []
+    net = FakeNetwork(["n1"], behaviour=lambda node, inputs: seen.append(inputs))
+    golem, _ = await golem_on(net)
+    package = await vm.repo(image_hash=IMAGE, min_mem_gib=1, min_storage_gib=0.5, min_cpu_threads=4)
+    done = [t async for t in golem.execute_tasks(echo_worker, [Task(1)], payload=package)]
+    assert len(done) == 1 and len(seen) == 1
+    spec = check_script(seen[0])
+    assert (spec.memory_mib, spec.disk_mib, spec.cpu_threads) == (1024, 512, 4)
+
+
 async def test_bad_input_is_refused_before_anything_is_paid() -> None:
     net = FakeNetwork(["n1"])
     golem, _ = await golem_on(net)

@@ -25,3 +25,16 @@ def test_a_registry_record_is_read_by_field_name() -> None:
     record = source_record(raw)
     assert (record["minPayment"], record["status"], record["maxExpiryDuration"]) == (7, 1, 3600)
     assert is_registered(record) and not is_registered(source_record(("0x" + "00" * 20, *raw[1:])))
+
+
+def test_chain_config_is_where_ogpu_users_import_it_from() -> None:
+    """ogpu's quick starts write ``from ogpu import ChainConfig, ChainId`` as often as
+    ``ogpu.client.ChainConfig``: both name the same class here."""
+    from gridtask.sdk.opengpu import ChainConfig, ChainId
+
+    assert ChainConfig is ogpu.client.ChainConfig and ChainId is ogpu.client.ChainId
+    ChainConfig.set_chain(ChainId.OGPU_TESTNET)
+    try:
+        assert ogpu.client.ChainConfig.get_chain() is ChainId.OGPU_TESTNET
+    finally:
+        ChainConfig.set_chain(ChainId.DEVNET)

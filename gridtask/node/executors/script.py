@@ -15,6 +15,7 @@ output and downloaded files, nothing that depends on the machine or the moment.
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import tempfile
@@ -68,6 +69,10 @@ class ScriptExecutor:
         check_model(self, model)
         with task_fault():
             spec = check_script(inputs)
+        threads = cpu_threads()
+        if spec.cpu_threads > threads:  # the payload's min_cpu_threads: the creator asked too much of this node
+            raise InvalidTaskParameters(f"cpu_threads: the script needs {spec.cpu_threads} CPU threads; "
+                                        f"this node has {threads}")
         if self._cache is None or self._scratch is None:
             raise ExecutorFailure("the script executor has no bundle cache (the node did not bind it)")
         image = await self._image(spec.image)
@@ -131,6 +136,12 @@ async def _run_script(spec: ScriptSpec, work: Path) -> ScriptResult:
                 return ScriptResult(tuple(results), index, why)
             results.append(CommandResult("download", data=data))
     return ScriptResult(tuple(results))
+
+
+def cpu_threads() -> int:
+    """The CPU threads this node's process may run on (its affinity, which a container or
+    ``taskset`` may narrow below the machine's count)."""
+    return len(os.sched_getaffinity(0))
 
 
 def _inside(work: Path, relative: str) -> Path:

@@ -100,8 +100,21 @@ class Dria:
     ``MAX_TASK_MODELS`` on chain: of a longer list, the first that nodes serve (``on_chain``).
     """
 
-    def __init__(self, rpc_token: str | None = None, *, client: Client | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, **client_options: Any) -> None:
+    def __init__(self, rpc_token: str | None = None, api_mode: bool = False, log_level: int | str | None = None,
+                 *, client: Client | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 **client_options: Any) -> None:
+        # Dria's ``log_level`` sets its package logger's level; here, gridtask's (when given). ``api_mode``
+        # (Dria: keep its background poller running between calls) has nothing to change:
+        # the core client follows its tasks through one subscription, open while it is.
+        if not isinstance(api_mode, bool):
+            raise ValidationError(f"api_mode: must be True or False (got {api_mode!r})")
+        try:
+            if log_level is not None:
+                logging.getLogger("gridtask").setLevel(log_level)
+        except (TypeError, ValueError):
+            raise ValidationError(f"log_level: a logging level such as logging.INFO or 'INFO' "
+                                  f"(got {log_level!r})") from None
+        self.api_mode = api_mode
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValidationError(f"batch_size: must be a positive integer (got {batch_size!r})")
         if client is not None and (rpc_token or client_options):

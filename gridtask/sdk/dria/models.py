@@ -2,9 +2,9 @@
 ``Task`` (a workflow and the models that may run it) and ``TaskResult``.
 
 A Dria task lists its models as *alternatives*: any node serving one of them may run it.
-gridtask's contract gives a task with several models only to a node serving *all* of them,
-so ``Dria.execute`` picks one alternative on the client (the one most nodes serve, see
-``gridtask.sdk.dria.client``) and the result says which model produced it.
+``Dria.execute`` sends such a task as one any-of task on chain (the contract gives it to an
+idle node serving at least one of them, see ``gridtask.sdk.dria.client``), and the result
+says which model produced it. A core task that needs *all* of its models is the other kind.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class Model(StrEnum):
     QWEN2_5_CODER_7B_FP16 = "qwen2.5-coder:7b-instruct-fp16"
     DEEPSEEK_CODER_6_7B = "deepseek-coder:6.7b"
     MIXTRAL_8_7B = "mixtral:8x7b"
+    TINY_AGENT_0_5B = "driaforall/tiny-agent-a:0.5b"
+    TINY_AGENT_1_5B = "driaforall/tiny-agent-a:1.5b"
+    TINY_AGENT_3B = "driaforall/tiny-agent-a:3b"
     DEEPSEEK_R1_1_5B = "deepseek-r1:1.5b"
     DEEPSEEK_R1_7B = "deepseek-r1:7b"
     DEEPSEEK_R1_8B = "deepseek-r1:8b"
@@ -75,9 +78,11 @@ class Model(StrEnum):
     QWEN_QWQ_OR = "qwen/qwq-32b-preview"
     QWEN2_5_72B_OR = "qwen/qwen-2.5-72b-instruct"
     QWEN2_5_7B_OR = "qwen/qwen-2.5-7b-instruct"
+    QWEN2_5_CODER_32B_OR = "qwen/qwen-2.5-coder-32b-instruct"  # exactly 32 bytes
     QWEN2_5_EVA_32B_OR = "eva-unit-01/eva-qwen-2.5-32b"
     ANTHROPIC_SONNET_3_5_OR = "anthropic/claude-3.5-sonnet:beta"
     DEEPSEEK_R1_OR = "deepseek/deepseek-r1"
+    DEEPSEEK_2_5_OR = "deepseek/deepseek-chat"  # Dria's second name for DEEPSEEK_CHAT_OR (an alias)
 
     # Gemini models
     GEMINI_15_PRO = "gemini-1.5-pro"
@@ -175,7 +180,7 @@ _GROUPS: dict[Model, tuple[Model, ...]] = {
                _M.GPT4_TURBO, _M.GPT4O),
     _M.EMBEDDING: (_M.MINILM,),
     _M.CODER: (_M.QWEN2_5_CODER_1_5B, _M.QWEN2_5_CODER_7B_OL, _M.QWEN2_5_CODER_7B_Q8,
-               _M.QWEN2_5_CODER_7B_FP16, _M.DEEPSEEK_CODER_6_7B),
+               _M.QWEN2_5_CODER_7B_FP16, _M.DEEPSEEK_CODER_6_7B, _M.QWEN2_5_CODER_32B_OR),
     _M.REASONING: (_M.DEEPSEEK_R1_1_5B, _M.DEEPSEEK_R1_7B, _M.DEEPSEEK_R1_8B, _M.DEEPSEEK_R1_14B,
                    _M.DEEPSEEK_R1_32B, _M.DEEPSEEK_R1_70B, _M.DEEPSEEK_R1, _M.DEEPSEEK_R1_OR,
                    _M.O1_MINI, _M.O1_PREVIEW),
@@ -184,7 +189,8 @@ _GROUPS: dict[Model, tuple[Model, ...]] = {
     _M.GEMINI: (_M.GEMINI_15_PRO, _M.GEMINI_15_FLASH, _M.GEMINI_20_FLASH, _M.GEMINI_10_PRO,
                 _M.GEMMA_2_2B_IT, _M.GEMMA_2_9B_IT, _M.GEMMA_2_27B_IT),
     _M.OPENROUTER: (_M.DEEPSEEK_CHAT_OR, _M.LLAMA_3_1_8B_OR, _M.QWEN_QWQ_OR, _M.QWEN2_5_72B_OR,
-                    _M.QWEN2_5_7B_OR, _M.QWEN2_5_EVA_32B_OR, _M.ANTHROPIC_SONNET_3_5_OR, _M.DEEPSEEK_R1_OR),
+                    _M.QWEN2_5_7B_OR, _M.QWEN2_5_CODER_32B_OR, _M.QWEN2_5_EVA_32B_OR,
+                    _M.ANTHROPIC_SONNET_3_5_OR, _M.DEEPSEEK_R1_OR),
 }
 
 

@@ -72,7 +72,7 @@ class Fragment:
         payload = job.payload
         self.spec = ScriptSpec(image=payload.image_hash, commands=tuple(c.wire for c in script.commands),
                                timeout=_script_seconds(stage_timeout), memory_mib=payload.memory_mib,
-                               disk_mib=payload.disk_mib)
+                               disk_mib=payload.disk_mib, cpu_threads=payload.cpu_threads)
         self.inputs = self.spec.to_inputs()
         check_script(self.inputs)  # the node's own rule, before anything is paid
         self.avoid = list(dict.fromkeys(avoid))  # nodes it failed on (or its task was rejected on): kept off

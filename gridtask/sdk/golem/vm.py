@@ -36,7 +36,9 @@ async def repo(
     capabilities: object = None,
 ) -> VmPayload:
     """The payload for ``execute_tasks``: the bundle ``image_hash`` with at least this much memory
-    and disk for each script (a node's sandbox gives each script exactly that, up to 4 GiB).
+    and disk for each script (a node's sandbox gives each script exactly that, up to 4 GiB), on a
+    node with at least ``min_cpu_threads`` CPU threads (one with fewer refuses the script, which
+    then goes to another node).
 
     ``image_url`` and ``capabilities`` are yapapi's; gridtask fetches every bundle from its relay
     by hash and has no VM capabilities to choose from, so they must be left out."""

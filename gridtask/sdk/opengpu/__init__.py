@@ -8,5 +8,6 @@ task of ``TaskType.SOURCE`` that only nodes serving the source run, in their san
 """
 
 from gridtask.sdk.opengpu import client, errors, events, manifest, registry, service
+from gridtask.sdk.opengpu.client import ChainConfig, ChainId  # ogpu's top level has these too
 
-__all__ = ["client", "errors", "events", "manifest", "registry", "service"]
+__all__ = ["ChainConfig", "ChainId", "client", "errors", "events", "manifest", "registry", "service"]
