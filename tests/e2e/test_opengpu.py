@@ -175,7 +175,38 @@ def test_manual_confirmation_gets_two_nodes_responses_and_records_the_choice(wor
     statuses = asyncio.run(_statuses(task.address, start, until=ogpu.client.TaskStatus.FINALIZED))
     assert statuses[0] == ogpu.client.TaskStatus.NEW and ogpu.client.TaskStatus.ATTEMPTED in statuses
     assert ogpu.client.TaskStatus.RESPONDED in statuses
+    changes = asyncio.run(_first(ogpu.client.watch_response_status_changed(chosen.address, from_block=start,
+                                                                           poll_interval=0.2), 2))
+    assert [c.status for c in changes] == [ogpu.client.ResponseStatus.SUBMITTED, ogpu.client.ResponseStatus.CONFIRMED]
+    assert all(c.response == chosen.address for c in changes) and changes[0].block_number <= changes[1].block_number
     asyncio.run(assert_conserved(world.net))
+
+
+def test_nodes_that_serve_a_source_are_its_registrations(world: World) -> None:
+    """ogpu's ``watch_registered``: each node announcing the source's model, numbered from the
+    source's first registration whatever block a watcher starts from."""
+    source = world.sources["first"]
+    seen = asyncio.run(_first(ogpu.client.watch_registered(source, from_block=0, poll_interval=0.2), 3))
+    assert [e.registrant_id for e in seen] == [0, 1, 2]
+    assert len({e.provider for e in seen}) == 3 and all(e.source == source for e in seen)
+    later = seen[-1].block_number
+    (resumed,) = asyncio.run(_first(ogpu.client.watch_registered(source, from_block=later, poll_interval=0.2), 1))
+    first_there = next(e for e in seen if e.block_number >= later)
+    assert (resumed.provider, resumed.registrant_id) == (first_there.provider, seen.index(first_there))
+
+
+async def _first(watcher: Any, count: int) -> list[Any]:
+    """The first ``count`` events an async-generator watcher yields (30 s at most)."""
+    got: list[Any] = []
+
+    async def collect() -> None:
+        async for event in watcher:
+            got.append(event)
+            if len(got) == count:
+                return
+
+    await asyncio.wait_for(collect(), 30)
+    return got
 
 
 async def _block(world: World) -> int:

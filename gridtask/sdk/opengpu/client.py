@@ -43,7 +43,7 @@ from eth_utils import to_checksum_address
 from pydantic import BaseModel
 
 from gridtask.chain import artifact
-from gridtask.chain.client import ChainClient
+from gridtask.chain.client import ChainClient, EventCodec
 from gridtask.config import NetworkConfig, load_config
 from gridtask.exceptions import (
     ChainError,
@@ -250,6 +250,7 @@ class _Registry(ChainClient):
     def __init__(self, config: NetworkConfig, identity: Identity) -> None:
         super().__init__(config.rpc_url, config.source_registry, identity)
         self.contract = self.w3.eth.contract(address=self.address, abi=artifact.abi(REGISTRY))
+        self.events = EventCodec(self.contract)  # its logs are the registry's events
 
     async def source(self, address: str) -> SourceParams:
         r = source_record(await self.contract.functions.sources(to_checksum_address(address)).call())

@@ -16,11 +16,13 @@ from eth_utils import to_checksum_address
 from gridtask.chain.client import ChainClient, to_bytes32
 from gridtask.keys import Identity
 from gridtask.limits import source_model
-from gridtask.sdk.opengpu.client import ZERO, ChainConfig, Task, TaskStatus
+from gridtask.sdk.opengpu.client import ZERO, ChainConfig, ResponseStatus, Task, TaskStatus, _Registry
 
 __all__ = [
-    "AttemptedEvent", "ResponseSubmittedEvent", "TaskPublishedEvent", "TaskStatusChangedEvent", "watch_attempted",
-    "watch_response_submitted", "watch_task_published", "watch_task_status_changed",
+    "AttemptedEvent", "RegisteredEvent", "ResponseStatusChangedEvent", "ResponseSubmittedEvent",
+    "TaskPublishedEvent", "TaskStatusChangedEvent", "watch_attempted", "watch_registered",
+    "watch_response_status_changed", "watch_response_submitted", "watch_task_published",
+    "watch_task_status_changed",
 ]
 
 
@@ -61,31 +63,61 @@ class TaskStatusChangedEvent:
     log_index: int
 
 
+@dataclass(frozen=True)
+class ResponseStatusChangedEvent:
+    response: str
+    status: ResponseStatus
+    block_number: int
+    transaction_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class RegisteredEvent:
+    provider: str
+    registrant_id: int
+    source: str
+    block_number: int
+    transaction_hash: str
+    log_index: int
+
+
 _EVENT_STATUS = {"TaskCreated": TaskStatus.NEW, "TaskQueued": TaskStatus.NEW, "TaskStarted": TaskStatus.ATTEMPTED,
                  "TaskScoreReady": TaskStatus.RESPONDED, "TaskSuccess": TaskStatus.FINALIZED,
                  "TaskErrorReported": TaskStatus.FAILED, "TaskInvalidated": TaskStatus.FAILED}
 
 
-async def _logs(names: list[str], key: bytes | None, from_block: int | None,
-                poll_interval: float) -> AsyncIterator[Any]:
-    """Every log of these TaskNetwork events (for one task key, or all), from ``from_block``
-    (None: the head), polled every ``poll_interval`` seconds; for ever."""
+async def _logs(names: list[str], key: bytes | None, from_block: int | None, poll_interval: float, *,
+                registry: list[str] | None = None) -> AsyncIterator[Any]:
+    """Every log of these TaskNetwork events (for one task key, or all) and of the ``registry``'s
+    events named, in chain order, from ``from_block`` (None: the head), polled every
+    ``poll_interval`` seconds; for ever."""
     config = ChainConfig.config()
     chain = ChainClient.from_config(config, Identity.generate())
+    clients = [chain]
+    feeds: list[tuple[ChainClient, list[Any]]] = []
     try:
+        if names:
+            topics: list[Any] = [[chain.events.topic(n) for n in names]]
+            if key is not None:
+                topics.append(key)
+            feeds.append((chain, topics))
+        if registry:
+            clients.append(source_registry := _Registry(config, chain.identity))
+            feeds.append((source_registry, [[source_registry.events.topic(n) for n in registry]]))
         next_block = from_block if from_block is not None else await chain.block_number()
-        topics: list[Any] = [[chain.events.topic(n) for n in names]]
-        if key is not None:
-            topics.append(key)
         while True:
             head = await chain.block_number()
             if head >= next_block:
-                for event in await chain.find_logs(topics, from_block=next_block, to_block=head):
+                found = [e for client, topics in feeds
+                         for e in await client.find_logs(topics, from_block=next_block, to_block=head)]
+                for event in sorted(found, key=lambda e: (e.block_number, e.log_index)):
                     yield event
                 next_block = head + 1
             await asyncio.sleep(poll_interval)
     finally:
-        await chain.aclose()
+        for client in clients:
+            await client.aclose()
 
 
 def _key(task: str | Task) -> bytes:
@@ -130,3 +162,46 @@ async def watch_task_status_changed(task: str | Task, *, from_block: int | None 
             status = _EVENT_STATUS[event.name]
         yield TaskStatusChangedEvent(str(task), status, event.block_number, "0x" + event.transaction_hash.hex(),
                                      event.log_index)
+
+
+async def watch_response_status_changed(response_address: str, *, from_block: int | None = None,
+                                        poll_interval: float = 2.0) -> AsyncIterator[ResponseStatusChangedEvent]:
+    """A response's changes: SUBMITTED when its node committed it (``TaskScoreReady`` of the
+    response's task), CONFIRMED when the task's creator chose it (the SourceRegistry's
+    ``ResponseConfirmed``)."""
+    key = _key(response_address)
+    async for event in _logs(["TaskScoreReady"], key, from_block, poll_interval, registry=["ResponseConfirmed"]):
+        if event.name == "ResponseConfirmed":
+            if bytes(event.args["response"]) != key:
+                continue
+            status = ResponseStatus.CONFIRMED
+        else:
+            status = ResponseStatus.SUBMITTED
+        yield ResponseStatusChangedEvent(str(response_address), status, event.block_number,
+                                         "0x" + event.transaction_hash.hex(), event.log_index)
+
+
+async def watch_registered(source_address: str, *, from_block: int | None = None,
+                           poll_interval: float = 2.0) -> AsyncIterator[RegisteredEvent]:
+    """Nodes that start serving a source (ogpu: providers registering to it): a node that joins
+    with the source's model, or adds it later (``NodeJoined``, ``NodeModelsChanged``).
+    ``registrant_id`` counts the source's registrations on chain from the first, so it is the
+    same whatever ``from_block`` a watcher starts at."""
+    model = to_bytes32(source_model(source_address))
+    names = ["NodeJoined", "NodeModelsChanged"]
+
+    def registers(event: Any) -> bool:
+        listed = event.args.get("models" if event.name == "NodeJoined" else "added", [])
+        return model in [bytes(m) for m in listed]
+
+    config = ChainConfig.config()
+    async with ChainClient.from_config(config, Identity.generate()) as chain:
+        start = from_block if from_block is not None else await chain.block_number()
+        earlier = await chain.find_logs([[chain.events.topic(n) for n in names]], to_block=start - 1) \
+            if start > 0 else []
+    registrant = sum(1 for e in earlier if registers(e))
+    async for event in _logs(names, None, start, poll_interval):
+        if registers(event):
+            yield RegisteredEvent(str(event.args["node"]), registrant, to_checksum_address(source_address),
+                                  event.block_number, "0x" + event.transaction_hash.hex(), event.log_index)
+            registrant += 1
