@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from gridtask.chain.client import to_bytes32
+from gridtask.chain.client import ChainClient, to_bytes32
 from gridtask.config import save_config, secret_value
 from gridtask.devnet import DEVNET_MODELS_DIR, Devnet
 from gridtask.exceptions import ResultParseError, TaskAborted, TaskErrored, TaskTimeout
+from gridtask.keys import Identity
 from gridtask.node.executors.tiny_llm import TINY_LLM, build_tiny_llm
 from gridtask.sdk import Client
-from gridtask.sdk.dria import Dria, Model, Task
+from gridtask.sdk.dria import DatasetGenerator, Dria, DriaDataset, Model, Prompt, Task
 from gridtask.sdk.dria.factory import (
     Answer,
     BackStory,
@@ -70,6 +71,8 @@ SCRIPT = [
     ("List the traits", "age, job"),
     ("Describe 2 different people", "1. age: 30; job: baker\n2. age: 41; job: smith"),
     ("#Given Prompt#", "## New Prompt: Explain tides, with one example and in under 50 words."),
+    ("Give a one-word title", '{"title": "Tides", "words": 1}'),
+    ("Rate the title", '```json\n{"rating": 4}\n```'),
 ]
 
 
@@ -154,6 +157,34 @@ async def test_each_singleton_runs_on_a_node_and_its_parser_reads_the_answer(
         assert len(turns) == 2 and all("re: You are a" in t.instructor + t.responder for t in turns), results[0].memory
     if isinstance(singleton, RandomVars):
         assert len(outputs) == 2  # one output per person
+
+
+async def test_a_prompt_makes_a_dataset_and_enrich_adds_a_field_on_the_devnet(dria_net: Net, tmp_path: Path) -> None:
+    """Dria's ``Prompt``: a JSON-schema generation on a node (it checks the answer against the
+    schema), as a dataset step over rows, then ``enrich`` over the entries."""
+
+    class Title(BaseModel):
+        title: str
+        words: int
+
+    class Rating(BaseModel):
+        rating: int
+
+    dataset = DriaDataset("prompted", path=tmp_path / "prompted")
+    generator = DatasetGenerator(dataset, dria_for(dria_net), progress=False)
+    rows = [{"body": f"The sea, part {i}."} for i in range(3)]
+    await generator.generate(rows, Prompt("Give a one-word title to: {{text}}", Title, input_map={"text": "body"}),
+                             ["scripted"])
+    assert dataset.get_entries() == [{"title": "Tides", "words": 1}] * 3 and not dataset.failed
+    await generator.enrich(Prompt("Rate the title {{title}} from 1 to 5.", Rating), ["scripted"])
+    assert dataset.get_entries() == [{"title": "Tides", "words": 1, "rating": 4}] * 3 and not dataset.failed
+    tasks = {r["task"] for r in dataset.records() if r.get("kind") == "done"}
+    assert len(tasks) == 6  # six tasks on chain, each paid once
+    async with ChainClient.from_config(dria_net.config, Identity.generate()) as chain:
+        for key in tasks:
+            info = await chain.get_task(bytes.fromhex(key.removeprefix("0x")))
+            assert info is not None and info.state == TaskState.SUCCESS
+    await assert_conserved(dria_net.devnet)
 
 
 async def test_every_singleton_runs_on_the_tiny_model_at_once(dria_net: Net) -> None:

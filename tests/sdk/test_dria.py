@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from gridtask.chain.client import to_bytes32
 from gridtask.exceptions import ConfigError, ResultParseError, TaskAborted, TaskErrored, TaskTimeout, ValidationError
@@ -31,8 +32,9 @@ from gridtask.sdk.dria.factory import (
     ScoreComplexity,
     Simple,
 )
+from gridtask.sdk.dria.prompt import Prompt
 from gridtask.types import TaskType
-from gridtask.workflows import parse_workflow
+from gridtask.workflows import as_json, parse_workflow
 
 # ------------------------------------------------------------------ models
 
@@ -433,6 +435,117 @@ async def test_a_pipeline_whose_steps_do_not_fit_is_refused_before_anything_runs
                                                                    "persona": "prompt"})])
     assert dria.calls == [{"prompt": "p"}, {"persona": "p", "context": "p", "question": "gen"}]
     assert dria.calls and DriaDataset("x", path=tmp_path / "x").get_entries()[0]["prediction"] == "A(gen)"
+
+
+class Title(BaseModel):
+    title: str
+    words: int
+
+
+def title_answer(memory: dict[str, str]) -> str:
+    text = memory.get("text") or memory.get("prediction", "")
+    return f'Sure: {{"title": "T:{text[:12]}", "words": {len(text.split())}}}'
+
+
+def test_a_prompt_is_one_generation_whose_answer_must_fit_its_schema() -> None:
+    prompt = Prompt("Title for {{text}} ({{ n }} words)", Title, input_map={"text": "body"})
+    assert prompt.variables == ["text", "n"] and prompt.description == "prompt"
+    workflow = parse_workflow(as_json(prompt.workflow(text="a b", n=2)))
+    assert workflow.external_memory == {"text": "a b", "n": "2"}  # non-text values go as JSON
+    task = workflow.tasks[0]
+    assert task.json_schema is not None and task.json_schema["required"] == ["title", "words"]
+    assert prompt.callback([result('```json\n{"title": "x", "words": 3}\n```')]) == [Title(title="x", words=3)]
+    with pytest.raises(ResultParseError, match="is not JSON that fits Title"):
+        prompt.parse(result('{"title": "x"}'))
+    with pytest.raises(ValidationError, match="no variables"):
+        Prompt("no braces", Title)
+    with pytest.raises(ValidationError, match="input_map"):
+        Prompt("{{a}}", Title, input_map={"b": "c"})
+    with pytest.raises(ValidationError, match="no value for \\['n'\\]"):
+        prompt.workflow(text="x")
+    assert Prompt("{{a}}", Title).name != Prompt("{{a}}!", Title).name  # another prompt, another step
+
+
+async def test_a_prompt_is_a_dataset_step_and_enrich_adds_its_fields_to_every_entry(tmp_path: Path) -> None:
+    rows = [{"body": f"text number {i}"} for i in range(3)]
+    dataset = DriaDataset("titles", path=tmp_path / "titles")
+    dria = FakeDria(title_answer, fail={"number 2": 99})
+    prompt = Prompt("Title: {{text}}", Title, input_map={"text": "body"})
+    await DatasetGenerator(dataset, dria, retries=0, progress=False).generate(rows, prompt)  # type: ignore[arg-type]
+    assert dataset.get_entries() == [{"title": "T:text number ", "words": 3}] * 2
+    assert [f.row for f in dataset.failed] == ["2"]
+    # enrich: a second prompt over those entries adds its fields; the entries become the merged rows
+    class Tone(BaseModel):
+        tone: str
+    tone = Prompt("Tone of {{title}}", Tone)
+    toner = FakeDria(lambda m: json.dumps({"tone": f"calm:{m['title']}"}), fail={"T:text": 1})
+    generator = DatasetGenerator(dataset, toner, retries=0, progress=False)  # type: ignore[arg-type]
+    await generator.enrich(tone)
+    assert len(dataset.failed) == 1 and len(dataset.get_entries()) == 1  # one failed: rerun retries it
+    await generator.enrich(tone)
+    assert dataset.get_entries() == [{"title": "T:text number ", "words": 3, "tone": "calm:T:text number "}] * 2
+    assert len(toner.calls) == 3 and not dataset.failed  # 2 + the one retried; nothing finished ran twice
+    await generator.enrich(tone)
+    assert len(toner.calls) == 3  # done: nothing runs, nothing is paid
+    # the generate job is still there: a rerun resumes it (row 2 only) and the entries stay enriched
+    retry = FakeDria(title_answer)
+    await DatasetGenerator(dataset, retry, progress=False).generate(rows, prompt)  # type: ignore[arg-type]
+    assert [c["text"] for c in retry.calls] == ["text number 2"]
+    assert all("tone" in e for e in dataset.get_entries())
+    with pytest.raises(ValidationError, match="has no entries yet"):
+        await DatasetGenerator(DriaDataset("empty", path=tmp_path / "e"), toner).enrich(tone)  # type: ignore[arg-type]
+
+
+async def test_imports_start_a_dataset_that_enrich_and_generate_read(tmp_path: Path) -> None:
+    class Doc(BaseModel):
+        text: str
+        n: int = 0
+
+    (tmp_path / "docs.json").write_text(json.dumps([{"text": "one two"}, {"text": "three", "n": 4}, {"n": 1}]))
+    (tmp_path / "docs.csv").write_text("text,n\nalpha beta,2\ngamma,x\n")
+    from_json = DriaDataset.from_json("j", "docs", Doc, tmp_path / "docs.json", path=tmp_path / "j")
+    assert from_json.get_entries() == [{"text": "one two", "n": 0}, {"text": "three", "n": 4}]
+    assert [i for i, _ in from_json.skipped] == [2]  # no text: left out, and said
+    from_csv = DriaDataset.from_csv("c", "docs", Doc, tmp_path / "docs.csv", path=tmp_path / "c")
+    assert from_csv.get_entries() == [{"text": "alpha beta", "n": 2}] and [i for i, _ in from_csv.skipped] == [1]
+    headless = tmp_path / "headless.csv"
+    headless.write_text("a b c;3\n")
+    assert DriaDataset.from_csv("h", "", Doc, headless, delimiter=";", has_header=False,
+                                path=tmp_path / "h").get_entries() == [{"text": "a b c", "n": 3}]
+    import datasets
+
+    hf = datasets.Dataset.from_list([{"body": "from the hub", "id": 7}])
+    from_hf = DriaDataset.from_huggingface("hf", "", hf, Doc, mapping={"text": "body", "n": "id"}, path=tmp_path / "hf")
+    assert from_hf.get_entries() == [{"text": "from the hub", "n": 7}]
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "train.jsonl").write_text('{"text": "on disk", "n": 5}\n')
+    assert DriaDataset.from_huggingface("l", "", str(local), Doc, path=tmp_path / "l").get_entries() == \
+        [{"text": "on disk", "n": 5}]
+    with pytest.raises(ValidationError, match="cannot read"):
+        DriaDataset.from_json("bad", "", Doc, tmp_path / "missing.json", path=tmp_path / "bad")
+    # an imported dataset's entries are instructions for another, and enrich reads them
+    dria = FakeDria(title_answer)
+    out = DriaDataset("out", path=tmp_path / "out")
+    await DatasetGenerator(out, dria, progress=False).generate(from_json, Prompt("{{text}}", Title))  # type: ignore[arg-type]
+    assert [e["title"] for e in out.get_entries()] == ["T:one two", "T:three"]
+    await DatasetGenerator(from_csv, dria, progress=False).enrich(Prompt("{{text}}", Title))  # type: ignore[arg-type]
+    assert from_csv.get_entries() == [{"text": "alpha beta", "n": 2, "title": "T:alpha beta", "words": 2}]
+
+
+async def test_sampling_ratio_runs_a_share_of_the_rows_the_same_on_every_run(tmp_path: Path) -> None:
+    rows = [{"prompt": f"p{i}"} for i in range(10)]
+    first = FakeDria(lambda m: "g")
+    dataset = DriaDataset("s", path=tmp_path / "s")
+    await DatasetGenerator(dataset, first, progress=False).generate(rows, Simple, sampling_ratio=0.3)  # type: ignore[arg-type]
+    assert len(first.calls) == 3 and len(dataset.get_entries()) == 3
+    picked = [c["prompt"] for c in first.calls]
+    again = FakeDria(lambda m: "g")
+    await DatasetGenerator(dataset, again, progress=False).generate(rows, Simple, sampling_ratio=0.3)  # type: ignore[arg-type]
+    assert again.calls == []  # the same three rows: all finished
+    assert sorted(picked) == sorted(e["prompt"] for e in dataset.get_entries())
+    with pytest.raises(ValidationError, match="sampling_ratio"):
+        await DatasetGenerator(dataset, again, progress=False).generate(rows, Simple, sampling_ratio=0)  # type: ignore[arg-type]
 
 
 def test_dria_import_paths_and_a_workflow_built_with_the_real_dria_workflows() -> None:

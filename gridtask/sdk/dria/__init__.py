@@ -12,6 +12,7 @@ from gridtask.sdk.dria.client import Dria, ExecuteResults, TaskFailure
 from gridtask.sdk.dria.dataset import DatasetGenerator, DriaDataset, FailedRow
 from gridtask.sdk.dria.factory import SINGLETONS, SingletonTemplate
 from gridtask.sdk.dria.models import FunctionCall, Model, Task, TaskResult
+from gridtask.sdk.dria.prompt import Prompt
 
 __all__ = ["SINGLETONS", "DatasetGenerator", "Dria", "DriaDataset", "ExecuteResults", "FailedRow", "FunctionCall",
-           "Model", "SingletonTemplate", "Task", "TaskFailure", "TaskResult"]
+           "Model", "Prompt", "SingletonTemplate", "Task", "TaskFailure", "TaskResult"]

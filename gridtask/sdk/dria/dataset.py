@@ -11,15 +11,22 @@ Every finished row is appended to a journal (``<dataset path>/journal.jsonl``, f
 disk) before anything else happens, so a job that is interrupted and run again with the
 same instructions and singletons picks up where it stopped: finished rows are never run
 or paid for twice.
+
+A journal holds the dataset's jobs in order, and its entries are the last job's: a
+``generate``, then any ``enrich`` (a ``Prompt`` over every entry, adding its fields), or an
+import (``DriaDataset.from_json`` / ``from_csv`` / ``from_huggingface``) to start from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +48,9 @@ from gridtask.retry import Policy
 from gridtask.sdk.dria.client import Dria
 from gridtask.sdk.dria.factory._base import SingletonTemplate
 from gridtask.sdk.dria.models import Model, Task
+from gridtask.sdk.dria.prompt import Prompt
 
+log = logging.getLogger(__name__)
 JOURNAL = "journal.jsonl"
 DEFAULT_HOME = Path.home() / ".gridtask" / "datasets"
 ROW_RETRY = Policy("dataset row", lambda exc: isinstance(exc, (TaskFailed, ChainError, RelayError, ResultParseError)),
@@ -49,7 +58,7 @@ ROW_RETRY = Policy("dataset row", lambda exc: isinstance(exc, (TaskFailed, Chain
 """A row that failed (on chain, at the relay, or with a result its parser cannot read) is
 sent again as a new task; ``DatasetGenerator.retries`` bounds how many times."""
 
-StepSpec = type[SingletonTemplate] | tuple[type[SingletonTemplate], Mapping[str, str]]
+StepSpec = type[SingletonTemplate] | tuple[type[SingletonTemplate], Mapping[str, str]] | Prompt
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,78 @@ class DriaDataset:
         self.schema = schema
         self.path = Path(path) if path is not None else DEFAULT_HOME / name
         self.failed: list[FailedRow] = []
-        """Rows of the last ``generate`` that failed for good."""
+        """Rows of the last ``generate`` or ``enrich`` that failed for good."""
+        self.skipped: list[tuple[int, str]] = []
+        """Rows an import left out (their place in the file and why): they did not fit ``schema``."""
+
+    @classmethod
+    def from_json(cls, name: str, description: str, schema: type[BaseModel], json_path: Path | str, *,
+                  path: Path | str | None = None) -> DriaDataset:
+        """A dataset of the entries in a JSON file (a list of objects, or one object)."""
+        try:
+            data = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"from_json: cannot read {json_path}: {exc}") from None
+        return cls(name, description, schema, path=path)._imported([data] if isinstance(data, dict) else data,
+                                                                    str(json_path))
+
+    @classmethod
+    def from_csv(cls, name: str, description: str, schema: type[BaseModel], csv_path: Path | str,
+                 delimiter: str = ",", has_header: bool = True, *, path: Path | str | None = None) -> DriaDataset:
+        """A dataset of a CSV file's rows (without a header, the columns are ``schema``'s fields in order)."""
+        try:
+            with open(csv_path, encoding="utf-8", newline="") as f:
+                if has_header:
+                    rows: list[Any] = list(csv.DictReader(f, delimiter=delimiter))
+                else:
+                    rows = [dict(zip(schema.model_fields, r, strict=False)) for r in csv.reader(f, delimiter=delimiter)]
+        except (OSError, csv.Error, UnicodeDecodeError) as exc:
+            raise ValidationError(f"from_csv: cannot read {csv_path}: {exc}") from None
+        return cls(name, description, schema, path=path)._imported(rows, str(csv_path))
+
+    @classmethod
+    def from_huggingface(cls, name: str, description: str, dataset_id: Any, schema: type[BaseModel],
+                         mapping: Mapping[str, str] | None = None, split: str = "train", *,
+                         path: Path | str | None = None) -> DriaDataset:
+        """A dataset of a Hugging Face dataset's split: ``dataset_id`` is what ``datasets.load_dataset``
+        takes (a hub name, or a local directory of data files), or a ``datasets.Dataset``;
+        ``mapping`` names, for each of ``schema``'s fields, the column it comes from."""
+        if hasattr(dataset_id, "column_names"):
+            rows = list(dataset_id)
+        else:
+            datasets = _optional("datasets")
+            try:
+                rows = list(datasets.load_dataset(dataset_id, split=split))
+            except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; all mean "could not load"
+                raise ValidationError(f"from_huggingface: cannot load {dataset_id!r} (split {split!r}): "
+                                      f"{type(exc).__name__}: {exc}") from None
+        if mapping:
+            rows = [{field: row.get(column) for field, column in mapping.items()} for row in rows]
+        return cls(name, description, schema, path=path)._imported(rows, str(dataset_id))
+
+    def _imported(self, rows: Sequence[Any], origin: str) -> DriaDataset:
+        """Start the journal afresh with these rows (those that fit ``schema``) as its one job."""
+        assert self.schema is not None
+        entries: list[dict[str, Any]] = []
+        for index, row in enumerate(rows):
+            try:
+                if not isinstance(row, Mapping):
+                    raise ValidationError(f"not an object but {type(row).__name__}")
+                entries.append(self.schema(**row).model_dump(mode="json"))
+            except (ValidationError, ValueError, TypeError) as exc:
+                self.skipped.append((index, str(exc).splitlines()[0]))
+        if self.skipped:
+            log.warning("dataset %s: %d of %d rows of %s do not fit %s and were left out (dataset.skipped)",
+                        self.name, len(self.skipped), len(rows), origin, self.schema.__name__)
+        self.reset()
+        journal = _Journal(self.journal)
+        try:
+            fingerprint = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+            journal.write({"kind": "job", "job": 0, "fingerprint": fingerprint, "steps": 0, "import": origin})
+            journal.write({"kind": "rows", "job": 0, "entries": entries})
+        finally:
+            journal.close()
+        return self
 
     @property
     def journal(self) -> Path:
@@ -99,26 +179,27 @@ class DriaDataset:
                 continue
         return out
 
-    def get_entries(self, data_only: bool = True) -> list[dict[str, Any]]:
-        """The final step's outputs, in row order; ``data_only=False`` adds ``_row`` and ``_task``."""
-        records = [r for r in self.records() if r.get("kind") == "done"]
-        if not records:
-            return []
-        steps = self._steps()
-        last = steps - 1 if steps else max(r["step"] for r in records)
-        done = sorted((r for r in records if r["step"] == last), key=lambda r: _row_key(r["row"]))
-        entries = []
-        for record in done:
-            for index, output in enumerate(record["outputs"]):
-                entries.append(output if data_only else
-                               {**output, "_row": f"{record['row']}/{index}", "_task": record["task"]})
-        return entries
-
-    def _steps(self) -> int | None:
+    def jobs(self) -> list[_Job]:
+        """The journal's jobs, in the order they ran."""
+        jobs: list[_Job] = []
         for record in self.records():
-            if record.get("kind") == "job":
-                return int(record["steps"])
-        return None
+            kind = record.get("kind")
+            if kind == "job":
+                jobs.append(_Job(record))
+            elif kind in ("done", "rows") and jobs:
+                # records before jobs were numbered belong to the first job
+                job = jobs[min(int(record.get("job", 0)), len(jobs) - 1)]
+                if kind == "rows":
+                    job.rows.extend(record["entries"])
+                else:
+                    job.done[(record["step"], record["row"])] = record
+        return jobs
+
+    def get_entries(self, data_only: bool = True) -> list[dict[str, Any]]:
+        """The last job's entries: an import's rows, or its final step's outputs in row order;
+        ``data_only=False`` adds ``_row`` and ``_task``."""
+        jobs = self.jobs()
+        return _entries(jobs[-1], data_only) if jobs else []
 
     def __len__(self) -> int:
         return len(self.get_entries())
@@ -150,6 +231,29 @@ class DriaDataset:
         """Forget every finished row (the next ``generate`` starts afresh)."""
         self.journal.unlink(missing_ok=True)
         return self
+
+
+@dataclass
+class _Job:
+    """One job of a journal: its header, and what it finished (or, for an import, its rows)."""
+
+    header: dict[str, Any]
+    done: dict[tuple[int, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _entries(job: _Job, data_only: bool = True) -> list[dict[str, Any]]:
+    """A job's entries (see ``DriaDataset.get_entries``)."""
+    if job.header.get("import"):
+        return [dict(e) if data_only else {**e, "_row": str(i), "_task": None} for i, e in enumerate(job.rows)]
+    last = int(job.header["steps"]) - 1
+    done = sorted((r for (step, _), r in job.done.items() if step == last), key=lambda r: _row_key(r["row"]))
+    entries = []
+    for record in done:
+        for index, output in enumerate(record["outputs"]):
+            entries.append(output if data_only else
+                           {**output, "_row": f"{record['row']}/{index}", "_task": record["task"]})
+    return entries
 
 
 class _Journal:
@@ -202,29 +306,63 @@ class DatasetGenerator:
         self.dataset = dataset
         return self
 
-    async def generate(self, instructions: Sequence[Mapping[str, Any]], singletons: StepSpec | Sequence[StepSpec],
-                       models: Model | str | Sequence[Model | str] | Sequence[Sequence[Model | str]] = Model.LOCAL,
-                       ) -> DriaDataset:
-        """Run every instruction through the pipeline; return the dataset (its entries are
-        the last step's outputs; ``dataset.failed`` lists rows that failed for good)."""
+    def _target(self) -> DriaDataset:
         if self.dataset is None:
             raise ValidationError("DatasetGenerator: set a dataset first (DatasetGenerator(DriaDataset(name)))")
-        dataset = self.dataset
+        return self.dataset
+
+    async def generate(self, instructions: Sequence[Mapping[str, Any]] | DriaDataset,
+                       singletons: StepSpec | Sequence[StepSpec],
+                       models: Model | str | Sequence[Model | str] | Sequence[Sequence[Model | str]] = Model.LOCAL,
+                       sampling_ratio: float = 1.0) -> DriaDataset:
+        """Run every instruction (or another dataset's entries) through the pipeline; return the
+        dataset (its entries are the last step's outputs; ``dataset.failed`` lists rows that
+        failed for good). ``sampling_ratio`` < 1 runs that share of the instructions, the same
+        ones on every run (chosen from their content), so a rerun still resumes."""
+        dataset = self._target()
+        if isinstance(instructions, DriaDataset):
+            instructions = instructions.get_entries()
         steps = _steps(singletons, models)
-        rows = _instructions(instructions, steps[0])
+        rows = _sample(_instructions(instructions, steps[0]), sampling_ratio)
         _check_pipeline(steps, dataset.schema)
-        fingerprint = _fingerprint(rows, steps)
-        done: dict[tuple[int, str], dict[str, Any]] = {}
-        for record in dataset.records():
-            if record.get("kind") == "job" and record["fingerprint"] != fingerprint:
-                raise ValidationError(f"dataset {dataset.name!r}: its journal {dataset.journal} belongs to another job "
-                                      "(other instructions or singletons): use another dataset name or "
-                                      "dataset.reset()")
-            if record.get("kind") == "done":
-                done[(record["step"], record["row"])] = record
+        return await self._run(dataset, rows, steps, {"fingerprint": _fingerprint(rows, steps)})
+
+    async def enrich(self, prompt: Prompt, models: Model | str | Sequence[Model | str] = Model.LOCAL) -> DriaDataset:
+        """Run ``prompt`` over every entry of the dataset and add the fields of its answer to the
+        entry (a new job in the journal, which becomes the dataset's entries; rows that fail
+        for good are left out and listed in ``dataset.failed``; run it again to retry them)."""
+        dataset = self._target()
+        if not isinstance(prompt, Prompt):
+            raise ValidationError(f"enrich: give a Prompt (got {prompt!r})")
+        steps = _steps(prompt, models)
+        jobs = dataset.jobs()
+        base = len(jobs) - 1
+        name = steps[0].singleton.__name__
+        if jobs and jobs[-1].header.get("enrich") and jobs[-1].header.get("singletons") == [name]:
+            base = int(jobs[-1].header["base"])  # this enrichment again: resume it over the same entries
+        entries = _entries(jobs[base]) if jobs else []
+        if not entries:
+            raise ValidationError(f"enrich: dataset {dataset.name!r} has no entries yet (generate or import first)")
+        rows = _instructions(entries, steps[0])
+        header = {"fingerprint": _fingerprint(rows, steps, "enrich"), "enrich": True, "base": base}
+        return await self._run(dataset, rows, steps, header)
+
+    async def _run(self, dataset: DriaDataset, rows: list[dict[str, Any]], steps: list[_Step],
+                   header: dict[str, Any]) -> DriaDataset:
+        """The job ``header`` names: resumed where the journal has it, else appended (only an
+        enrichment may follow another job)."""
+        jobs = dataset.jobs()
+        index = next((i for i, job in enumerate(jobs) if job.header["fingerprint"] == header["fingerprint"]), None)
+        if index is None and jobs and not header.get("enrich"):
+            raise ValidationError(f"dataset {dataset.name!r}: its journal {dataset.journal} belongs to another job "
+                                  "(other instructions or singletons): use another dataset name or "
+                                  "dataset.reset()")
+        done = jobs[index].done if index is not None else {}
+        merge = bool(header.get("enrich"))
         journal = _Journal(dataset.journal)
-        if not dataset.journal.stat().st_size:
-            journal.write({"kind": "job", "fingerprint": fingerprint, "steps": len(steps),
+        if index is None:
+            index = len(jobs)
+            journal.write({"kind": "job", "job": index, **header, "steps": len(steps),
                            "singletons": [s.singleton.__name__ for s in steps]})
         dria = self.dria_client or Dria()
         slots = asyncio.Semaphore(self.batch_size)
@@ -238,11 +376,11 @@ class DatasetGenerator:
             record = done.get((step, row))
             if record is None:
                 record = await self._attempt(dria, slots, steps[step], step, row, values, failed,
-                                             lambda n: bar.update(bars[step], note=f"{n} retried"))
+                                             lambda n: bar.update(bars[step], note=f"{n} retried"), merge)
                 if record is None:
                     bar.advance(bars[step])
                     return
-                journal.write(record)
+                journal.write({**record, "job": index})
             bar.advance(bars[step])
             if step + 1 < len(steps):
                 outputs = record["outputs"]
@@ -260,10 +398,11 @@ class DatasetGenerator:
         return dataset
 
     async def _attempt(self, dria: Dria, slots: asyncio.Semaphore, step: _Step, index: int, row: str,
-                       values: dict[str, Any], failed: list[FailedRow], retried: Callable[[int], None]
-                       ) -> dict[str, Any] | None:
-        """Run one row of one step to its parsed outputs, retrying (ROW_RETRY) up to
-        ``retries`` more times; ``None`` (and a ``FailedRow``) when every try failed."""
+                       values: dict[str, Any], failed: list[FailedRow], retried: Callable[[int], None],
+                       merge: bool = False) -> dict[str, Any] | None:
+        """Run one row of one step to its parsed outputs (with ``merge``, the row's fields and
+        the outputs' together), retrying (ROW_RETRY) up to ``retries`` more times; ``None``
+        (and a ``FailedRow``) when every try failed."""
         inputs = step.inputs(values)
         tries = 0
         avoid: list[str] = []  # nodes this row failed on: its retries go elsewhere
@@ -294,8 +433,9 @@ class DatasetGenerator:
                 if result[0].node:
                     avoid.append(result[0].node)  # another node may answer otherwise
                 raise
+            dumped = [o.model_dump(mode="json", by_alias=True) for o in outputs]
             return {"kind": "done", "step": index, "row": row, "task": result[0].id, "model": result[0].model,
-                    "outputs": [o.model_dump(mode="json", by_alias=True) for o in outputs]}
+                    "outputs": [{**values, **o} for o in dumped] if merge else dumped}
 
         try:
             return await policy.call(once)
@@ -317,9 +457,11 @@ def _steps(singletons: StepSpec | Sequence[StepSpec], models: Any) -> list[_Step
         per_step = [[models] if isinstance(models, str) else list(models)] * len(specs)
     steps = []
     for spec, step_models in zip(specs, per_step, strict=True):
+        if isinstance(spec, Prompt):
+            spec = (spec.singleton(), spec.input_map)
         singleton, renames = spec if isinstance(spec, tuple) else (spec, {})
         if not (isinstance(singleton, type) and issubclass(singleton, SingletonTemplate)):
-            raise ValidationError(f"singletons: {singleton!r} is not a singleton class (such as Simple)")
+            raise ValidationError(f"singletons: {singleton!r} is not a singleton class (such as Simple) or a Prompt")
         Model.expand(step_models)  # every name checked before anything is paid
         steps.append(_Step(singleton, dict(renames), step_models))
     return steps
@@ -361,8 +503,22 @@ def _check_pipeline(steps: list[_Step], schema: type[BaseModel] | None) -> None:
             raise ValidationError(f"dataset schema: fields {missing} are not outputs of {steps[-1].singleton.__name__}")
 
 
-def _fingerprint(rows: list[dict[str, Any]], steps: list[_Step]) -> str:
-    job = {"rows": rows, "steps": [[s.singleton.__name__, sorted(s.renames.items())] for s in steps]}
+def _sample(rows: list[dict[str, Any]], ratio: float) -> list[dict[str, Any]]:
+    """``ratio`` of the rows (at least one), in their order, chosen by a generator seeded with
+    their content: the same rows on every run of the same job."""
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+        raise ValidationError(f"sampling_ratio: a number above 0 and at most 1 (got {ratio!r})")
+    if ratio == 1:
+        return rows
+    seed = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).digest()
+    keep = random.Random(seed).sample(range(len(rows)), max(1, int(len(rows) * ratio)))
+    return [rows[i] for i in sorted(keep)]
+
+
+def _fingerprint(rows: list[dict[str, Any]], steps: list[_Step], kind: str = "generate") -> str:
+    job: dict[str, Any] = {"rows": rows, "steps": [[s.singleton.__name__, sorted(s.renames.items())] for s in steps]}
+    if kind != "generate":  # a generate job's fingerprint is what journals written before enrich hold
+        job["kind"] = kind
     return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
 
 
