@@ -531,6 +531,12 @@ async def test_imports_start_a_dataset_that_enrich_and_generate_read(tmp_path: P
     assert [e["title"] for e in out.get_entries()] == ["T:one two", "T:three"]
     await DatasetGenerator(from_csv, dria, progress=False).enrich(Prompt("{{text}}", Title))  # type: ignore[arg-type]
     assert from_csv.get_entries() == [{"text": "alpha beta", "n": 2, "title": "T:alpha beta", "words": 2}]
+    # a rerun of the script imports the same rows again: the enrichment it paid for stays
+    again = DriaDataset.from_csv("c", "docs", Doc, tmp_path / "docs.csv", path=tmp_path / "c")
+    assert again.get_entries() == from_csv.get_entries() and len(again.jobs()) == 2
+    (tmp_path / "docs.csv").write_text("text,n\nnew rows,1\n")  # other rows: a fresh start
+    assert DriaDataset.from_csv("c", "docs", Doc, tmp_path / "docs.csv", path=tmp_path / "c").get_entries() == \
+        [{"text": "new rows", "n": 1}]
 
 
 async def test_sampling_ratio_runs_a_share_of_the_rows_the_same_on_every_run(tmp_path: Path) -> None:

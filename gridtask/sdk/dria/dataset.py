@@ -140,7 +140,9 @@ class DriaDataset:
         return cls(name, description, schema, path=path)._imported(rows, str(dataset_id))
 
     def _imported(self, rows: Sequence[Any], origin: str) -> DriaDataset:
-        """Start the journal afresh with these rows (those that fit ``schema``) as its one job."""
+        """Start the journal with these rows (those that fit ``schema``) as its first job. The
+        same rows imported again keep the journal (a rerun of a script that imports, then
+        enriches, resumes its enrichment); other rows start it afresh."""
         assert self.schema is not None
         entries: list[dict[str, Any]] = []
         for index, row in enumerate(rows):
@@ -153,10 +155,13 @@ class DriaDataset:
         if self.skipped:
             log.warning("dataset %s: %d of %d rows of %s do not fit %s and were left out (dataset.skipped)",
                         self.name, len(self.skipped), len(rows), origin, self.schema.__name__)
+        fingerprint = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+        jobs = self.jobs()
+        if jobs and jobs[0].header.get("import") and jobs[0].header["fingerprint"] == fingerprint:
+            return self
         self.reset()
         journal = _Journal(self.journal)
         try:
-            fingerprint = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
             journal.write({"kind": "job", "job": 0, "fingerprint": fingerprint, "steps": 0, "import": origin})
             journal.write({"kind": "rows", "job": 0, "entries": entries})
         finally:
