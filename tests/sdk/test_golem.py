@@ -259,6 +259,18 @@ async def test_the_payloads_needs_travel_with_every_script() -> None:
     assert (spec.memory_mib, spec.disk_mib, spec.cpu_threads) == (1024, 512, 4)
 
 
+async def test_stream_output_prints_each_commands_output(capsys: pytest.CaptureFixture[str]) -> None:
+    net = FakeNetwork(["n1"])
+    golem, _ = await golem_on(net, stream_output=True)
+    done = await collect(golem, echo_worker, ["hello", "fail"])
+    out, err = capsys.readouterr()
+    assert [t.data for t in done] == ["hello"]
+    assert "n1:hello\n" in out and "n1:fail\n" in out and "boom\n" in err  # the failed command's too
+    quiet, _ = await golem_on(FakeNetwork(["n1"]))
+    await collect(quiet, echo_worker, ["hush"])
+    assert "hush" not in capsys.readouterr().out
+
+
 async def test_bad_input_is_refused_before_anything_is_paid() -> None:
     net = FakeNetwork(["n1"])
     golem, _ = await golem_on(net)

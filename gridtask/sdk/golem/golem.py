@@ -63,7 +63,8 @@ class Golem:
     ``fee``: wei per fragment; ``fragment_timeout``: seconds a fragment may take per stage on its
     node (a script's own ``timeout`` wins; default: the network's stage timeout);
     ``event_consumer``: called with every ``events.Event``; ``progress``: a terminal progress
-    bar (done, running, failed, spent; default: when stderr is a terminal).
+    bar (done, running, failed, spent; default: when stderr is a terminal); ``stream_output``:
+    print each command's output (stdout, stderr) when its script comes back.
     ``subnet_tag``, ``payment_driver`` and ``payment_network`` are accepted for yapapi's
     examples and mean nothing here: one chain is both the market and the payment."""
 
@@ -82,6 +83,7 @@ class Golem:
         subnet_tag: str | None = None,
         payment_driver: str | None = None,
         payment_network: str | None = None,
+        stream_output: bool = False,
     ) -> None:
         self.budget = Budget(_wei(budget))
         if isinstance(fee, bool) or not isinstance(fee, int) or fee <= 0:
@@ -100,6 +102,8 @@ class Golem:
         self._consumers: list[tuple[EventConsumer, tuple[type[events.Event], ...] | None]] = []
         if event_consumer is not None:
             self.add_event_consumer(event_consumer)
+        if stream_output:
+            self.add_event_consumer(_print_output, [events.CommandExecuted])
         if progress if progress is not None else sys.stderr.isatty():
             from gridtask.sdk.golem.progress import ProgressBar
 
@@ -194,3 +198,11 @@ class Golem:
             yield task
 
 
+def _print_output(event: events.Event) -> None:
+    """``Golem(stream_output=True)``: each command's output, as its script comes back (yapapi
+    streams it while the command runs; a gridtask script returns its output in one result)."""
+    assert isinstance(event, events.CommandExecuted)
+    if event.stdout:
+        sys.stdout.write(event.stdout if event.stdout.endswith("\n") else event.stdout + "\n")
+    if event.stderr:
+        sys.stderr.write(event.stderr if event.stderr.endswith("\n") else event.stderr + "\n")
