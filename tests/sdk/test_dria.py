@@ -444,7 +444,7 @@ class Title(BaseModel):
 
 def title_answer(memory: dict[str, str]) -> str:
     text = memory.get("text") or memory.get("prediction", "")
-    return f'Sure: {{"title": "T:{text[:12]}", "words": {len(text.split())}}}'
+    return f'Sure: {{"title": "T:{text}", "words": {len(text.split())}}}'
 
 
 def test_a_prompt_is_one_generation_whose_answer_must_fit_its_schema() -> None:
@@ -472,18 +472,19 @@ async def test_a_prompt_is_a_dataset_step_and_enrich_adds_its_fields_to_every_en
     dria = FakeDria(title_answer, fail={"number 2": 99})
     prompt = Prompt("Title: {{text}}", Title, input_map={"text": "body"})
     await DatasetGenerator(dataset, dria, retries=0, progress=False).generate(rows, prompt)  # type: ignore[arg-type]
-    assert dataset.get_entries() == [{"title": "T:text number ", "words": 3}] * 2
+    assert dataset.get_entries() == [{"title": f"T:text number {i}", "words": 3} for i in range(2)]
     assert [f.row for f in dataset.failed] == ["2"]
     # enrich: a second prompt over those entries adds its fields; the entries become the merged rows
     class Tone(BaseModel):
         tone: str
     tone = Prompt("Tone of {{title}}", Tone)
-    toner = FakeDria(lambda m: json.dumps({"tone": f"calm:{m['title']}"}), fail={"T:text": 1})
+    toner = FakeDria(lambda m: json.dumps({"tone": f"calm:{m['title']}"}), fail={"number 1": 1})
     generator = DatasetGenerator(dataset, toner, retries=0, progress=False)  # type: ignore[arg-type]
     await generator.enrich(tone)
     assert len(dataset.failed) == 1 and len(dataset.get_entries()) == 1  # one failed: rerun retries it
     await generator.enrich(tone)
-    assert dataset.get_entries() == [{"title": "T:text number ", "words": 3, "tone": "calm:T:text number "}] * 2
+    assert dataset.get_entries() == [{"title": f"T:text number {i}", "words": 3, "tone": f"calm:T:text number {i}"}
+                                     for i in range(2)]
     assert len(toner.calls) == 3 and not dataset.failed  # 2 + the one retried; nothing finished ran twice
     await generator.enrich(tone)
     assert len(toner.calls) == 3  # done: nothing runs, nothing is paid
@@ -492,6 +493,10 @@ async def test_a_prompt_is_a_dataset_step_and_enrich_adds_its_fields_to_every_en
     await DatasetGenerator(dataset, retry, progress=False).generate(rows, prompt)  # type: ignore[arg-type]
     assert [c["text"] for c in retry.calls] == ["text number 2"]
     assert all("tone" in e for e in dataset.get_entries())
+    # the entries grew by that row: enriching them again pays for the new row only
+    await generator.enrich(tone)
+    assert len(toner.calls) == 4 and toner.calls[-1]["title"] == "T:text number 2"
+    assert [e["tone"] for e in dataset.get_entries()] == [f"calm:T:text number {i}" for i in range(3)]
     with pytest.raises(ValidationError, match="has no entries yet"):
         await DatasetGenerator(DriaDataset("empty", path=tmp_path / "e"), toner).enrich(tone)  # type: ignore[arg-type]
 

@@ -362,13 +362,18 @@ class DatasetGenerator:
             raise ValidationError(f"dataset {dataset.name!r}: its journal {dataset.journal} belongs to another job "
                                   "(other instructions or singletons): use another dataset name or "
                                   "dataset.reset()")
-        done = jobs[index].done if index is not None else {}
+        done = dict(jobs[index].done) if index is not None else {}
         merge = bool(header.get("enrich"))
         journal = _Journal(dataset.journal)
         if index is None:
             index = len(jobs)
-            journal.write({"kind": "job", "job": index, **header, "steps": len(steps),
-                           "singletons": [s.singleton.__name__ for s in steps]})
+            names = [s.singleton.__name__ for s in steps]
+            journal.write({"kind": "job", "job": index, **header, "steps": len(steps), "singletons": names})
+            if merge:  # rows an earlier run of this enrichment finished (over other entries) are not paid again
+                for i, record in enumerate(_enriched_before(jobs, names, rows)):
+                    if record is not None:
+                        done[(0, str(i))] = {**record, "row": str(i), "job": index}
+                        journal.write(done[(0, str(i))])
         dria = self.dria_client or Dria()
         slots = asyncio.Semaphore(self.batch_size)
         failed: list[FailedRow] = []
@@ -439,8 +444,9 @@ class DatasetGenerator:
                     avoid.append(result[0].node)  # another node may answer otherwise
                 raise
             dumped = [o.model_dump(mode="json", by_alias=True) for o in outputs]
-            return {"kind": "done", "step": index, "row": row, "task": result[0].id, "model": result[0].model,
-                    "outputs": [{**values, **o} for o in dumped] if merge else dumped}
+            record = {"kind": "done", "step": index, "row": row, "task": result[0].id, "model": result[0].model,
+                      "outputs": [{**values, **o} for o in dumped] if merge else dumped}
+            return {**record, "input": values} if merge else record
 
         try:
             return await policy.call(once)
@@ -506,6 +512,17 @@ def _check_pipeline(steps: list[_Step], schema: type[BaseModel] | None) -> None:
         missing = [f for f in schema.model_fields if f not in last.model_fields]
         if missing:
             raise ValidationError(f"dataset schema: fields {missing} are not outputs of {steps[-1].singleton.__name__}")
+
+
+def _enriched_before(jobs: list[_Job], names: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """For each row, a finished record of an earlier enrichment by the same prompt over the same
+    row (by content), if there is one."""
+    def key(row: Mapping[str, Any]) -> str:
+        return json.dumps(row, sort_keys=True, default=str)
+
+    finished = {key(r["input"]): r for job in jobs if job.header.get("enrich") and job.header.get("singletons") == names
+                for r in job.done.values() if "input" in r}
+    return [finished.get(key(row)) for row in rows]
 
 
 def _sample(rows: list[dict[str, Any]], ratio: float) -> list[dict[str, Any]]:
