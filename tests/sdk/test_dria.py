@@ -24,13 +24,24 @@ from gridtask.sdk.dria.factory import (
     QA,
     Answer,
     Clair,
+    EvaluatePrediction,
+    EvolveComplexity,
     EvolveInstruct,
+    EvolveQuality,
     GenerateCode,
+    GenerateGraph,
     GenerateSubtopics,
+    InstructionBacktranslation,
+    IterateCode,
     MultiHopQuestion,
     Question,
+    Reasoning,
     ScoreComplexity,
+    SemanticTriplet,
     Simple,
+    TextClassification,
+    TextMatching,
+    ValidatePrediction,
 )
 from gridtask.sdk.dria.prompt import Prompt
 from gridtask.types import TaskType
@@ -143,6 +154,17 @@ def test_every_singleton_builds_a_valid_workflow_in_dria_format() -> None:
         "Clair": {"task": "t", "student_solution": "s"}, "RandomVars": {"simulation_description": "d"},
         "ShortBio": {"persona_traits": ["t"], "simulation_description": "d"},
         "BackStory": {"persona_traits": ["t"], "simulation_description": "d"},
+        "IterateCode": {"code": "print(1)", "instruction": "i", "language": "python"},
+        "EvolveComplexity": {"instruction": "i"},
+        "EvolveQuality": {"prompt": "p", "response": "r", "method": "DEEPENING"},
+        "GenerateGraph": {"context": "c"}, "TextMatching": {"task_description": "t", "language": "English"},
+        "TextClassification": {"task_description": "t", "language": "English", "clarity": "clear",
+                               "difficulty": "college"},
+        "SemanticTriplet": {"unit": "sentence", "language": "English", "high_score": 4, "low_score": 2,
+                            "difficulty": "college"},
+        "EvaluatePrediction": {"prediction": "p", "question": "q", "context": "c"},
+        "ValidatePrediction": {"prediction": "p", "correct_answer": "a"},
+        "InstructionBacktranslation": {"instruction": "i", "generation": "g"}, "Reasoning": {"prompt": "p"},
     }
     assert set(inputs) == {s.__name__ for s in SINGLETONS} and len(SINGLETONS) >= 9
     for singleton in SINGLETONS:
@@ -159,6 +181,10 @@ def test_inputs_are_checked_with_one_clear_error() -> None:
         EvolveInstruct(prompt="p", mutation_type="SIDEWAYS")
     with pytest.raises(ValidationError, match="chunks"):
         MultiHopQuestion(chunks=["only one"])
+    with pytest.raises(ValidationError, match="method"):
+        EvolveQuality(prompt="p", response="r", method="LOUDER")
+    with pytest.raises(ValidationError, match="low_score \\(4\\) is above high_score \\(2\\)"):
+        SemanticTriplet(unit="sentence", language="English", high_score=2, low_score=4, difficulty="college")
 
 
 def test_parsers_read_well_formed_answers() -> None:
@@ -178,6 +204,40 @@ def test_parsers_read_well_formed_answers() -> None:
     assert multi[0]["1-hop"] == "a?" and multi[0]["answer"] == "d"  # Dria's aliases in the old style
     questions = Question(context="c", persona="p", num_questions=2).callback([result("1. one?\n2. two?\n3. three?")])
     assert [q.question for q in questions] == ["one?", "two?"]
+    iterated = IterateCode(code="print(1)", instruction="print 2", language="python").callback(
+        [result("Sure:\n```python\nprint(2)\n```\nDone.")])
+    assert (iterated[0].code, iterated[0].iterated_code, iterated[0].language) == ("print(1)", "print(2)", "python")
+    evolved = EvolveComplexity(instruction="add 2 and 2").callback([result("New instruction: add 2 and 2 in base 3")])
+    assert evolved[0].evolved_instruction == "add 2 and 2 in base 3" and evolved[0].instruction == "add 2 and 2"
+    quality = EvolveQuality(prompt="p", response="r", method="DETAILS").parse_result([result("Improved response: r!")])
+    assert quality == [{"response": "r", "evolved_response": "r!", "method": "DETAILS", "model": "tiny-llm"}]
+    graph = GenerateGraph(context="c").callback([result(
+        'Here it is:\n```json\n[{"node_1": "sea", "node_2": "tide", "edge": "the sea has tides"},\n'
+        ' {"node_1": "moon"}, "junk", {"node_1": "moon", "node_2": "tide", "edge": "pulls"}]\n```')])
+    assert [(g.graph.node_1, g.graph.node_2, g.graph.edge) for g in graph] == [
+        ("sea", "tide", "the sea has tides"), ("moon", "tide", "pulls")]  # the partial entries are left out
+    matching = TextMatching(task_description="t", language="English").parse_result(
+        [result('Sure! {"input": "a short text", "positive_document": "a longer text"} Hope it helps.')])
+    assert matching == [{"input": "a short text", "positive_document": "a longer text", "model": "tiny-llm"}]
+    classified = TextClassification(task_description="t", language="English", clarity="clear",
+                                    difficulty="college").callback(
+        [result('```json\n{"input_text": "great film", "label": "positive", "misleading_label": "negative"}\n```')])
+    assert (classified[0].input_text, classified[0].label, classified[0].misleading_label) == (
+        "great film", "positive", "negative")
+    triplet = SemanticTriplet(unit="sentence", language="English", high_score=4, low_score=2,
+                              difficulty="college").parse_result([result('{"S1": "a", "S2": "b", "S3": "c"}')])
+    assert triplet == [{"triplet": {"S1": "a", "S2": "b", "S3": "c"}, "model": "tiny-llm"}]
+    evaluate = EvaluatePrediction(prediction="p", question="q", context="c")
+    assert [evaluate.callback([result(t)])[0].evaluation for t in (
+        "[correct]", "Label: [Partially_Correct]", "[incorrect]", "It is [irrelevant].")] == [
+        "[correct]", "[partially_correct]", "[incorrect]", "[irrelevant]"]
+    validate = ValidatePrediction(prediction="p", correct_answer="a")
+    assert [validate.callback([result(t)])[0].validation for t in ("true", "False.", "**TRUE**")] == [True, False, True]
+    rated = InstructionBacktranslation(instruction="i", generation="g").callback(
+        [result("Clear and complete, but Score: 3 would be harsh.\nScore: 4")])
+    assert (rated[0].score, rated[0].reasoning) == ("4", "Clear and complete, but Score: 3 would be harsh.")
+    reasoning = Reasoning(prompt="p").callback([result("  First, p means ...  ")])
+    assert reasoning[0].reasoning == "First, p means ..." and reasoning[0].model == "tiny-llm"
 
 
 @pytest.mark.parametrize("singleton,text,wanted", [
@@ -186,6 +246,20 @@ def test_parsers_read_well_formed_answers() -> None:
     (GenerateCode(instruction="i", language="python"), "no fence", "fenced code block"),
     (Clair(task="t", student_solution="s"), "<reasoning>r</reasoning>", "<corrected_student_solution>"),
     (MultiHopQuestion(chunks=["a", "b", "c"]), "<1hop>a</1hop>", "<2hop>"),
+    (IterateCode(code="c", instruction="i", language="python"), "print(2)", "fenced code block"),
+    (EvolveComplexity(instruction="i"), "New instruction:  ", "new instruction"),
+    (EvolveQuality(prompt="p", response="r", method="HELPFULNESS"), "Improved response:", "improved response"),
+    (GenerateGraph(context="c"), '[{"node_1": "a", "node_2": "b"}, 7]', '"node_1", "node_2", "edge"'),
+    (TextMatching(task_description="t", language="English"), '{"input": "x", "positive_document": 3}',
+     '"input" and "positive_document"'),
+    (TextClassification(task_description="t", language="English", clarity="clear", difficulty="college"),
+     "positive, I think", '"input_text", "label" and "misleading_label"'),
+    (SemanticTriplet(unit="sentence", language="English", high_score=4, low_score=2, difficulty="college"),
+     '["a", "b", "c"]', '"S1", "S2" and "S3"'),
+    (EvaluatePrediction(prediction="p", question="q", context="c"), "correct", "label (one of [correct]"),
+    (ValidatePrediction(prediction="p", correct_answer="a"), "It is not true", "true or false"),
+    (InstructionBacktranslation(instruction="i", generation="g"), "Score: 9", "'Score: <1-5>'"),
+    (Reasoning(prompt="p"), "  \n ", "reasoning"),
 ])
 def test_an_answer_a_parser_cannot_read_is_a_typed_error_naming_the_task(singleton: Any, text: str,
                                                                         wanted: str) -> None:

@@ -128,9 +128,38 @@ def items(body: str) -> list[str]:
     return [m.group(1) for line in body.splitlines() if (m := _ITEM.match(line))]
 
 
-def _bracketed(body: str) -> str:
-    start, end = body.find("["), body.rfind("]")
+def _bracketed(body: str, brackets: str = "[]") -> str:
+    start, end = body.find(brackets[0]), body.rfind(brackets[1])
     return body[start:end + 1] if 0 <= start < end else ""
+
+
+def json_in(body: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
+    """The JSON array (``list``) or object (``dict``) in a result: in a code fence, the
+    whole text, or its outermost brackets; None when there is none. Models wrap JSON in
+    prose and fences, so each is tried."""
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", body, re.DOTALL)
+    brackets = "[]" if kind is list else "{}"
+    candidates = ([fenced.group(1), _bracketed(fenced.group(1), brackets)] if fenced else []) + [
+        body, _bracketed(body, brackets)]
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(value, kind):
+            return value
+    return None
+
+
+def strings(value: Any, *keys: str) -> dict[str, str] | None:
+    """``value[key]`` for each key, stripped, when ``value`` is a JSON object whose values
+    under those keys are all non-empty text; else None (a model's JSON may be anything)."""
+    if not isinstance(value, dict):
+        return None
+    found = {key: value.get(key) for key in keys}
+    if not all(isinstance(v, str) and v.strip() for v in found.values()):
+        return None
+    return {key: str(v).strip() for key, v in found.items()}
 
 
 def numbered(values: list[str]) -> str:

@@ -1,4 +1,5 @@
-"""Code and corrections: ``GenerateCode`` and ``Clair`` (a teacher corrects a student)."""
+"""Code and corrections: ``GenerateCode``, ``IterateCode`` (a revision of given code) and ``Clair``
+(a teacher corrects a student)."""
 
 from __future__ import annotations
 
@@ -31,11 +32,41 @@ class GenerateCode(SingletonTemplate):
         return linear_workflow([(prompt, "code")], "code", {"instruction": self.instruction, "language": self.language})
 
     def parse(self, result: TaskResult) -> list[CodeOutput]:
-        match = re.search(r"```[\w+-]*\n?(.*?)```", text(result), re.DOTALL)
-        if not match or not match.group(1).strip():
-            raise self.fail(result, "``` fenced code block")
-        return [CodeOutput(instruction=self.instruction, language=self.language, code=match.group(1).strip(),
+        return [CodeOutput(instruction=self.instruction, language=self.language, code=fenced_code(self, result),
                            model=result.model)]
+
+
+def fenced_code(singleton: SingletonTemplate, result: TaskResult) -> str:
+    """The first fenced block of the answer (``ResultParseError`` when there is none)."""
+    match = re.search(r"```[\w+-]*\n?(.*?)```", text(result), re.DOTALL)
+    if not match or not match.group(1).strip():
+        raise singleton.fail(result, "``` fenced code block")
+    return match.group(1).strip()
+
+
+class IteratedCodeOutput(CodeOutput):
+    iterated_code: str
+
+
+class IterateCode(SingletonTemplate):
+    """A revision of ``code`` as ``instruction`` asks (the next round of ``GenerateCode``);
+    the output keeps the code it started from."""
+
+    code: str = Field(min_length=1)
+    instruction: str = Field(min_length=1)
+    language: str = Field(min_length=1)
+    OutputSchema = IteratedCodeOutput
+
+    def build(self) -> Workflow:
+        prompt = ("Revise this {{language}} code as the instruction below asks. Keep what already works and "
+                  "reply with the complete revised code inside a single ``` code fence.\n\nCode:\n{{code}}\n\n"
+                  "Instruction: {{instruction}}")
+        return linear_workflow([(prompt, "iterated_code")], "iterated_code",
+                               {"code": self.code, "instruction": self.instruction, "language": self.language})
+
+    def parse(self, result: TaskResult) -> list[IteratedCodeOutput]:
+        return [IteratedCodeOutput(instruction=self.instruction, language=self.language, code=self.code,
+                                   iterated_code=fenced_code(self, result), model=result.model)]
 
 
 class ClairOutput(BaseModel):

@@ -1,5 +1,6 @@
-"""Instruction data: ``EvolveInstruct`` (Evol-Instruct's mutations), ``ScoreComplexity``,
-``SelfInstruct`` and ``MagPie`` (a dialogue between two personas)."""
+"""Instruction data: ``EvolveInstruct`` (Evol-Instruct's mutations), ``EvolveComplexity``,
+``ScoreComplexity``, ``EvolveQuality`` (a better response), ``SelfInstruct`` and ``MagPie``
+(a dialogue between two personas)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,74 @@ class EvolveInstruct(SingletonTemplate):
         if not mutated:
             raise self.fail(result, "new prompt")
         return [EvolveInstructOutput(mutated_prompt=mutated, original_prompt=self.prompt, model=result.model)]
+
+
+class EvolveOutput(BaseModel):
+    evolved_instruction: str
+    instruction: str
+    model: str
+
+
+class EvolveComplexity(SingletonTemplate):
+    """A harder version of ``instruction`` (more constraints, deeper reasoning): the step
+    that grows a dataset's difficulty, scored afterwards by ``ScoreComplexity``."""
+
+    instruction: str = Field(min_length=1, description="Instruction to evolve")
+    OutputSchema = EvolveOutput
+
+    def build(self) -> Workflow:
+        prompt = ("Make this instruction harder to carry out: add constraints or require deeper reasoning, "
+                  "keeping its subject. Reply with the new instruction only, after 'New instruction:'.\n\n"
+                  "Instruction: {{instruction}}")
+        return linear_workflow([(prompt, "evolved_instruction")], "evolved_instruction",
+                               {"instruction": self.instruction})
+
+    def parse(self, result: TaskResult) -> list[EvolveOutput]:
+        evolved = text(result).split("New instruction:")[-1].strip()
+        if not evolved:
+            raise self.fail(result, "new instruction")
+        return [EvolveOutput(evolved_instruction=evolved, instruction=self.instruction, model=result.model)]
+
+
+QualityMethod = Literal["HELPFULNESS", "RELEVANCE", "DEEPENING", "CREATIVITY", "DETAILS"]
+QUALITY_METHODS: dict[str, str] = {
+    "HELPFULNESS": "Make the response more helpful to the user.",
+    "RELEVANCE": "Make the response keep closer to what the prompt asks.",
+    "DEEPENING": "Make the response go deeper into the subject.",
+    "CREATIVITY": "Make the response more creative.",
+    "DETAILS": "Make the response more detailed.",
+}
+
+
+class EvolveQualityOutput(BaseModel):
+    response: str
+    evolved_response: str
+    method: str
+    model: str
+
+
+class EvolveQuality(SingletonTemplate):
+    """A better ``response`` to ``prompt`` by one of Evol-Quality's methods (``method``):
+    the response side of Evol-Instruct."""
+
+    prompt: str = Field(min_length=1)
+    response: str = Field(min_length=1)
+    method: QualityMethod
+    OutputSchema = EvolveQualityOutput
+
+    def build(self) -> Workflow:
+        prompt = ("Improve the response below to the prompt below. {{method}} Keep its tables and code, add "
+                  "at most twenty words, and reply with the improved response only, after "
+                  "'Improved response:'.\n\nPrompt: {{prompt}}\n\nResponse: {{response}}")
+        return linear_workflow([(prompt, "evolved_response")], "evolved_response", {
+            "prompt": self.prompt, "response": self.response, "method": QUALITY_METHODS[self.method]})
+
+    def parse(self, result: TaskResult) -> list[EvolveQualityOutput]:
+        evolved = text(result).split("Improved response:")[-1].strip()
+        if not evolved:
+            raise self.fail(result, "improved response")
+        return [EvolveQualityOutput(response=self.response, evolved_response=evolved, method=self.method,
+                                    model=result.model)]
 
 
 class InstructionScore(BaseModel):

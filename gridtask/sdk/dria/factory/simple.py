@@ -1,11 +1,11 @@
-"""``Simple``: one prompt, one generation."""
+"""``Simple``: one prompt, one generation; ``Reasoning``: one prompt, the thinking about it."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
 from gridtask.exceptions import ValidationError
-from gridtask.sdk.dria.factory._base import SingletonTemplate
+from gridtask.sdk.dria.factory._base import SingletonTemplate, text
 from gridtask.sdk.dria.factory._flow import linear_workflow
 from gridtask.sdk.dria.models import TaskResult
 from gridtask.workflows import Workflow
@@ -35,3 +35,26 @@ class Simple(SingletonTemplate):
         if not results:
             raise ValidationError("Simple: no results to parse")
         return str(results[0].result)
+
+
+class ReasoningSchema(BaseModel):
+    reasoning: str = Field(description="Reasoning chain")
+    model: str = Field(description="Model used for generation")
+
+
+class Reasoning(SingletonTemplate):
+    """The reasoning about a prompt rather than its answer (data for training models to think
+    before they answer)."""
+
+    prompt: str = Field(min_length=1, description="Prompt to reason about")
+    OutputSchema = ReasoningSchema
+
+    def build(self) -> Workflow:
+        prompt = ("Think out loud about the prompt below: how you read it, the angles worth weighing, and the "
+                  "steps that lead to an answer, in plain connected prose.\n\nPrompt: {{prompt}}")
+        return linear_workflow([(prompt, "reasoning")], "reasoning", {"prompt": self.prompt}, max_tokens=1500)
+
+    def parse(self, result: TaskResult) -> list[ReasoningSchema]:
+        if not text(result):
+            raise self.fail(result, "reasoning")
+        return [ReasoningSchema(reasoning=text(result), model=result.model)]
