@@ -19,7 +19,7 @@ from pydantic import BaseModel, create_model
 from pydantic import ValidationError as PydanticValidationError
 
 from gridtask.exceptions import ResultParseError, ValidationError
-from gridtask.sdk.dria.factory._base import SingletonTemplate
+from gridtask.sdk.dria.factory._base import SingletonTemplate, json_in
 from gridtask.sdk.dria.models import TaskResult
 from gridtask.workflows import Edge, Operator, Workflow, WorkflowBuilder, Write
 
@@ -85,17 +85,18 @@ class Prompt:
     def parse(self, result: TaskResult) -> BaseModel:
         """A result read into ``schema`` (``ResultParseError`` if it does not fit)."""
         text = str(result.result).strip()
-        fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
-        candidates = [fenced.group(1)] if fenced else []
-        start, end = text.find("{"), text.rfind("}")
-        candidates += [text] + ([text[start:end + 1]] if 0 <= start < end else [])
-        for candidate in candidates:
-            try:
-                return self.schema.model_validate_json(candidate)
-            except PydanticValidationError:
-                continue
+        value = json_in(text, dict, self._fits)
+        if value is not None:
+            return self.schema.model_validate(value)
         raise ResultParseError(f"{self.name}: the result of task {result.id} (model {result.model}) is not JSON "
                                f"that fits {self.schema.__name__}; it was {text[:120]!r}")
+
+    def _fits(self, value: Any) -> bool:
+        try:
+            self.schema.model_validate(value)
+        except PydanticValidationError:
+            return False
+        return True
 
     def callback(self, results: list[TaskResult]) -> list[BaseModel]:
         return [self.parse(r) for r in results]

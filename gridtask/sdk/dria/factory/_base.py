@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -115,16 +115,11 @@ _ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)]|\[\d+\])\s+(.+?)\s*$")
 
 
 def items(body: str) -> list[str]:
-    """A list in a result: a JSON array (possibly in a code fence), else bulleted or
-    numbered lines. Empty when there is none."""
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", body, re.DOTALL)
-    for candidate in ([fenced.group(1)] if fenced else []) + [body, _bracketed(body)]:
-        try:
-            value = json.loads(candidate)
-        except (ValueError, TypeError):
-            continue
-        if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
-            return [str(v).strip() for v in value]
+    """A list in a result: a JSON array of plain values (possibly in a code fence), else
+    bulleted or numbered lines. Empty when there is none."""
+    values = json_in(body, list, lambda v: bool(v) and all(isinstance(x, (str, int, float)) for x in v))
+    if values is not None:
+        return [str(v).strip() for v in values]
     return [m.group(1) for line in body.splitlines() if (m := _ITEM.match(line))]
 
 
@@ -133,10 +128,11 @@ def _bracketed(body: str, brackets: str = "[]") -> str:
     return body[start:end + 1] if 0 <= start < end else ""
 
 
-def json_in(body: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
-    """The JSON array (``list``) or object (``dict``) in a result: in a code fence, the
-    whole text, or its outermost brackets; None when there is none. Models wrap JSON in
-    prose and fences, so each is tried."""
+def json_in(body: str, kind: type[list[Any]] | type[dict[str, Any]],
+            accept: Callable[[Any], bool] = lambda value: True) -> Any:
+    """The JSON array (``list``) or object (``dict``) in a result that ``accept`` takes: in a
+    code fence, the whole text, or its outermost brackets; None when there is none. Models
+    wrap JSON in prose and fences, so each is tried."""
     fenced = re.search(r"```(?:json)?\s*(.*?)```", body, re.DOTALL)
     brackets = "[]" if kind is list else "{}"
     candidates = ([fenced.group(1), _bracketed(fenced.group(1), brackets)] if fenced else []) + [
@@ -146,9 +142,18 @@ def json_in(body: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
             value = json.loads(candidate)
         except (ValueError, TypeError):
             continue
-        if isinstance(value, kind):
+        if isinstance(value, kind) and accept(value):
             return value
     return None
+
+
+def after(singleton: SingletonTemplate, result: TaskResult, marker: str, wanted: str) -> str:
+    """The answer's text after its last ``marker`` (all of it when there is none), which must
+    not be empty (``ResultParseError`` naming ``wanted``)."""
+    found = text(result).split(marker)[-1].strip()
+    if not found:
+        raise singleton.fail(result, wanted)
+    return found
 
 
 def strings(value: Any, *keys: str) -> dict[str, str] | None:

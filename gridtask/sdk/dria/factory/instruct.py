@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from gridtask.sdk.dria.factory._base import SingletonTemplate, items, numbered, text
+from gridtask.sdk.dria.factory._base import SingletonTemplate, after, items, numbered, text
 from gridtask.sdk.dria.factory._flow import linear_workflow
 from gridtask.sdk.dria.models import TaskResult
 from gridtask.workflows import MAX_STEPS, Workflow
@@ -73,9 +73,7 @@ class EvolveComplexity(SingletonTemplate):
                                {"instruction": self.instruction})
 
     def parse(self, result: TaskResult) -> list[EvolveOutput]:
-        evolved = text(result).split("New instruction:")[-1].strip()
-        if not evolved:
-            raise self.fail(result, "new instruction")
+        evolved = after(self, result, "New instruction:", "new instruction")
         return [EvolveOutput(evolved_instruction=evolved, instruction=self.instruction, model=result.model)]
 
 
@@ -113,9 +111,7 @@ class EvolveQuality(SingletonTemplate):
             "prompt": self.prompt, "response": self.response, "method": QUALITY_METHODS[self.method]})
 
     def parse(self, result: TaskResult) -> list[EvolveQualityOutput]:
-        evolved = text(result).split("Improved response:")[-1].strip()
-        if not evolved:
-            raise self.fail(result, "improved response")
+        evolved = after(self, result, "Improved response:", "improved response")
         return [EvolveQualityOutput(response=self.response, evolved_response=evolved, method=self.method,
                                     model=result.model)]
 
