@@ -603,6 +603,8 @@ async def test_imports_start_a_dataset_that_enrich_and_generate_read(tmp_path: P
         [{"text": "on disk", "n": 5}]
     with pytest.raises(ValidationError, match="cannot read"):
         DriaDataset.from_json("bad", "", Doc, tmp_path / "missing.json", path=tmp_path / "bad")
+    with pytest.raises(ValidationError, match="an import needs schema"):
+        DriaDataset.from_json("bad", "", None, tmp_path / "docs.json", path=tmp_path / "bad")  # type: ignore[arg-type]
     # an imported dataset's entries are instructions for another, and enrich reads them
     dria = FakeDria(title_answer)
     out = DriaDataset("out", path=tmp_path / "out")

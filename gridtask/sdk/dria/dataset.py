@@ -143,7 +143,9 @@ class DriaDataset:
         """Start the journal with these rows (those that fit ``schema``) as its first job. The
         same rows imported again keep the journal (a rerun of a script that imports, then
         enriches, resumes its enrichment); other rows start it afresh."""
-        assert self.schema is not None
+        if not (isinstance(self.schema, type) and issubclass(self.schema, BaseModel)):
+            raise ValidationError(f"dataset {self.name!r}: an import needs schema, a pydantic model class its rows "
+                                  f"must fit (got {self.schema!r})")
         entries: list[dict[str, Any]] = []
         for index, row in enumerate(rows):
             try:
